@@ -1,0 +1,69 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_mirpanel import DEFAULT_API_URL, __version__
+
+_MODULES = "airflow_provider_mirpanel"
+
+
+def _number(label: str, description: str, kind: str, default: float, minimum: float) -> dict[str, Any]:
+    return {"label": label, "description": description,
+            "schema": {"type": [kind, "null"], "default": default, "minimum": minimum}}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider, its hook, operators, sensors, triggers and the ``mirpanel`` connection."""
+    return {
+        "package-name": "airflow-provider-mirpanel",
+        "name": "MirPanel",
+        "description": "MirPanel and other Perfect Panel API v2 SMM panels: orders, statuses, refills, "
+        "cancels, balance and services.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "MirPanel",
+                "external-doc-url": "https://mirpanel.com/api",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.hooks.mirpanel"]}],
+        "operators": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.operators.mirpanel"]}],
+        "sensors": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.sensors.mirpanel"]}],
+        "triggers": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.triggers.mirpanel"]}],
+        "connection-types": [
+            {
+                "connection-type": "mirpanel",
+                "hook-class-name": f"{_MODULES}.hooks.mirpanel.MirPanelHook",
+                "hook-name": "MirPanel",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port"],
+                    "relabeling": {"host": "API URL", "password": "API key"},
+                    "placeholders": {
+                        "host": DEFAULT_API_URL,
+                        "password": "your panel API key (Account page)",
+                    },
+                },
+                "conn-fields": {
+                    "timeout": _number("Request timeout (s)", "Seconds to wait for the panel's reply.",
+                                       "number", 30, 1),
+                    "retries": _number("Retries", "How often a failed read (status, balance, services) "
+                                       "is retried. Orders are never resent after they may have "
+                                       "reached the panel.", "integer", 5, 0),
+                    "concurrency": _number("Concurrency", "Requests in flight at once for multi-ID calls "
+                                           "(100 IDs per request).", "integer", 8, 1),
+                    "rate_limit": _number("Rate limit (requests/min)", "Most requests per minute this "
+                                          "client sends; 0 means no limit (429 replies are still "
+                                          "honoured).", "number", 0, 0),
+                    "allow_insecure": {
+                        "label": "Allow insecure transport",
+                        "description": "Allow plain http:// to a non-loopback host and disabled TLS "
+                        "verification (verify_ssl: false). Sends the API key unprotected.",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
+                },
+            }
+        ],
+    }
