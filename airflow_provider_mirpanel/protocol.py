@@ -15,7 +15,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
+
+from tenacity import RetryCallState, retry_if_exception, stop_after_attempt
 
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAPIError,
@@ -321,7 +323,7 @@ def to_int(value: Any) -> int | None:
     """An int from an int, a float or a numeric string; None for anything else (``"Unknown"``)."""
     kind = type(value)
     if kind is int:
-        return value  # type: ignore[no-any-return]
+        return value
     if kind is str:
         try:
             return int(value)
@@ -337,7 +339,7 @@ def to_float(value: Any) -> float | None:
     """A float from a number or a numeric string; None for anything else."""
     kind = type(value)
     if kind is float:
-        return value if math.isfinite(value) else None  # type: ignore[no-any-return]
+        return value if math.isfinite(value) else None
     if kind is int:
         return float(value)
     if kind is str:
@@ -356,7 +358,7 @@ _FALSE = frozenset({"0", "false", "no", "n", "off", ""})
 def to_bool(value: Any) -> bool | None:
     """A bool from a JSON bool, 0/1 or the usual words; None when absent or unreadable."""
     if value is True or value is False:
-        return value  # type: ignore[no-any-return]
+        return value
     if type(value) is int:
         return value != 0
     if isinstance(value, str):
@@ -456,7 +458,7 @@ def decode_reply(
         )
     try:
         payload = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         if http_status >= 500:
             raise MirPanelTransientError(f"HTTP {http_status}: {_snippet(text, 60)}", http_status=http_status,
                                          action=name) from None
@@ -735,3 +737,37 @@ def outcome_unknown(action: Action, error: BaseException) -> bool:
     if action is not Action.ADD or isinstance(error, (MirPanelAPIError, MirPanelInputError)):
         return False
     return not (isinstance(error, MirPanelTransientError) and not error.request_sent)
+
+
+class WarningLogger(Protocol):
+    """Anything with a ``warning`` method: a stdlib or an Airflow task logger."""
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+
+
+def retry_arguments(action: Action, policy: RetryPolicy, logger: WarningLogger) -> dict[str, Any]:
+    """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying`` that apply the rules above.
+
+    The sync hook and the async triggers both retry through this, so they retry the same failures
+    with the same backoff.
+    """
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return policy.wait(state.attempt_number, error)
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        sleep = state.next_action.sleep if state.next_action else 0.0
+        logger.warning(
+            "MirPanel %s failed (%s); retry %d of %d in %.1f s",
+            action.value, error, state.attempt_number, policy.retries, sleep,
+        )
+
+    return {
+        "stop": stop_after_attempt(policy.retries + 1),
+        "wait": wait,
+        "retry": retry_if_exception(lambda error: may_retry(action, error)),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
