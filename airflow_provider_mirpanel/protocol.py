@@ -427,15 +427,21 @@ def decode_reply(
     *,
     content_type: str | None = None,
     retry_after: str | None = None,
+    location: str | None = None,
 ) -> Any:
     """The JSON payload of a reply, or the exception it stands for.
 
     The body is read whatever the HTTP status: ``{"error": ...}`` becomes a typed
     :class:`MirPanelAPIError` (or its auth/funds subclasses); 429 and 5xx without a panel error, HTML
-    pages and connection-level garbage become :class:`MirPanelTransientError`; anything else that is
-    not JSON becomes :class:`MirPanelResponseError`.
+    pages and connection-level garbage become :class:`MirPanelTransientError`; a redirect (clients
+    do not follow them: the key would go wherever it points) and anything else that is not JSON
+    become :class:`MirPanelResponseError`.
     """
     name = action.value
+    if 300 <= http_status < 400:
+        raise MirPanelResponseError(
+            f"redirected to {location!r}; check the connection's API URL", http_status=http_status, action=name
+        )
     if http_status == 429:
         raise MirPanelTransientError(
             "HTTP 429 Too Many Requests",

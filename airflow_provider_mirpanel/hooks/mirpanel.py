@@ -22,7 +22,6 @@ from airflow_provider_mirpanel.exceptions import (
     MirPanelAuthError,
     MirPanelError,
     MirPanelInputError,
-    MirPanelResponseError,
     MirPanelTransientError,
 )
 from airflow_provider_mirpanel.protocol import (
@@ -187,18 +186,13 @@ class MirPanelHook(HttpHook):
             )
         except requests.RequestException as error:
             raise transport_error(error, action) from None
-        if 300 <= response.status_code < 400:
-            raise MirPanelResponseError(
-                f"redirected to {response.headers.get('Location')!r}; check the connection's API URL",
-                http_status=response.status_code,
-                action=action.value,
-            )
         return decode_reply(
             response.content,
             response.status_code,
             action,
             content_type=response.headers.get("Content-Type"),
             retry_after=response.headers.get("Retry-After"),
+            location=response.headers.get("Location"),
         )
 
     def _call(self, action: Action, form: dict[str, str]) -> Any:
