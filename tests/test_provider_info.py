@@ -1,0 +1,43 @@
+"""The provider registers with Airflow: metadata, connection type, form fields."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from airflow_provider_mirpanel import DEFAULT_API_URL
+from airflow_provider_mirpanel.provider_info import get_provider_info
+from airflow_provider_mirpanel.settings import EXTRA_KEYS
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def airflow_cli(tmp_path: Path, *args: str) -> str:
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    return subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def test_connection_type_is_declared_with_relabelled_fields_and_conn_fields() -> None:
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-mirpanel"
+    (conn,) = info["connection-types"]
+    assert conn["connection-type"] == "mirpanel" and conn["hook-name"] == "MirPanel"
+    behaviour = conn["ui-field-behaviour"]
+    assert set(behaviour["hidden-fields"]) == {"login", "schema", "port"}
+    assert behaviour["relabeling"] == {"host": "API URL", "password": "API key"}
+    assert behaviour["placeholders"]["host"] == DEFAULT_API_URL
+    assert set(conn["conn-fields"]) <= EXTRA_KEYS
+    assert {"timeout", "retries", "concurrency", "rate_limit"} <= set(conn["conn-fields"])
+
+
+def test_airflow_lists_the_provider_its_hook_and_its_fields(tmp_path: Path) -> None:
+    providers = json.loads(airflow_cli(tmp_path, "providers", "get", "airflow-provider-mirpanel", "-o", "json"))
+    assert providers[0]["Provider"] == "airflow-provider-mirpanel"
+    hooks = airflow_cli(tmp_path, "providers", "hooks", "-o", "json")
+    mirpanel = [hook for hook in json.loads(hooks) if hook.get("connection_type") == "mirpanel"]
+    assert mirpanel and mirpanel[0]["class"] == "airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook"
+    widgets = airflow_cli(tmp_path, "providers", "widgets")
+    assert "extra__mirpanel__concurrency" in widgets and "extra__mirpanel__timeout" in widgets
