@@ -145,7 +145,11 @@ INT_PARAMS = frozenset(
 SUBSCRIPTION_DELAYS = frozenset(
     {0, 5, 10, 15, 20, 30, 40, 50, 60, 90, 120, 150, 180, 210, 240, 270, 300, 360, 420, 480, 540, 600}
 )
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# C0/C1 controls and the Unicode line/paragraph separators: any of them can split a form value.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# ASCII digits only: "²".isdigit() is True, yet int("²") raises ValueError.
+_DIGITS = re.compile(r"[0-9]{1,19}")
+MAX_WHOLE = 2**63 - 1  # the largest ID or count a panel's database column holds
 _EXPIRY = re.compile(r"^\d{2}/\d{2}/\d{4}$")
 
 
@@ -161,12 +165,14 @@ def _param_int(name: str, value: Any) -> int:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         number = int(value.strip())
     else:
         raise MirPanelInputError(f"{name} must be a whole number, got {value!r}")
     if number < 0:
         raise MirPanelInputError(f"{name} must not be negative, got {number}")
+    if number > MAX_WHOLE:
+        raise MirPanelInputError(f"{name} is too large: {number}")
     return number
 
 
@@ -270,12 +276,16 @@ def normalize_id(value: Any, what: str = "order") -> int:
         raise MirPanelInputError(f"invalid {what} ID {value!r}: not a number")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         number = int(value.strip())
+    elif isinstance(value, (list, tuple, set, frozenset)) or (isinstance(value, str) and "," in value):
+        raise MirPanelInputError(f"one {what} ID expected, got {value!r}: use the method that takes many IDs")
     else:
         raise MirPanelInputError(f"invalid {what} ID {value!r}: expected a positive whole number")
     if number <= 0:
         raise MirPanelInputError(f"invalid {what} ID {value!r}: must be positive")
+    if number > MAX_WHOLE:
+        raise MirPanelInputError(f"invalid {what} ID {value!r}: too large")
     return number
 
 
@@ -289,7 +299,7 @@ def normalize_ids(ids: Any, what: str = "order") -> list[int]:
         raise MirPanelInputError(f"no {what} IDs given")
     if isinstance(ids, str):
         ids = [part for part in re.split(r"[\s,\[\]()]+", ids) if part]
-    elif isinstance(ids, (int, bool)) or not isinstance(ids, Iterable) or isinstance(ids, Mapping):
+    elif isinstance(ids, (int, bytes, bytearray)) or not isinstance(ids, Iterable) or isinstance(ids, Mapping):
         raise MirPanelInputError(f"{what} IDs must be a list of IDs, got {type(ids).__name__}")
     seen: dict[int, None] = {}
     for value in ids:
@@ -335,16 +345,35 @@ def to_int(value: Any) -> int | None:
     return None
 
 
+# "1,234.5" groups thousands; "0,27819" (one comma, no thousands grouping) is a decimal comma.
+_THOUSANDS = re.compile(r"\s*[-+]?[1-9][0-9]{0,2}(,[0-9]{3})+(\.[0-9]*)?\s*")
+_DECIMAL_COMMA = re.compile(r"\s*[-+]?[0-9]+,[0-9]+\s*")
+
+
 def to_float(value: Any) -> float | None:
-    """A float from a number or a numeric string; None for anything else."""
+    """A float from a number or a numeric string; None for anything else.
+
+    Commas are read as thousands separators (``"1,234.5"``) or, alone and not grouping thousands,
+    as a decimal comma (``"0,27819"``); a string read neither way is None, never a wrong number.
+    """
     kind = type(value)
     if kind is float:
         return value if math.isfinite(value) else None
     if kind is int:
-        return float(value)
-    if kind is str:
         try:
-            number = float(value.replace(",", "") if "," in value else value)
+            return float(value)
+        except OverflowError:  # an int beyond 1.8e308
+            return None
+    if kind is str:
+        if "," in value:
+            if _THOUSANDS.fullmatch(value):
+                value = value.replace(",", "")
+            elif _DECIMAL_COMMA.fullmatch(value):
+                value = value.replace(",", ".")
+            else:
+                return None
+        try:
+            number = float(value)
         except ValueError:
             return None
         return number if math.isfinite(number) else None
@@ -383,11 +412,15 @@ def to_text(value: Any) -> str | None:
 # Decoding replies and classifying errors
 # ---------------------------------------------------------------------------------------------
 
-_AUTH_WORDS = re.compile(r"api[\s_.-]*key|apikey|\bkey\b|token|unauthori[sz]ed|authenticat|not authori", re.I)
-_BAD_WORDS = re.compile(r"invalid|incorrect|wrong|bad|expired|unknown|missing|blocked|revoked|not found|"
-                        r"not valid|hatal|geçersiz|неверн|недейств", re.I)
-_FUNDS = re.compile(r"fund|balance|bakiye|баланс|средств", re.I)
-_FUNDS_LOW = re.compile(r"not[\s_.-]*enough|insufficient|low|yetersiz|недостаточно|exceed", re.I)
+# Localized key words too: anahtar (tr), ключ (ru), clé (fr), clave (es), chave (pt).
+_AUTH_WORDS = re.compile(r"api[\s_.-]*key|apikey|\bkey\b|token|unauthori[sz]ed|authenticat|not authori|"
+                         r"api[\s_.-]*anahtar|ключ|cl[ée][\s_.-]*(d'\s*)?api|(clave|chave)[\s_.-]*(de[\s_.-]*)?api",
+                         re.I)
+_BAD_WORDS = re.compile(r"invalid|inv[áa]lid|incorrect|wrong|bad|expired|unknown|missing|blocked|revoked|"
+                        r"not found|not valid|hatal|geçersiz|неверн|недейств|неправильн", re.I)
+_FUNDS = re.compile(r"fund|balance|bakiye|баланс|средств|saldo|solde|fonds|fondos", re.I)
+_FUNDS_LOW = re.compile(r"not[\s_.-]*enough|insufficient|insuficient|insuffisant|low|yetersiz|недостаточно|exceed",
+                        re.I)
 _RATE_LIMIT = re.compile(r"too[\s_.-]*many[\s_.-]*requests|rate[\s_.-]*limit", re.I)
 
 
@@ -416,8 +449,26 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _snippet(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text[: limit * 4].split())  # never split a 10 MB body to show 120 characters
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _json_problem(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at {error.pos}"
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return _snippet(str(error), 60)
+
+
+def _error_text(value: Any) -> str | None:
+    """The text of an ``error`` field, or None when it is empty (``null``, ``""``, ``false``).
+
+    Some panels send ``"error": null`` or ``""`` beside a successful reply; that is no error.
+    """
+    if value is None or value is False or value == 0 or (isinstance(value, str) and not value.strip()):
+        return None
+    return to_text(value)
 
 
 def decode_reply(
@@ -456,22 +507,27 @@ def decode_reply(
             raise MirPanelTransientError(f"HTTP {http_status} with an empty body", http_status=http_status,
                                          action=name)
         raise MirPanelResponseError("empty body", http_status=http_status, action=name)
-    if text[0] == "<" or (content_type or "").startswith("text/html"):
+    # Only the body decides: many PHP panels serve their JSON as text/html.
+    html = text[0] == "<"
+    try:
+        payload = None if html else json.loads(text)
+    except (ValueError, RecursionError) as exc:  # bad JSON; an int of over 4300 digits; nesting too deep
+        html = (content_type or "").lower().startswith("text/html")
+        if not html:
+            if http_status >= 500:
+                raise MirPanelTransientError(f"HTTP {http_status}: {_snippet(text, 60)}", http_status=http_status,
+                                             action=name) from None
+            raise MirPanelResponseError(f"not JSON ({_json_problem(exc)}): {_snippet(text)}",
+                                        http_status=http_status, action=name) from None
+    if html:
         raise MirPanelTransientError(
             f"HTTP {http_status} HTML page instead of JSON: {_snippet(text, 60)}",
             http_status=http_status,
             action=name,
         )
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if http_status >= 500:
-            raise MirPanelTransientError(f"HTTP {http_status}: {_snippet(text, 60)}", http_status=http_status,
-                                         action=name) from None
-        raise MirPanelResponseError(f"not JSON ({exc.msg} at {exc.pos}): {_snippet(text)}",
-                                    http_status=http_status, action=name) from None
-    if isinstance(payload, dict) and "error" in payload:
-        raise classify_error(payload["error"], http_status, name)
+    error = _error_text(payload["error"]) if isinstance(payload, dict) and "error" in payload else None
+    if error is not None:
+        raise classify_error(error, http_status, name)
     if http_status >= 500:
         raise MirPanelTransientError(f"HTTP {http_status}", http_status=http_status, action=name)
     if http_status >= 400:
@@ -502,7 +558,7 @@ def _expect(payload: Any, kind: type | tuple[type, ...], action: Action, what: s
 def _nested_error(value: Any) -> str | None:
     """The text of a ``{"error": ...}`` value (nested per-ID errors), or None."""
     if isinstance(value, dict) and "error" in value:
-        return to_text(value["error"]) or "error"
+        return _error_text(value["error"])
     return None
 
 
@@ -557,7 +613,7 @@ def order_status_record(order_id: int, raw: Any) -> dict[str, Any]:
         return {"order": order_id, "status": None, "charge": None, "start_count": None, "remains": None,
                 "currency": None, "error": error}
     status = raw.get("status")
-    nested = _nested_error(status)
+    nested = _nested_error(status) or _status_problem(status)
     return {
         "order": order_id,
         "status": None if nested else canonical_status(status),
@@ -569,12 +625,32 @@ def order_status_record(order_id: int, raw: Any) -> dict[str, Any]:
     }
 
 
+def _status_problem(value: Any) -> str | None:
+    """Why a status value cannot be used (absent, empty, not text), or None when it can."""
+    if isinstance(value, str) and value.strip():
+        return None
+    if value is None or value == "":
+        return "no status in the panel's reply"
+    return f"unexpected status {_snippet(repr(value))}"
+
+
+def _reply_id(value: Any) -> int | None:
+    """An ID as a reply spells it (``5``, ``"5"``, ``5.0``); None for anything else (``"5.5"``, ``true``)."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
 def _by_id(payload: Any, id_key: str, action: Action) -> dict[int, Any]:
     """Index a multi reply by ID, whichever shape it comes in (object keyed by ID, or list of objects)."""
     if isinstance(payload, dict):
         indexed = {}
         for key, value in payload.items():
-            number = to_int(key)
+            number = _reply_id(key)
             if number is not None:
                 indexed[number] = value
         return indexed
@@ -582,7 +658,7 @@ def _by_id(payload: Any, id_key: str, action: Action) -> dict[int, Any]:
         indexed = {}
         for entry in payload:
             if isinstance(entry, dict):
-                number = to_int(entry.get(id_key))
+                number = _reply_id(entry.get(id_key))
                 if number is not None:
                     indexed[number] = entry
         return indexed
@@ -624,7 +700,9 @@ def _id_result(raw: Any, value_key: str) -> tuple[Any, str | None]:
 def refill_record(order_id: int, raw: Any) -> dict[str, Any]:
     """One refill record; a refill ID that is not a number becomes an error."""
     value, error = _id_result(raw, "refill")
-    refill_id = to_int(value) if error is None else None
+    refill_id = _reply_id(value) if error is None else None
+    if refill_id is not None and refill_id <= 0:
+        refill_id = None  # "refill": 0 is a refusal, not refill number 0
     if error is None and refill_id is None:
         error = f"unexpected refill ID {_snippet(repr(value))}"
     return {"order": order_id, "refill": refill_id, "error": error}
@@ -648,6 +726,7 @@ def parse_refills(payload: Any, ids: list[int]) -> list[dict[str, Any]]:
 def refill_status_record(refill_id: int, raw: Any) -> dict[str, Any]:
     """One refill-status record."""
     value, error = _id_result(raw, "status")
+    error = error or _status_problem(value)
     return {"refill": refill_id, "status": canonical_status(value) if error is None else None, "error": error}
 
 
@@ -668,8 +747,12 @@ def parse_refills_status(payload: Any, ids: list[int]) -> list[dict[str, Any]]:
 def cancel_record(order_id: int, raw: Any) -> dict[str, Any]:
     """One cancel record: ``cancel`` is True when the panel accepted the cancellation."""
     value, error = _id_result(raw, "cancel")
-    accepted = error is None and value not in (0, "0", False, None)
-    return {"order": order_id, "cancel": accepted, "error": error if error or accepted else "cancel refused"}
+    accepted = error is None and (to_bool(value) is True or (_reply_id(value) or 0) > 0)
+    if error is None and not accepted:
+        # 0, "0", false: refused; a bare text is the panel's reason
+        readable = isinstance(value, str) and value.strip() and to_bool(value) is None
+        error = value.strip() if readable else "cancel refused"
+    return {"order": order_id, "cancel": accepted, "error": error}
 
 
 def parse_cancels(payload: Any, ids: list[int]) -> list[dict[str, Any]]:
