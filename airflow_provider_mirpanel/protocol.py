@@ -424,9 +424,14 @@ _FUNDS_LOW = re.compile(r"not[\s_.-]*enough|insufficient|insuficient|insuffisant
 _RATE_LIMIT = re.compile(r"too[\s_.-]*many[\s_.-]*requests|rate[\s_.-]*limit", re.I)
 
 
+MAX_PANEL_TEXT = 1000  # characters of a panel's error text an exception keeps
+
+
 def classify_error(message: Any, http_status: int | None = None, action: str | None = None) -> MirPanelError:
     """The exception for a panel's ``{"error": ...}`` text, read by keywords, never exact strings."""
     text = to_text(message) or "(empty error message)"
+    if len(text) > MAX_PANEL_TEXT:  # a panel's text is kept, but not a 10 MB one in every log line
+        text = text[:MAX_PANEL_TEXT] + "…"
     if http_status == 429 or _RATE_LIMIT.search(text):
         return MirPanelTransientError(
             f"rate limited: {text}", http_status=http_status, request_sent=False, action=action
