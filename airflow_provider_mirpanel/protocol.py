@@ -153,9 +153,9 @@ MAX_WHOLE = 2**63 - 1  # the largest ID or count a panel's database column holds
 _EXPIRY = re.compile(r"^\d{2}/\d{2}/\d{4}$")
 
 
-def order_type(type_name: str | None) -> OrderType | None:
+def order_type(type_name: Any) -> OrderType | None:
     """The order type for a catalogue ``type`` value (case-insensitive), or None when unknown."""
-    return ORDER_TYPES.get((type_name or "Default").strip().lower())
+    return ORDER_TYPES.get((to_text(type_name) or "Default").strip().lower())
 
 
 def _param_int(name: str, value: Any) -> int:
