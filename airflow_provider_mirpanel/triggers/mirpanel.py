@@ -1,0 +1,253 @@
+"""Triggers that wait in the triggerer for orders or refills to end, without holding a worker slot.
+
+A deferrable ``OrderStatusSensor`` / ``RefillStatusSensor`` hands its wait to one of these. Each
+poll asks the panel only about the IDs not yet in a terminal status, 100 per request, several
+requests at once; the wait logic is :class:`~airflow_provider_mirpanel.waiting.WaitProgress`, the
+same as the sensors' poke mode, so every mode ends the same way with the same records.
+
+Every trigger yields exactly one event, a dict with ``status``:
+
+- ``"success"``: ``records`` (the final record of every ID, in input order) and ``message``;
+- ``"failed"``: ``message`` (why), ``ids`` (the IDs that ended in a failed status or that the
+  panel could not report) and ``records`` (the records known for the IDs that ended or failed);
+- ``"timeout"``: ``message`` and ``ids`` (the IDs still pending at the deadline);
+- ``"error"``: ``message`` (a refused key, a malformed reply, a bad connection).
+
+Transient failures (timeouts, 5xx, 429, HTML pages, refused connections) never end a wait: the
+hook retries them with backoff, and a poll that still fails is logged and tried again at the next
+interval until the deadline. No event or log line ever holds the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, ClassVar
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_mirpanel.exceptions import (
+    MirPanelAPIError,
+    MirPanelError,
+    MirPanelInputError,
+    MirPanelTransientError,
+)
+from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
+from airflow_provider_mirpanel.protocol import normalize_ids
+from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
+
+Record = dict[str, Any]
+Payload = dict[str, Any]
+
+
+class _StatusTrigger(BaseTrigger):
+    """The wait shared by both triggers; subclasses name what is waited for and how it is read."""
+
+    kind: ClassVar[WaitKind]
+    ids_argument: ClassVar[str]
+
+    def __init__(
+        self,
+        ids: Iterable[int | str],
+        mirpanel_conn_id: str,
+        poll_interval: float,
+        terminal_statuses: Iterable[str] | None,
+        failed_statuses: Iterable[str] | None,
+        deadline: float | None,
+    ) -> None:
+        super().__init__()
+        if poll_interval <= 0:
+            raise MirPanelInputError(f"poll_interval must be positive, got {poll_interval!r}")
+        self.ids = normalize_ids(ids, self.kind.value)
+        self.mirpanel_conn_id = mirpanel_conn_id
+        self.poll_interval = float(poll_interval)
+        self.terminal_statuses = _status_list(terminal_statuses)
+        self.failed_statuses = _status_list(failed_statuses)
+        self.deadline = None if deadline is None else float(deadline)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({len(self.ids)} {self.kind.value}s, "
+                f"mirpanel_conn_id={self.mirpanel_conn_id!r}, poll_interval={self.poll_interval})")
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and the JSON keyword arguments that rebuild this trigger."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                self.ids_argument: list(self.ids),
+                "mirpanel_conn_id": self.mirpanel_conn_id,
+                "poll_interval": self.poll_interval,
+                "terminal_statuses": self.terminal_statuses,
+                "failed_statuses": self.failed_statuses,
+                "deadline": self.deadline,
+            },
+        )
+
+    async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        """The current records of ``ids``."""
+        raise NotImplementedError
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until every ID has ended, one has failed, the deadline passes or an error ends the wait."""
+        hook = MirPanelAsyncHook(self.mirpanel_conn_id)
+        try:
+            async with hook:
+                payload = await self._wait(hook, self._progress())
+        except MirPanelError as error:
+            self.log.error("Waiting for %s %ss ended with an error: %s", len(self.ids), self.kind.value, error)
+            payload = {"status": "error", "message": str(error)}
+        yield TriggerEvent(_redact(payload, hook))
+
+    def _progress(self) -> WaitProgress:
+        return WaitProgress.create(self.kind, self.ids, self.terminal_statuses, self.failed_statuses)
+
+    async def _wait(self, hook: MirPanelAsyncHook, progress: WaitProgress) -> Payload:
+        while True:
+            latest = await self._poll(hook, progress.pending)
+            if latest is not None:
+                outcome = progress.update(latest)
+                if outcome is WaitOutcome.DONE:
+                    self.log.info("All %s %ss have ended: %s", len(self.ids), self.kind.value, progress.message)
+                    return {"status": "success", "records": progress.records(), "message": progress.message}
+                if outcome is WaitOutcome.FAILED:
+                    self.log.warning("%s", progress.message)
+                    return {"status": "failed", "message": progress.message, "ids": progress.problem_ids,
+                            "records": _failed_records(progress, latest)}
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                return self._timeout(progress)
+            pause = self.poll_interval if remaining is None else min(self.poll_interval, remaining)
+            self.log.info("%s; next poll in %.3g s", progress.summary(latest or ()), pause)
+            await asyncio.sleep(pause)
+
+    async def _poll(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record] | None:
+        """One poll's records, or None when it failed transiently (the wait goes on)."""
+        remaining = self._remaining()
+        # A poll may overrun the deadline by at most one request timeout: the last look is allowed to land.
+        limit = None if remaining is None else max(remaining, (await hook.get_settings()).timeout)
+        try:
+            return await asyncio.wait_for(self.fetch(hook, ids), timeout=limit)
+        except MirPanelError as error:
+            if ends_wait(error):
+                raise
+            self.log.warning("Poll of %s %ss failed, the wait goes on: %s", len(ids), self.kind.value,
+                             hook.redact(str(error)))
+        except asyncio.TimeoutError:
+            self.log.warning("Poll of %s %ss cut short by the deadline", len(ids), self.kind.value)
+        return None
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def _timeout(self, progress: WaitProgress) -> Payload:
+        pending = progress.pending
+        message = (f"{len(pending)} of {len(self.ids)} {self.kind.value}s had not ended by the deadline "
+                   f"({progress.summary()})")
+        self.log.warning("%s", message)
+        return {"status": "timeout", "message": message, "ids": pending}
+
+
+class OrderStatusTrigger(_StatusTrigger):
+    """Wait in the triggerer until every order has reached a terminal status.
+
+    :param order_ids: the orders to wait for (ints or numeric strings; duplicates dropped).
+    :param mirpanel_conn_id: the ``mirpanel`` connection.
+    :param poll_interval: seconds between polls.
+    :param terminal_statuses: statuses that end the wait for an order (default: Completed, Partial,
+        Canceled, Refunded).
+    :param failed_statuses: statuses that fail the whole wait as soon as one order reaches them.
+    :param deadline: epoch seconds after which the wait ends with a ``timeout`` event (None: never).
+    """
+
+    kind = WaitKind.ORDER
+    ids_argument = "order_ids"
+
+    def __init__(
+        self,
+        order_ids: Iterable[int | str],
+        mirpanel_conn_id: str = MirPanelAsyncHook.default_conn_name,
+        poll_interval: float = 60.0,
+        terminal_statuses: Iterable[str] | None = None,
+        failed_statuses: Iterable[str] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(order_ids, mirpanel_conn_id, poll_interval, terminal_statuses, failed_statuses, deadline)
+
+    @property
+    def order_ids(self) -> list[int]:
+        return self.ids
+
+    async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        return await hook.get_orders_status(ids)
+
+
+class RefillStatusTrigger(_StatusTrigger):
+    """Wait in the triggerer until every refill has reached a terminal status.
+
+    :param refill_ids: the refills to wait for (ints or numeric strings; duplicates dropped).
+    :param mirpanel_conn_id: the ``mirpanel`` connection.
+    :param poll_interval: seconds between polls.
+    :param terminal_statuses: statuses that end the wait for a refill (default: Completed, Rejected,
+        Canceled, Error).
+    :param failed_statuses: statuses that fail the whole wait as soon as one refill reaches them.
+    :param deadline: epoch seconds after which the wait ends with a ``timeout`` event (None: never).
+    """
+
+    kind = WaitKind.REFILL
+    ids_argument = "refill_ids"
+
+    def __init__(
+        self,
+        refill_ids: Iterable[int | str],
+        mirpanel_conn_id: str = MirPanelAsyncHook.default_conn_name,
+        poll_interval: float = 60.0,
+        terminal_statuses: Iterable[str] | None = None,
+        failed_statuses: Iterable[str] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(refill_ids, mirpanel_conn_id, poll_interval, terminal_statuses, failed_statuses, deadline)
+
+    @property
+    def refill_ids(self) -> list[int]:
+        return self.ids
+
+    async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        return await hook.get_refills_status(ids)
+
+
+def ends_wait(error: MirPanelError) -> bool:
+    """Whether a poll that failed with ``error`` (after the hook's retries) ends the wait.
+
+    Transient failures never do, nor does a panel error answered with HTTP 5xx (a gateway's
+    ``{"error": "Service Unavailable"}``): the server's trouble passes, the next poll asks again. A
+    refused key, a malformed reply or any other refusal does.
+    """
+    if isinstance(error, MirPanelTransientError):
+        return False
+    server_trouble = type(error) is MirPanelAPIError and (error.http_status or 0) >= 500
+    return not server_trouble
+
+
+def _status_list(statuses: Iterable[str] | None) -> list[str] | None:
+    """Canonical, sorted statuses for serialization; None stays None (the kind's default)."""
+    return None if statuses is None else sorted(status_set(statuses))
+
+
+def _failed_records(progress: WaitProgress, latest: list[Record]) -> list[Record]:
+    """The records known at a failure: ended IDs and the per-ID errors, in input order."""
+    id_field = progress.kind.value
+    known = {record[id_field]: record for record in latest if record.get("error")}
+    known.update(progress.final)
+    return [known[item] for item in progress.ids if item in known]
+
+
+def _redact(value: Any, hook: MirPanelAsyncHook) -> Any:
+    """``value`` with the API key blanked out of every string, in case a panel echoed it."""
+    if isinstance(value, str):
+        return hook.redact(value)
+    if isinstance(value, Mapping):
+        return {key: _redact(item, hook) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact(item, hook) for item in value]
+    return value
