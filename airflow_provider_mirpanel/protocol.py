@@ -8,6 +8,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import random
@@ -292,19 +293,31 @@ def normalize_id(value: Any, what: str = "order") -> int:
 def normalize_ids(ids: Any, what: str = "order") -> list[int]:
     """Distinct IDs in input order from any iterable of ints or numeric strings.
 
-    A string is read as a comma- or space-separated list (what a Jinja template renders), so
-    ``"[1, 2, 3]"``, ``"1,2,3"`` and ``[1, "2", 3]`` are the same three IDs.
+    A string is read as a comma- or space-separated list, or as the list literal a Jinja template
+    renders a list to, so ``"[1, 2, 3]"``, ``"1,2,3"`` and ``[1, "2", 3]`` are the same three IDs
+    (and ``"[[1, 2]]"`` is refused like ``[[1, 2]]``).
     """
     if ids is None:
-        raise MirPanelInputError(f"no {what} IDs given")
+        raise MirPanelInputError(f"no {what} IDs given (got None)")
     if isinstance(ids, str):
-        ids = [part for part in re.split(r"[\s,\[\]()]+", ids) if part]
-    elif isinstance(ids, (int, bytes, bytearray)) or not isinstance(ids, Iterable) or isinstance(ids, Mapping):
-        raise MirPanelInputError(f"{what} IDs must be a list of IDs, got {type(ids).__name__}")
+        ids = _rendered_list(ids, what) if ids.strip()[:1] in ("[", "(") else [
+            part for part in re.split(r"[\s,]+", ids) if part]
+    if isinstance(ids, (int, float, bytes, bytearray)) or not isinstance(ids, Iterable) or isinstance(ids, Mapping):
+        raise MirPanelInputError(f"{what} IDs must be a list of IDs, got {type(ids).__name__} {_snippet(repr(ids))}")
     seen: dict[int, None] = {}
     for value in ids:
+        if isinstance(value, (list, tuple, set, frozenset, Mapping)):
+            raise MirPanelInputError(f"{what} IDs must be a flat list of IDs, found {_snippet(repr(value))} in it")
         seen[normalize_id(value, what)] = None
     return list(seen)
+
+
+def _rendered_list(text: str, what: str) -> Any:
+    """The value of a rendered list literal (``"[1, 2]"``, ``"('1', '2')"``); refused when it is none."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise MirPanelInputError(f"{what} IDs {_snippet(text, 60)!r} are not a list of IDs") from None
 
 
 def batches(ids: list[int], size: int = MAX_IDS_PER_REQUEST) -> list[list[int]]:
