@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_provider_mirpanel.exceptions import MirPanelInputError
+from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
 from airflow_provider_mirpanel.protocol import (
     INT_PARAMS,
     build_add_form,
@@ -40,6 +40,17 @@ from airflow_provider_mirpanel.taskstate import MemoryStateStore, StateStore, di
 KEY_PREFIX = "mirpanel.order."
 MAX_KEY_LENGTH = 200  # task_state_store keys are at most 512 characters
 _MAX_ERROR = 300  # keep stored values small
+
+
+class OrdersNotPlacedError(MirPanelError):
+    """Some orders of a :class:`PlaceOrderOperator` were not placed; ``records`` says what each became."""
+
+    def __init__(self, message: str, records: list[dict[str, Any]]):
+        self.records = records
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.records))
 
 
 class Entry(str, Enum):

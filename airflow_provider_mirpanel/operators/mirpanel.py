@@ -31,6 +31,7 @@ from airflow_provider_mirpanel.exceptions import (
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.placement import (
     Entry,
+    OrdersNotPlacedError,
     OrderSpec,
     PlacementLedger,
     State,
@@ -170,7 +171,10 @@ class PlaceOrderOperator(MirPanelBaseOperator):
     1000``) must be covered by the balance. Invalid orders are named with their row and reason.
     Orders are then placed concurrently (at most ``max_concurrency`` at once). A panel refusal is
     recorded in that order's record; "not enough funds" (or a bad key) stops placing the rest.
-    The task fails at the end if any order was not placed, naming them.
+    The task fails at the end if any order was not placed, naming them (an
+    :class:`~airflow_provider_mirpanel.placement.OrdersNotPlacedError` whose ``records`` are the
+    records this try would have returned; an ``on_failure_callback`` finds it in
+    ``context["exception"]``).
 
     **Exactly once.** Each order has a key: its ``key`` field, else its position in the list
     (``"0"``, ``"1"``, …). The task's ``task_state_store`` records that an order's placement
@@ -250,7 +254,7 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         self.log.info(run.summary())
         failure = run.failure()
         if failure:
-            raise MirPanelError(failure)
+            raise OrdersNotPlacedError(failure, records)
         return records
 
 
@@ -274,8 +278,12 @@ class _PlacementRun:
     def execute(self) -> list[Record]:
         to_send = self._triage()
         if to_send:
-            self._check(to_send)
-            to_send = [spec for spec in to_send if spec.index not in self.records]
+            services = {service["service"]: service for service in self.op.hook.get_services()}
+            check_against_catalogue(to_send, services)
+        self._refuse_invalid()
+        to_send = [spec for spec in to_send if spec.error is None]
+        if to_send and self.op.check_balance:
+            self._check_balance(to_send)
         if to_send:
             self._place(to_send)
         return [self.records[spec.index] for spec in self.specs]
@@ -287,16 +295,16 @@ class _PlacementRun:
         to_send = []
         for spec in self.specs:
             if spec.error is not None:
-                self.records[spec.index] = placed_record(spec, State.INVALID, error=spec.error)
                 continue
             entry = self.ledger.get(spec.key)
             if entry is None or entry.state is Entry.REFUSED:
                 to_send.append(spec)
             elif entry.digest != spec.digest:
+                held = f"order {entry.order}" if entry.order else entry.state.value
                 self.records[spec.index] = placed_record(
                     spec, State.CONFLICT, entry.order,
-                    f"an earlier try recorded key {spec.key!r} ({entry.state.value}, order {entry.order}) for an "
-                    "order with other parameters; not placed")
+                    f"key {spec.key!r} was used on an earlier try ({held}) for an order with other parameters; "
+                    "not placed")
             elif entry.state is Entry.PLACED:
                 self.earlier.add(spec.index)
                 self.records[spec.index] = placed_record(spec, State.PLACED, entry.order, cost=entry.cost)
@@ -309,20 +317,15 @@ class _PlacementRun:
                 self.records[spec.index] = placed_record(spec, state, error=_unknown_text(entry.error))
         return to_send
 
-    def _check(self, to_send: list[OrderSpec]) -> None:
-        """Check the orders to send against the catalogue (and the balance) before any is sent."""
-        services = {service["service"]: service for service in self.op.hook.get_services()}
-        check_against_catalogue(to_send, services)
+    def _refuse_invalid(self) -> None:
+        """With ``on_invalid="fail"``, refuse every order if any is invalid; else record the invalid ones."""
         invalid = [spec for spec in self.specs if spec.error is not None]
         if invalid and self.op.on_invalid == "fail":
             raise MirPanelInputError(
-                f"{len(invalid)} of {len(self.specs)} orders are invalid; nothing was placed: "
+                f"{len(invalid)} of {len(self.specs)} orders are invalid; no order was sent: "
                 + "; ".join(f"{spec.label}: {spec.error}" for spec in invalid))
-        for spec in to_send:
-            if spec.error is not None:
-                self.records[spec.index] = placed_record(spec, State.INVALID, error=spec.error)
-        if self.op.check_balance:
-            self._check_balance([spec for spec in to_send if spec.error is None])
+        for spec in invalid:
+            self.records[spec.index] = placed_record(spec, State.INVALID, error=spec.error)
 
     def _check_balance(self, to_send: list[OrderSpec]) -> None:
         balance = self.op.hook.get_balance()
@@ -333,7 +336,7 @@ class _PlacementRun:
         if total > balance["balance"]:
             raise MirPanelError(
                 f"the estimated cost {total:,.2f} {self.currency or ''} of {len(to_send)} orders exceeds the balance "
-                f"{balance['balance']:,.2f} {self.currency or ''}{note}; nothing was placed")
+                f"{balance['balance']:,.2f} {self.currency or ''}{note}; no order was sent")
         self.log.info("Balance %.2f %s covers the estimated cost %.2f of %d orders%s", balance["balance"],
                       self.currency or "", total, len(to_send), note)
 
