@@ -1,0 +1,508 @@
+"""Operators against the sandbox panel over real HTTP on 127.0.0.1, with its request log as evidence."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.serde import deserialize, serialize
+
+from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
+from airflow_provider_mirpanel.operators.mirpanel import (
+    BalanceCheckOperator,
+    CancelOrdersOperator,
+    OrderStatusOperator,
+    PlaceOrderOperator,
+    RefillOperator,
+    ServicesOperator,
+)
+from airflow_provider_mirpanel.placement import KEY_PREFIX, OrdersNotPlacedError, PlacementLedger, order_specs
+from airflow_provider_mirpanel.records import to_dataframe
+from airflow_provider_mirpanel.sandbox import SandboxPanel
+from airflow_provider_mirpanel.taskstate import MemoryStateStore
+
+ACTIVE_ORDER = "You have active order with this link. Please wait until order being completed."
+
+
+def service_of(panel: SandboxPanel, type_name: str = "Default", **flags: bool) -> Mapping[str, Any]:
+    """The first catalogue service of a type with the given refill/cancel flags."""
+    for service in panel.catalogue.services:
+        if service.get("type") == type_name and all(service.get(name) is value for name, value in flags.items()):
+            return service
+    raise LookupError(f"no {type_name} service with {flags}")
+
+
+def campaign(service: Mapping[str, Any], n: int, **extra: Any) -> list[dict[str, Any]]:
+    """``n`` valid orders for a service, order ``i`` linking to ``https://example.com/post/i``."""
+    return [{"service": service["service"], "link": f"https://example.com/post/{i}", "quantity": service["min"],
+             **extra} for i in range(n)]
+
+
+def added_links(panel: SandboxPanel) -> list[str]:
+    return [entry.form.get("link", "") for entry in panel.requests if entry.action == "add"]
+
+
+def orders_by_link(panel: SandboxPanel) -> Counter[str]:
+    return Counter(order.link or "" for order in list(panel.state.orders.values()))
+
+
+def link_ends(suffix: str) -> Any:
+    return lambda form: form.get("link", "").endswith(suffix)
+
+
+def xcom_round_trip(value: Any) -> Any:
+    """What a downstream task gets: the value through Airflow's XCom serialization and JSON."""
+    return deserialize(json.loads(json.dumps(serialize(value))))
+
+
+# ---------------------------------------------------------------------------------------------
+# ServicesOperator
+# ---------------------------------------------------------------------------------------------
+
+
+def test_services_operator_returns_the_whole_catalogue_as_records(panel: SandboxPanel) -> None:
+    records = ServicesOperator(task_id="services").execute({})
+
+    assert len(records) == len(panel.catalogue) == 4156
+    assert panel.count("services") == 1
+    first = records[0]
+    assert isinstance(first["service"], int) and isinstance(first["rate"], float) and isinstance(first["min"], int)
+
+
+def test_services_operator_filters_by_category_name_type_and_ids(panel: SandboxPanel) -> None:
+    instagram = ServicesOperator(task_id="s", category="INSTAGRAM", service_type="default").execute({})
+    assert instagram and all("instagram" in r["category"].lower() and r["type"] == "Default" for r in instagram)
+
+    named = ServicesOperator(task_id="s", name="views").execute({})
+    assert named and all("views" in r["name"].lower() for r in named)
+
+    wanted = [s["service"] for s in panel.catalogue.services[:3]]
+    by_id = ServicesOperator(task_id="s", service_ids=f"{wanted[0]}, {wanted[1]},{wanted[2]}").execute({})
+    assert [r["service"] for r in by_id] == wanted
+
+    assert ServicesOperator(task_id="s", service_ids=[wanted[0]], service_type="Package").execute({}) == []
+
+
+def test_services_records_survive_xcom_and_become_typed_frames(panel: SandboxPanel) -> None:
+    records = ServicesOperator(task_id="s", category="youtube").execute({})
+
+    pulled = xcom_round_trip(records)
+    assert pulled == records
+    frame = to_dataframe(pulled)
+    assert str(frame["service"].dtype) == "Int64" and str(frame["rate"].dtype) == "Float64"
+    assert str(frame["refill"].dtype) == "boolean" and str(frame["name"].dtype) == "string"
+
+
+# ---------------------------------------------------------------------------------------------
+# PlaceOrderOperator: one order, many orders, validation before spending
+# ---------------------------------------------------------------------------------------------
+
+
+def test_place_one_order_returns_its_record(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    op = PlaceOrderOperator(task_id="place", service=service["service"], link="https://example.com/a",
+                            quantity=service["min"], order_parameters={"runs": 2, "interval": 30})
+
+    [record] = op.execute({"task_state_store": MemoryStateStore()})
+
+    order = panel.state.orders[record["order"]]
+    assert record == {"key": "0", "state": "placed", "order": order.id, "service": service["service"],
+                      "link": "https://example.com/a", "quantity": service["min"], "runs": 2, "interval": 30,
+                      "cost": pytest.approx(float(service["rate"]) * service["min"] / 1000), "error": None}
+    assert order.params["runs"] == "2" and order.params["interval"] == "30"
+
+
+def test_place_many_orders_concurrently_each_once(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    panel.latency = 0.05
+    orders = campaign(service, 24)
+
+    records = PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": MemoryStateStore()})
+
+    assert [r["state"] for r in records] == ["placed"] * 24
+    assert [r["link"] for r in records] == [o["link"] for o in orders]  # input order kept
+    assert orders_by_link(panel) == Counter(o["link"] for o in orders)
+    assert panel.count("add") == 24 and panel.count("services") == 1
+    assert panel.connections > 1  # several adds in flight at once
+
+
+def test_max_concurrency_bounds_the_orders_in_flight(panel: SandboxPanel) -> None:
+    orders = campaign(service_of(panel), 6)
+
+    PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1).execute({})
+
+    assert panel.count("add") == 6 and panel.connections == 1
+
+
+def test_invalid_orders_are_refused_naming_rows_before_any_add(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    orders = campaign(service, 5)
+    orders[1]["quantity"] = service["min"] - 1
+    orders[2]["service"] = 999_999_999
+    del orders[3]["link"]
+    orders[4]["colour"] = "red"
+
+    with pytest.raises(MirPanelInputError) as refused:
+        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": MemoryStateStore()})
+
+    message = str(refused.value)
+    assert "4 of 5 orders are invalid" in message
+    assert f"row 1: quantity {service['min'] - 1} is below the service minimum {service['min']}" in message
+    assert "row 2: service 999999999 is not in the panel's catalogue" in message
+    assert "row 3: missing 'link'" in message
+    assert "row 4: unknown order parameter(s) ['colour']" in message
+    assert panel.count("add") == 0
+
+
+def test_on_invalid_skip_places_the_valid_orders_and_reports_the_others(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    orders = campaign(service, 3)
+    orders[1]["quantity"] = service["max"] + 1
+
+    records = PlaceOrderOperator(task_id="place", orders=orders, on_invalid="skip").execute({})
+
+    assert [r["state"] for r in records] == ["placed", "invalid", "placed"]
+    assert "above the service maximum" in records[1]["error"] and records[1]["order"] is None
+    assert added_links(panel) == [orders[0]["link"], orders[2]["link"]]
+
+
+def test_bad_single_order_arguments_are_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="either service"):
+        PlaceOrderOperator(task_id="p", service=1, orders=[{"service": 1}])
+    with pytest.raises(ValueError, match="either service"):
+        PlaceOrderOperator(task_id="p")
+    with pytest.raises(ValueError, match="on_unknown"):
+        PlaceOrderOperator(task_id="p", service=1, on_unknown="maybe")
+
+
+def test_check_balance_refuses_a_campaign_the_balance_does_not_cover(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    orders = campaign(service, 4, quantity=10_000)
+    panel.state.balance = float(service["rate"]) * 10 * 3  # covers three of the four
+
+    with pytest.raises(MirPanelError, match=r"estimated cost .* of 4 orders exceeds the balance"):
+        PlaceOrderOperator(task_id="place", orders=orders, check_balance=True).execute({})
+
+    assert panel.count("add") == 0
+
+
+def test_check_balance_lets_a_covered_campaign_through(panel: SandboxPanel) -> None:
+    orders = campaign(service_of(panel), 2)
+
+    records = PlaceOrderOperator(task_id="place", orders=orders, check_balance=True).execute({})
+
+    assert [r["state"] for r in records] == ["placed", "placed"]
+    assert panel.count("balance") == 1
+
+
+def test_not_enough_funds_stops_placing_the_rest_and_a_retry_finishes(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    orders = campaign(service, 6, quantity=1000)
+    cost = float(service["rate"])  # per 1000
+    panel.state.balance = cost * 3.5
+    store = MemoryStateStore()
+    op = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1)
+
+    with pytest.raises(OrdersNotPlacedError) as failed:
+        op.execute({"task_state_store": store})
+
+    states = [r["state"] for r in failed.value.records]
+    assert states == ["placed"] * 3 + ["refused", "not_sent", "not_sent"]
+    assert "Not enough funds" in failed.value.records[3]["error"]
+    assert panel.count("add") == 4
+
+    panel.state.balance = 100.0
+    panel.requests.clear()
+    records = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1).execute(
+        {"task_state_store": store})
+
+    assert [r["state"] for r in records] == ["placed"] * 6
+    assert added_links(panel) == [o["link"] for o in orders[3:]]
+    assert orders_by_link(panel) == Counter(o["link"] for o in orders)
+
+
+def test_a_panel_refusal_is_recorded_and_fails_the_task_at_the_end(panel: SandboxPanel) -> None:
+    orders = campaign(service_of(panel), 3)
+    panel.faults.add("add", "error", error=ACTIVE_ORDER, when=link_ends("/1"))
+
+    with pytest.raises(OrdersNotPlacedError) as failed:
+        PlaceOrderOperator(task_id="place", orders=orders).execute({})
+
+    assert [r["state"] for r in failed.value.records] == ["placed", "refused", "placed"]
+    assert failed.value.records[1]["error"] == ACTIVE_ORDER
+    assert "1 of 3 orders were not placed: key 1 refused" in str(failed.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# PlaceOrderOperator: exactly once across retries
+# ---------------------------------------------------------------------------------------------
+
+
+def test_twenty_orders_are_placed_exactly_once_across_a_retry(panel: SandboxPanel) -> None:
+    orders = campaign(service_of(panel), 20)
+    panel.faults.add("add", "drop_after_processing", when=link_ends("/7"))  # order created, reply lost
+    panel.faults.add("add", "error", error=ACTIVE_ORDER, when=link_ends("/12"), times=1)
+    store = MemoryStateStore()  # task_state_store survives retries: one store for both tries
+
+    with pytest.raises(OrdersNotPlacedError) as first:
+        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+
+    first_states = {r["key"]: r["state"] for r in first.value.records}
+    assert first_states.pop("7") == "unknown" and first_states.pop("12") == "refused"
+    assert set(first_states.values()) == {"placed"}
+    assert store.values[KEY_PREFIX + "7"]["state"] == "unknown"
+    assert store.values[KEY_PREFIX + "12"]["state"] == "refused"
+
+    panel.requests.clear()
+    with pytest.raises(OrdersNotPlacedError) as retry:
+        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+
+    assert added_links(panel) == ["https://example.com/post/12"]  # no request for the placed ones, none for 7
+    records = retry.value.records
+    assert records[12]["state"] == "placed" and records[12]["order"] in panel.state.orders
+    assert records[7]["state"] == "unknown" and "not resent" in records[7]["error"]
+    assert "key 7 unknown" in str(retry.value) and "on_unknown" in str(retry.value)
+    unchanged = [i for i in range(20) if i not in (7, 12)]
+    assert [records[i] for i in unchanged] == [first.value.records[i] for i in unchanged]
+    assert orders_by_link(panel) == Counter(o["link"] for o in orders)  # each intended order exactly once
+
+
+def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxPanel) -> None:
+    orders = campaign(service_of(panel), 3)
+    panel.faults.add("add", "drop_after_processing", when=link_ends("/1"))
+    store = MemoryStateStore()
+    with pytest.raises(OrdersNotPlacedError):
+        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+    panel.requests.clear()
+
+    records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="skip").execute(
+        {"task_state_store": store})
+
+    assert [r["state"] for r in records] == ["placed", "skipped", "placed"]
+    assert panel.count() == 0
+
+
+def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -> None:
+    orders = campaign(service_of(panel), 2)
+    store = MemoryStateStore()
+    PlacementLedger(store).sending("1", order_specs(orders)[1].digest)  # an earlier try died mid-send
+
+    records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="resend").execute(
+        {"task_state_store": store})
+
+    assert [r["state"] for r in records] == ["placed", "placed"]
+    assert added_links(panel) == [o["link"] for o in orders]
+    assert store.values[KEY_PREFIX + "1"]["state"] == "placed"
+
+
+def test_an_order_whose_try_died_mid_send_is_not_resent(panel: SandboxPanel) -> None:
+    orders = campaign(service_of(panel), 3)
+    store = MemoryStateStore()
+    PlacementLedger(store).sending("2", order_specs(orders)[2].digest)
+
+    with pytest.raises(OrdersNotPlacedError) as failed:
+        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+
+    assert [r["state"] for r in failed.value.records] == ["placed", "placed", "unknown"]
+    assert "the try ended between sending it and recording the reply" in failed.value.records[2]["error"]
+    assert added_links(panel) == [orders[0]["link"], orders[1]["link"]]
+
+
+def test_user_keys_name_orders_and_must_be_unique(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    orders = [{**order, "key": f"spring-{i}"} for i, order in enumerate(campaign(service, 2))]
+    store = MemoryStateStore()
+
+    records = PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+
+    assert [r["key"] for r in records] == ["spring-0", "spring-1"]
+    assert set(store.values) == {KEY_PREFIX + "spring-0", KEY_PREFIX + "spring-1"}
+    with pytest.raises(MirPanelInputError, match="key 'same' is used by 2 orders"):
+        PlaceOrderOperator(task_id="place", orders=[{**o, "key": "same"} for o in orders]).execute({})
+
+
+def test_a_key_reused_for_other_parameters_is_a_conflict_not_a_new_order(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    store = MemoryStateStore()
+    PlaceOrderOperator(task_id="place", orders=campaign(service, 1)).execute({"task_state_store": store})
+    changed = [{**campaign(service, 1)[0], "link": "https://example.com/other"}]
+    panel.requests.clear()
+
+    with pytest.raises(OrdersNotPlacedError) as failed:
+        PlaceOrderOperator(task_id="place", orders=changed).execute({"task_state_store": store})
+
+    [record] = failed.value.records
+    assert record["state"] == "conflict" and "other parameters" in record["error"]
+    assert panel.count("add") == 0
+
+
+def test_without_task_state_store_it_places_once_and_warns(panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    records = PlaceOrderOperator(task_id="place", orders=campaign(service_of(panel), 2)).execute({})
+
+    assert [r["state"] for r in records] == ["placed", "placed"]
+    out = capsys.readouterr().out
+    assert "No task_state_store in the context" in out
+    assert "placed 2 of 2 orders" in out  # the one summary line
+
+
+def test_orders_rendered_from_jinja_text_and_dataframe_rows(panel: SandboxPanel) -> None:
+    import pandas as pd
+
+    service = service_of(panel)
+    table = pd.DataFrame(campaign(service, 2))
+    table["runs"] = pd.array([None, 2], dtype="Int64")  # an empty cell is no parameter
+    table["interval"] = pd.array([None, 15], dtype="Int64")
+    from_frame = PlaceOrderOperator(task_id="p", orders=table.to_dict("records")).execute({})
+    assert [r.get("runs") for r in from_frame] == [None, 2]
+
+    op = PlaceOrderOperator(task_id="p", orders="{{ params.orders | tojson }}")
+    op.render_template_fields({"params": {"orders": campaign(service, 1)}})
+    [record] = op.execute({})
+    assert record["state"] == "placed" and record["link"] == "https://example.com/post/0"
+
+
+def test_placed_order_records_survive_xcom_and_become_typed_frames(panel: SandboxPanel) -> None:
+    service = service_of(panel)
+    orders = campaign(service, 3)
+    orders[1]["quantity"] = 0
+    records = PlaceOrderOperator(task_id="p", orders=orders, on_invalid="skip").execute({})
+
+    pulled = xcom_round_trip(records)
+    assert pulled == records
+    frame = to_dataframe(pulled)
+    assert list(frame.columns[:8]) == ["key", "state", "order", "service", "link", "quantity", "cost", "error"]
+    assert {str(frame[c].dtype) for c in ("order", "service", "quantity")} == {"Int64"}
+    assert str(frame["cost"].dtype) == "Float64" and str(frame["state"].dtype) == "string"
+    assert frame["order"].isna().tolist() == [False, True, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# OrderStatusOperator, RefillOperator, CancelOrdersOperator
+# ---------------------------------------------------------------------------------------------
+
+
+def test_status_of_250_orders_takes_three_requests_with_checked_at(panel: SandboxPanel) -> None:
+    ids = panel.create_orders(249, status="In progress")
+
+    records = OrderStatusOperator(task_id="status", order_ids=[*ids, 5]).execute({})
+
+    assert panel.count("status") == 3
+    assert [r["order"] for r in records] == [*ids, 5]
+    assert {r["status"] for r in records[:-1]} == {"In progress"}
+    assert records[-1]["error"] == "Incorrect order ID" and records[-1]["status"] is None
+    assert len({r["checked_at"] for r in records}) == 1 and records[0]["checked_at"].endswith("+00:00")
+    frame = to_dataframe(xcom_round_trip(records))
+    assert str(frame["checked_at"].dtype) == "datetime64[ns, UTC]" and str(frame["remains"].dtype) == "Int64"
+
+
+def test_order_ids_come_from_jinja_text(panel: SandboxPanel) -> None:
+    ids = panel.create_orders(3, status="Completed")
+    op = OrderStatusOperator(task_id="status", order_ids="{{ params.ids }}")
+    op.render_template_fields({"params": {"ids": ids}})
+
+    records = op.execute({})
+
+    assert [r["order"] for r in records] == ids and {r["status"] for r in records} == {"Completed"}
+
+
+def test_refill_records_hold_refill_ids_or_the_panels_reason(panel: SandboxPanel) -> None:
+    refillable = service_of(panel, refill=True)
+    done = panel.create_orders(2, service=refillable["service"], status="Completed")
+    running = panel.create_orders(1, service=refillable["service"], status="In progress")
+
+    records = RefillOperator(task_id="refill", order_ids=[*done, *running, 7]).execute({})
+
+    assert [r["order"] for r in records] == [*done, *running, 7]
+    assert all(isinstance(r["refill"], int) and r["error"] is None for r in records[:2])
+    assert records[2]["refill"] is None and "not eligible" in records[2]["error"].lower()
+    assert records[3]["error"] == "Incorrect order ID"
+    assert set(panel.state.refills) == {r["refill"] for r in records[:2]}
+    assert str(to_dataframe(xcom_round_trip(records))["refill"].dtype) == "Int64"
+
+
+def test_refill_fail_on_error_fails_after_requesting_all(panel: SandboxPanel) -> None:
+    with pytest.raises(MirPanelError, match="refill requested for 0 of 1 orders; 1 refused: 7"):
+        RefillOperator(task_id="refill", order_ids=[7], fail_on_error=True).execute({})
+
+
+def test_cancel_records_per_order(panel: SandboxPanel) -> None:
+    cancelable = service_of(panel, cancel=True)
+    pending = panel.create_orders(2, service=cancelable["service"], status="Pending")
+    finished = panel.create_orders(1, service=cancelable["service"], status="Completed")
+
+    records = CancelOrdersOperator(task_id="cancel", order_ids=[*pending, *finished]).execute({})
+
+    assert [(r["order"], r["cancel"]) for r in records] == [(pending[0], True), (pending[1], True),
+                                                            (finished[0], False)]
+    assert records[2]["error"]
+    assert {panel.state.orders[i].status for i in pending} == {"Canceled"}
+    frame = to_dataframe(xcom_round_trip(records))
+    assert str(frame["cancel"].dtype) == "boolean"
+
+
+# ---------------------------------------------------------------------------------------------
+# BalanceCheckOperator
+# ---------------------------------------------------------------------------------------------
+
+
+def test_balance_record_without_threshold(panel: SandboxPanel) -> None:
+    record = BalanceCheckOperator(task_id="balance").execute({})
+
+    assert record["balance"] == 1000.0 and record["currency"] == "USD" and record["checked_at"]
+    frame = to_dataframe(xcom_round_trip(record))
+    assert len(frame) == 1 and str(frame["balance"].dtype) == "Float64"
+
+
+def test_low_balance_fails_by_default_stating_balance_threshold_and_currency(panel: SandboxPanel) -> None:
+    with pytest.raises(AirflowFailException, match=r"balance 1,000.00 USD is below the threshold 5,000.00 USD"):
+        BalanceCheckOperator(task_id="balance", min_balance=5000).execute({})
+
+
+def test_low_balance_can_skip_or_warn(panel: SandboxPanel, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(AirflowSkipException, match="below the threshold"):
+        BalanceCheckOperator(task_id="balance", min_balance="1500.5", on_low="skip").execute({})
+
+    record = BalanceCheckOperator(task_id="balance", min_balance=1500, on_low="warn").execute({})
+
+    assert record["balance"] == 1000.0
+    assert "balance 1,000.00 USD is below the threshold 1,500.00 USD" in capsys.readouterr().out
+
+
+def test_balance_above_threshold_passes(panel: SandboxPanel) -> None:
+    assert BalanceCheckOperator(task_id="balance", min_balance=10).execute({})["balance"] == 1000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The API key stays secret
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_api_key_never_appears_in_records_logs_errors_or_reprs(panel: SandboxPanel,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    service = service_of(panel)
+    orders = campaign(service, 3)
+    panel.faults.add("add", "drop_after_processing", when=link_ends("/1"))
+    panel.faults.add("add", "error", error=ACTIVE_ORDER, when=link_ends("/2"))
+    texts: list[str] = []
+    place = PlaceOrderOperator(task_id="place", orders=orders)
+    with pytest.raises(OrdersNotPlacedError) as failed:
+        place.execute({})
+    texts += [str(failed.value), repr(failed.value), json.dumps(failed.value.records), repr(place.hook)]
+    ids = [r["order"] for r in failed.value.records if r["order"]]
+    for op in (OrderStatusOperator(task_id="s", order_ids=ids), RefillOperator(task_id="r", order_ids=ids),
+               CancelOrdersOperator(task_id="c", order_ids=ids), BalanceCheckOperator(task_id="b"),
+               ServicesOperator(task_id="v", service_ids=[service["service"]])):
+        texts.append(json.dumps(op.execute({})))
+        texts.append(repr(op))
+    with pytest.raises(AirflowFailException) as low:
+        BalanceCheckOperator(task_id="b", min_balance=10**6).execute({})
+    texts.append(str(low.value))
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err]
+
+    assert all(panel.api_key not in text for text in texts)
