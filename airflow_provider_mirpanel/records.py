@@ -19,6 +19,7 @@ kind of record always has, so even an empty list of a known kind gives the right
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
@@ -44,6 +45,11 @@ TIMESTAMP = "datetime64[ns, UTC]"
 
 #: When a record was read from the panel (UTC, ISO-8601 in XCom).
 CHECKED_AT = "checked_at"
+
+def utc_now() -> str:
+    """The current UTC time as ISO-8601 text: what ``checked_at`` holds in XCom."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
 
 #: Columns every placed-order record has (the type parameters it was sent with follow).
 PLACED_ORDER_FIELDS = ("key", "state", "order", "service", "link", "quantity", "cost", "error")

@@ -190,13 +190,17 @@ def test_check_balance_refuses_a_campaign_the_balance_does_not_cover(panel: Sand
     assert panel.count("add") == 0
 
 
-def test_check_balance_lets_a_covered_campaign_through(panel: SandboxPanel) -> None:
+def test_check_balance_lets_a_covered_campaign_through(panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
     orders = campaign(service_of(panel), 2)
 
     records = PlaceOrderOperator(task_id="place", orders=orders, check_balance=True).execute({})
 
     assert [r["state"] for r in records] == ["placed", "placed"]
     assert panel.count("balance") == 1
+    spent = sum(r["cost"] for r in records)
+    assert (f"placed 2 of 2 orders; spent ~{spent:,.2f} USD (estimated from the catalogue rates); "
+            "balance 1,000.00 USD covered it") in capsys.readouterr().out
 
 
 def test_not_enough_funds_stops_placing_the_rest_and_a_retry_finishes(panel: SandboxPanel) -> None:
@@ -360,10 +364,11 @@ def test_orders_rendered_from_jinja_text_and_dataframe_rows(panel: SandboxPanel)
     from_frame = PlaceOrderOperator(task_id="p", orders=table.to_dict("records")).execute({})
     assert [r.get("runs") for r in from_frame] == [None, 2]
 
-    op = PlaceOrderOperator(task_id="p", orders="{{ params.orders | tojson }}")
-    op.render_template_fields({"params": {"orders": campaign(service, 1)}})
-    [record] = op.execute({})
-    assert record["state"] == "placed" and record["link"] == "https://example.com/post/0"
+    for template in ("{{ params.orders | tojson }}", "{{ params.orders }}"):  # JSON, or a Python repr
+        op = PlaceOrderOperator(task_id="p", orders=template)
+        op.render_template_fields({"params": {"orders": campaign(service, 1, link=f"https://example.com/{len(template)}")}})
+        [record] = op.execute({})
+        assert record["state"] == "placed" and record["link"] == f"https://example.com/{len(template)}"
 
 
 def test_placed_order_records_survive_xcom_and_become_typed_frames(panel: SandboxPanel) -> None:

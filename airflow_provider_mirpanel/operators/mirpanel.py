@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
@@ -41,18 +40,13 @@ from airflow_provider_mirpanel.placement import (
     placed_record,
 )
 from airflow_provider_mirpanel.protocol import normalize_ids, to_float, to_text
-from airflow_provider_mirpanel.records import CHECKED_AT
+from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
 
 Record = dict[str, Any]
 
 ON_UNKNOWN = ("fail", "skip", "resend")
 ON_INVALID = ("fail", "skip")
 ON_LOW = ("fail", "skip", "warn")
-
-
-def utc_now() -> str:
-    """The current UTC time as ISO-8601 text (what ``checked_at`` holds in XCom)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -132,19 +126,26 @@ class ServicesOperator(MirPanelBaseOperator):
         self.service_type = service_type
 
     def execute(self, context: Context) -> list[Record]:
+        keep = self._filter()  # invalid IDs are refused before the request
         services = self.hook.get_services()
-        matching = [_flat(service) for service in services if self._matches(service)]
+        matching = [_flat(service) for service in services if keep(service)]
         self.log.info("%d of %d services match%s", len(matching), len(services), self._filters_text())
         return matching
 
-    def _matches(self, service: Mapping[str, Any]) -> bool:
+    def _filter(self) -> Callable[[Mapping[str, Any]], bool]:
         wanted = set(normalize_ids(self.service_ids, "service")) if self.service_ids not in (None, "") else None
-        if wanted is not None and service.get("service") not in wanted:
-            return False
-        for field, text in (("category", self.category), ("name", self.name)):
-            if text and text.casefold() not in str(service.get(field) or "").casefold():
+        texts = [(field, text.casefold()) for field, text in (("category", self.category), ("name", self.name))
+                 if text]
+        service_type = (self.service_type or "").casefold()
+
+        def keep(service: Mapping[str, Any]) -> bool:
+            if wanted is not None and service.get("service") not in wanted:
                 return False
-        return not self.service_type or str(service.get("type") or "").casefold() == self.service_type.casefold()
+            if any(text not in str(service.get(field) or "").casefold() for field, text in texts):
+                return False
+            return not service_type or str(service.get("type") or "").casefold() == service_type
+
+        return keep
 
     def _filters_text(self) -> str:
         filters = [f"{name} {value!r}" for name, value in (("IDs", self.service_ids), ("category", self.category),
@@ -241,7 +242,10 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         extra = self.order_parameters or {}
         if not isinstance(extra, Mapping):
             raise MirPanelInputError(f"order_parameters must be a dict, got {type(extra).__name__}")
-        return [{"service": self.service, "link": self.link, "quantity": self.quantity, **extra}]
+        row = dict(extra)
+        row.update({name: value for name, value in (("service", self.service), ("link", self.link),
+                                                     ("quantity", self.quantity)) if value is not None})
+        return [row]
 
     def execute(self, context: Context) -> list[Record]:
         specs = order_specs(self._rows())
@@ -269,6 +273,7 @@ class _PlacementRun:
         self.earlier: set[int] = set()  # indexes of the orders placed on an earlier try
         self.currency: str | None = None
         self.stop_reason: str | None = None
+        self.balance_note = ""
         self._stop = threading.Lock()
 
     @property
@@ -337,8 +342,7 @@ class _PlacementRun:
             raise MirPanelError(
                 f"the estimated cost {total:,.2f} {self.currency or ''} of {len(to_send)} orders exceeds the balance "
                 f"{balance['balance']:,.2f} {self.currency or ''}{note}; no order was sent")
-        self.log.info("Balance %.2f %s covers the estimated cost %.2f of %d orders%s", balance["balance"],
-                      self.currency or "", total, len(to_send), note)
+        self.balance_note = f"; balance {balance['balance']:,.2f} {self.currency or ''} covered it{note}"
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -411,7 +415,8 @@ class _PlacementRun:
                 line += f", {len(grouped[state.value])} {state.value}: {_errors_by_id(grouped[state.value], 'key')}"
         spent = sum(record["cost"] or 0.0 for index, record in self.records.items()
                     if record["state"] == State.PLACED.value and index not in self.earlier)
-        return line + f"; spent ~{spent:,.2f} {self.currency or ''}".rstrip() + " (estimated from the catalogue rates)"
+        spent_text = f"; spent ~{spent:,.2f} {self.currency or ''}".rstrip()
+        return line + spent_text + " (estimated from the catalogue rates)" + self.balance_note
 
     def failure(self) -> str | None:
         """Why the task fails (orders not placed), or None."""

@@ -16,9 +16,8 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.operators.mirpanel import utc_now
 from airflow_provider_mirpanel.protocol import ORDER_STATUS_FIELDS, REFILL_STATUS_FIELDS
-from airflow_provider_mirpanel.records import CHECKED_AT
+from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
 from airflow_provider_mirpanel.taskstate import RecordPages, digest, store_of
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress
 
