@@ -16,7 +16,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote_plus
 
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -29,6 +30,8 @@ from airflow_provider_mirpanel.exceptions import (
     MirPanelResponseError,
     MirPanelTransientError,
 )
+
+_Text = TypeVar("_Text", str, bytes)
 
 MAX_IDS_PER_REQUEST = 100  # the API refuses more than 100 IDs in one multi request
 
@@ -471,6 +474,22 @@ def _snippet(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+# What servers and gateways (not the panel's API code) put in a 5xx error: HTTP reason phrases,
+# Cloudflare's 52x reasons, maintenance pages' wording.
+_SERVER_TROUBLE = re.compile(
+    r"server error|internal error|unavailable|gateway|time-?out|timed out|maintenance|overload|try again later|"
+    r"temporar|web server|origin is unreachable|ssl handshake|ssl certificate|upstream|^error$",
+    re.I,
+)
+
+
+def _without_secret(text: _Text, secret: str) -> _Text:
+    """``text`` (bytes or str) with ``secret`` and its form-encoded spelling replaced by ``***``."""
+    for spelling in {secret, quote_plus(secret)}:
+        text = text.replace(spelling.encode(), b"***") if isinstance(text, bytes) else text.replace(spelling, "***")
+    return text
+
+
 def _json_problem(error: Exception) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at {error.pos}"
@@ -497,16 +516,23 @@ def decode_reply(
     content_type: str | None = None,
     retry_after: str | None = None,
     location: str | None = None,
+    secret: str | None = None,
 ) -> Any:
     """The JSON payload of a reply, or the exception it stands for.
 
     The body is read whatever the HTTP status: ``{"error": ...}`` becomes a typed
-    :class:`MirPanelAPIError` (or its auth/funds subclasses); 429 and 5xx without a panel error, HTML
-    pages and connection-level garbage become :class:`MirPanelTransientError`; a redirect (clients
-    do not follow them: the key would go wherever it points) and anything else that is not JSON
-    become :class:`MirPanelResponseError`.
+    :class:`MirPanelAPIError` (or its auth/funds subclasses); 429 and 5xx without a panel error, a
+    5xx whose error is a server's or gateway's own text ("Service Unavailable"), HTML pages and
+    connection-level garbage become :class:`MirPanelTransientError`; a redirect (clients do not
+    follow them: the key would go wherever it points) and anything else that is not JSON become
+    :class:`MirPanelResponseError`.
+
+    ``secret`` (the API key) is blanked out of the body and ``location`` before anything reads them:
+    some panels repeat the request in their error text, and that text ends up in exceptions and logs.
     """
     name = action.value
+    if secret:
+        body, location = _without_secret(body, secret), location and _without_secret(location, secret)
     if 300 <= http_status < 400:
         raise MirPanelResponseError(
             f"redirected to {location!r}; check the connection's API URL", http_status=http_status, action=name
@@ -545,6 +571,10 @@ def decode_reply(
         )
     error = _error_text(payload["error"]) if isinstance(payload, dict) and "error" in payload else None
     if error is not None:
+        if http_status >= 500 and _SERVER_TROUBLE.search(error):
+            # a gateway's or a crashed app's own text, not the panel's answer: the request may have been processed
+            raise MirPanelTransientError(f"HTTP {http_status}: {_snippet(error, 60)}", http_status=http_status,
+                                         action=name)
         raise classify_error(error, http_status, name)
     if http_status >= 500:
         raise MirPanelTransientError(f"HTTP {http_status}", http_status=http_status, action=name)

@@ -193,6 +193,7 @@ class MirPanelHook(HttpHook):
             content_type=response.headers.get("Content-Type"),
             retry_after=response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
+            secret=self._key,
         )
 
     def _call(self, action: Action, form: dict[str, str]) -> Any:

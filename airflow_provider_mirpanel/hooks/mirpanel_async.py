@@ -194,6 +194,7 @@ class MirPanelAsyncHook(HttpAsyncHook):
             content_type=response.headers.get("Content-Type"),
             retry_after=response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
+            secret=self._key,
         )
 
     async def _call(self, action: Action, form: dict[str, str]) -> Any:
