@@ -7,7 +7,8 @@ same as the sensors' poke mode, so every mode ends the same way with the same re
 
 Every trigger yields exactly one event, a dict with ``status``:
 
-- ``"success"``: ``records`` (the final record of every ID, in input order) and ``message``;
+- ``"success"``: ``records`` (the final record of every ID, in input order, with the
+  ``checked_at`` time it was read, as the sensors return them) and ``message``;
 - ``"failed"``: ``message`` (why), ``ids`` (the IDs that ended in a failed status or that the
   panel could not report) and ``records`` (the records known for the IDs that ended or failed);
 - ``"timeout"``: ``message`` and ``ids`` (the IDs still pending at the deadline);
@@ -35,6 +36,7 @@ from airflow_provider_mirpanel.exceptions import (
 )
 from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.protocol import normalize_ids
+from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
 
 Record = dict[str, Any]
@@ -127,15 +129,20 @@ class _StatusTrigger(BaseTrigger):
         # A poll may overrun the deadline by at most one request timeout: the last look is allowed to land.
         limit = None if remaining is None else max(remaining, (await hook.get_settings()).timeout)
         try:
-            return await asyncio.wait_for(self.fetch(hook, ids), timeout=limit)
+            records = await asyncio.wait_for(self.fetch(hook, ids), timeout=limit)
         except MirPanelError as error:
             if ends_wait(error):
                 raise
             self.log.warning("Poll of %s %ss failed, the wait goes on: %s", len(ids), self.kind.value,
                              hook.redact(str(error)))
+            return None
         except asyncio.TimeoutError:
             self.log.warning("Poll of %s %ss cut short by the deadline", len(ids), self.kind.value)
-        return None
+            return None
+        checked_at = utc_now()
+        for record in records:
+            record[CHECKED_AT] = checked_at
+        return records
 
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
