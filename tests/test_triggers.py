@@ -1,0 +1,379 @@
+"""OrderStatusTrigger and RefillStatusTrigger: ``run()`` against the sandbox panel over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from airflow.sdk.serde import deserialize, serialize
+from airflow.triggers.base import BaseTrigger
+
+from airflow_provider_mirpanel.exceptions import MirPanelInputError
+from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
+from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
+
+POLL = 0.05
+FAST_RETRIES = {"backoff": 0.01, "retries": 2}
+TERMINAL = {"Completed", "Partial", "Canceled", "Refunded"}
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hook retries in milliseconds, so that fault tests stay fast."""
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": FAST_RETRIES}))
+
+
+def events_of(trigger: BaseTrigger) -> list[dict[str, Any]]:
+    """Every event the trigger yields (a trigger must yield exactly one)."""
+
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def event_of(trigger: BaseTrigger) -> dict[str, Any]:
+    events = events_of(trigger)
+    assert len(events) == 1
+    json.dumps(events[0])  # JSON through and through
+    return events[0]
+
+
+def run_with(trigger: BaseTrigger, steer: Callable[[], Any]) -> dict[str, Any]:
+    """Run the trigger while ``steer`` (a coroutine function) changes the panel under it."""
+
+    async def both() -> dict[str, Any]:
+        task = asyncio.create_task(anext(trigger.run()))
+        await steer()
+        return (await task).payload
+
+    return asyncio.run(both())
+
+
+async def until_requests(panel: SandboxPanel, count: int, action: str = "status", limit: float = 10.0) -> None:
+    """Wait until the panel has received ``count`` requests of ``action``."""
+    give_up = time.monotonic() + limit
+    while panel.count(action) < count:
+        assert time.monotonic() < give_up, f"only {panel.count(action)} {action} requests"
+        await asyncio.sleep(0.005)
+
+
+def polls(panel: SandboxPanel) -> list[list[int]]:
+    return [entry.ids for entry in panel.requests if entry.action == "status"]
+
+
+# -- success ---------------------------------------------------------------------------------------
+
+
+def test_orders_that_end_over_a_few_polls_come_back_with_their_final_records_in_input_order(
+    panel: SandboxPanel,
+) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(30)
+    wanted = list(reversed(ids))
+
+    async def steer() -> None:
+        await until_requests(panel, 1)
+        for order in ids[:10]:
+            panel.set_order(order, "Completed")
+        await until_requests(panel, 2)
+        panel.set_order(ids[10], "Partial")
+        for order in ids[11:20]:
+            panel.set_order(order, "Completed")
+        await until_requests(panel, 3)
+        panel.complete_all()
+
+    event = run_with(OrderStatusTrigger(wanted, poll_interval=0.2, deadline=time.time() + 30), steer)
+
+    assert event["status"] == "success", event
+    records = event["records"]
+    assert [record["order"] for record in records] == wanted
+    assert [record["status"] for record in records].count("Partial") == 1
+    assert {record["status"] for record in records} == {"Completed", "Partial"}
+    assert all(record["checked_at"] and record["error"] is None for record in records)
+    assert "30/30 orders done" in event["message"]
+    # Each poll sees the changes made after the previous one, and asks only about what it left pending.
+    assert [sorted(batch) for batch in polls(panel)] == [ids, ids, ids[10:], ids[20:]]
+
+
+def test_the_second_poll_asks_only_for_orders_not_yet_ended(panel: SandboxPanel) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(1000)
+    for order in ids[::2]:  # half end before the first poll, spread over all of its ten batches
+        panel.set_order(order, "Completed")
+
+    async def steer() -> None:
+        await until_requests(panel, 15)
+        panel.complete_all()
+
+    event = run_with(OrderStatusTrigger(ids, poll_interval=0.2), steer)
+
+    assert event["status"] == "success" and len(event["records"]) == 1000
+    asked = polls(panel)
+    assert [len(batch) for batch in asked[:10]] == [100] * 10
+    second = asked[10:15]
+    assert [len(batch) for batch in second] == [100] * 5  # 5 requests, not 10
+    assert sorted(order for batch in second for order in batch) == ids[1::2]
+    assert len(asked) == 20  # the third poll asked about the same 500 once more, and they had ended
+
+
+def test_a_mix_of_terminal_statuses_in_any_spelling_ends_the_wait(panel: SandboxPanel) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(4)
+    for order, status in zip(ids, ["completed", "Partial", "cancelled", "Refunded"], strict=True):
+        panel.set_order(order, status)
+
+    event = event_of(OrderStatusTrigger(ids, poll_interval=POLL))
+
+    assert event["status"] == "success"
+    assert [record["status"] for record in event["records"]] == ["Completed", "Partial", "Canceled", "Refunded"]
+    assert event["records"][1]["remains"] > 0
+
+
+def test_custom_terminal_statuses_end_the_wait_early(panel: SandboxPanel) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(3, status="In progress")
+
+    event = event_of(OrderStatusTrigger(ids, poll_interval=POLL, terminal_statuses=["in progress"]))
+
+    assert event["status"] == "success"
+    assert {record["status"] for record in event["records"]} == {"In progress"}
+    assert panel.count("status") == 1
+
+
+# -- failure ---------------------------------------------------------------------------------------
+
+
+def test_a_failed_status_ends_the_wait_naming_the_orders_concerned(panel: SandboxPanel) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(6)
+    for order in ids[:3]:
+        panel.set_order(order, "Completed")
+    panel.set_order(ids[3], "Canceled")
+    panel.set_order(ids[5], "Refunded")
+
+    event = event_of(OrderStatusTrigger(ids, poll_interval=POLL, failed_statuses=["cancelled", "refunded"]))
+
+    assert event["status"] == "failed"
+    assert event["ids"] == [ids[3], ids[5]]
+    assert "Canceled/Refunded" in event["message"] and str(ids[3]) in event["message"]
+    assert [record["order"] for record in event["records"]] == [*ids[:4], ids[5]]  # ids[4] still Pending
+
+
+def test_unknown_order_ids_fail_the_wait_and_are_named(panel: SandboxPanel) -> None:
+    ids = panel.create_orders(2)
+
+    event = event_of(OrderStatusTrigger([ids[0], 5, ids[1], 6], poll_interval=POLL))
+
+    assert event["status"] == "failed"
+    assert event["ids"] == [5, 6]
+    assert "Incorrect order ID" in event["message"]
+    assert {record["order"]: record["error"] for record in event["records"]}[5] == "Incorrect order ID"
+    assert panel.count("status") == 1
+
+
+def test_a_bad_key_ends_the_wait_with_an_error_event_that_never_holds_the_key(
+    panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "my-secret-key-1234567890"
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "password": key}))
+
+    event = event_of(OrderStatusTrigger([1, 2], poll_interval=POLL))
+
+    assert event["status"] == "error" and "Invalid API key" in event["message"]
+    assert key not in json.dumps(event) and panel.api_key not in json.dumps(event)
+    assert panel.count() == 1
+
+
+def test_a_key_echoed_by_the_panel_is_blanked_out_of_the_event(panel: SandboxPanel) -> None:
+    panel.faults.add("status", "error", error=f"Key {panel.api_key} is blocked")
+
+    event = event_of(OrderStatusTrigger([1], poll_interval=POLL))
+
+    assert event["status"] == "error" and "is blocked" in event["message"]
+    assert panel.api_key not in json.dumps(event)
+
+
+def test_a_malformed_reply_ends_the_wait_with_an_error_event(panel: SandboxPanel) -> None:
+    ids = panel.create_orders(2)
+    panel.faults.add("status", "body", body=b'["not", "an", "object"')
+
+    event = event_of(OrderStatusTrigger(ids, poll_interval=POLL))
+
+    assert event["status"] == "error" and "Malformed reply" in event["message"]
+    assert set(event) == {"status", "message"}
+
+
+def test_a_bad_connection_ends_the_wait_with_an_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": "http://panel.example/api/v2",
+                                                 "password": "k"}))
+
+    event = event_of(OrderStatusTrigger([1], poll_interval=POLL))
+
+    assert event["status"] == "error" and "unencrypted" in event["message"]
+
+
+# -- transient failures never end the wait ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("http_status", {"status": 503}),  # a gateway's {"error": "Service Unavailable"}
+        ("http_status", {"status": 500, "body": "Internal Server Error"}),
+        ("rate_limit", {"retry_after": 0}),
+        ("html", {"status": 522}),
+        ("html", {"status": 200}),  # a challenge page
+        ("drop", {}),
+    ],
+)
+def test_transient_failures_during_the_wait_do_not_end_it(
+    panel: SandboxPanel, kind: str, options: dict[str, Any]
+) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(150)
+    # Five failures in a row: more than the hook's two retries, so one whole poll fails too.
+    fault = panel.faults.add("status", kind, skip=2, times=5, **options)
+
+    async def steer() -> None:
+        await until_requests(panel, 2 + 5 + 1)
+        panel.complete_all()
+
+    event = run_with(OrderStatusTrigger(ids, poll_interval=POLL, deadline=time.time() + 30), steer)
+
+    assert event["status"] == "success" and len(event["records"]) == 150
+    assert fault.applied == 5
+    assert {record["status"] for record in event["records"]} == {"Completed"}
+
+
+def test_an_outage_with_refused_connections_is_waited_out(panel: SandboxPanel) -> None:
+    ids = panel.create_orders(10)
+    panel.down(seconds=0.5)
+
+    event = event_of(OrderStatusTrigger(ids, poll_interval=POLL, deadline=time.time() + 30))
+
+    assert event["status"] == "success"
+    assert [record["order"] for record in event["records"]] == ids
+
+
+# -- timeout ---------------------------------------------------------------------------------------
+
+
+def test_the_deadline_ends_the_wait_with_a_timeout_event_naming_the_pending_orders(panel: SandboxPanel) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(5)
+    panel.set_order(ids[0], "Completed")
+
+    started = time.monotonic()
+    event = event_of(OrderStatusTrigger(ids, poll_interval=0.1, deadline=time.time() + 0.35))
+
+    assert event["status"] == "timeout"
+    assert event["ids"] == ids[1:]
+    assert "4 of 5 orders" in event["message"]
+    assert 0.3 <= time.monotonic() - started < 2
+    assert 3 <= panel.count("status") <= 6
+    assert all(batch == ids[1:] for batch in polls(panel)[1:])
+
+
+def test_a_panel_that_never_answers_times_out_at_the_deadline(
+    panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"timeout": 0.2, "retries": 100}}))
+    panel.faults.add("status", "html", times=None)
+
+    started = time.monotonic()
+    event = event_of(OrderStatusTrigger([1, 2], poll_interval=POLL, deadline=time.time() + 0.5))
+
+    assert event == {"status": "timeout", "message": event["message"], "ids": [1, 2]}
+    assert time.monotonic() - started < 2  # the retries were cut at the deadline (plus one request timeout)
+
+
+# -- refills ---------------------------------------------------------------------------------------
+
+
+def refills_of(panel: SandboxPanel, count: int) -> list[int]:
+    orders = panel.create_orders(count, status="Completed")
+    return [panel.state.create_refill(panel.state.orders[order]).id for order in orders]
+
+
+def test_refills_that_end_over_a_few_polls_include_rejected_ones(panel: SandboxPanel) -> None:
+    refills = refills_of(panel, 8)  # every 4th refill is rejected
+
+    event = event_of(RefillStatusTrigger(refills, poll_interval=POLL, deadline=time.time() + 30))
+
+    assert event["status"] == "success"
+    assert [record["refill"] for record in event["records"]] == refills
+    assert [record["status"] for record in event["records"]] == ["Completed"] * 3 + ["Rejected"] + \
+        ["Completed"] * 3 + ["Rejected"]
+    assert panel.count("refill_status") >= 2
+
+
+def test_a_rejected_refill_fails_the_wait_when_asked_to(panel: SandboxPanel) -> None:
+    refills = refills_of(panel, 4)
+
+    event = event_of(RefillStatusTrigger(refills, poll_interval=POLL, failed_statuses=["Rejected"]))
+
+    assert event["status"] == "failed" and event["ids"] == [refills[3]]
+
+
+def test_unknown_refills_fail_the_wait(panel: SandboxPanel) -> None:
+    event = event_of(RefillStatusTrigger([41, 42], poll_interval=POLL))
+    assert event["status"] == "failed" and event["ids"] == [41, 42] and "Refill not found" in event["message"]
+
+
+def test_refills_time_out_too(panel: SandboxPanel) -> None:
+    panel.speed = 0
+    refills = refills_of(panel, 2)
+    event = event_of(RefillStatusTrigger(refills, poll_interval=POLL, deadline=time.time() + 0.1))
+    assert event["status"] == "timeout" and event["ids"] == refills
+
+
+# -- serialization ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "ids_argument"), [(OrderStatusTrigger, "order_ids"), (RefillStatusTrigger, "refill_ids")]
+)
+def test_serialize_round_trips_through_json_and_airflow_serde(cls: type, ids_argument: str) -> None:
+    trigger = cls(
+        ["3", 1, 2, 1], mirpanel_conn_id="panel_eu", poll_interval=15, terminal_statuses=["completed", "partial"],
+        failed_statuses={"cancelled"}, deadline=1_900_000_000.5,
+    )
+
+    classpath, kwargs = trigger.serialize()
+
+    assert classpath == f"airflow_provider_mirpanel.triggers.mirpanel.{cls.__name__}"
+    assert kwargs == {
+        ids_argument: [3, 1, 2],
+        "mirpanel_conn_id": "panel_eu",
+        "poll_interval": 15.0,
+        "terminal_statuses": ["Completed", "Partial"],
+        "failed_statuses": ["Canceled"],
+        "deadline": 1_900_000_000.5,
+    }
+    restored = json.loads(json.dumps(deserialize(serialize(kwargs))))
+    assert cls(**restored).serialize() == (classpath, kwargs)
+
+
+def test_defaults_serialize_as_none(panel: SandboxPanel) -> None:
+    _, kwargs = OrderStatusTrigger([1]).serialize()
+    assert kwargs == {"order_ids": [1], "mirpanel_conn_id": "mirpanel_default", "poll_interval": 60.0,
+                      "terminal_statuses": None, "failed_statuses": None, "deadline": None}
+    assert OrderStatusTrigger(**kwargs).serialize()[1] == kwargs
+
+
+def test_invalid_arguments_are_refused_when_the_trigger_is_built() -> None:
+    with pytest.raises(MirPanelInputError):
+        OrderStatusTrigger(["abc"])
+    with pytest.raises(MirPanelInputError):
+        OrderStatusTrigger([1], poll_interval=0)
+
+
+def test_repr_is_short(panel: SandboxPanel) -> None:
+    assert repr(OrderStatusTrigger(range(1, 5001), poll_interval=30)) == (
+        "OrderStatusTrigger(5000 orders, mirpanel_conn_id='mirpanel_default', poll_interval=30.0)"
+    )
