@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
 from airflow_provider_mirpanel.protocol import (
@@ -197,20 +195,21 @@ def parse_order_rows(orders: Any) -> list[Mapping[str, Any]]:
 
 
 def _missing(value: Any) -> bool:
-    """None, NaN, pandas' NA/NaT: an empty cell of a table."""
-    if value is None or isinstance(value, (str, list, tuple, dict, bool)):
-        return value is None
-    return bool(pd.isna(value))
+    """None, NaN, pandas' NA/NaT: an empty cell of a table (pandas is not imported for this)."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _plain(value: Any) -> Any:
     """A numpy scalar (from a DataFrame) as the Python value it holds."""
-    return value.item() if isinstance(value, np.generic) else value
+    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
 
 
 def order_spec(index: int, row: Mapping[str, Any]) -> OrderSpec:
     """Check one row's own parameters (no catalogue yet): its key, service ID and ``add`` form."""
-    values = {name: _plain(value) for name, value in row.items() if not _missing(value)}
+    plain = {name: _plain(value) for name, value in row.items()}
+    values = {name: value for name, value in plain.items() if not _missing(value)}
     key = str(values.pop("key", index))
     spec = OrderSpec(index, key)
     if not key.strip() or len(key) > MAX_KEY_LENGTH:

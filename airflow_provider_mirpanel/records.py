@@ -20,10 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
-
-import pandas as pd
-from pandas.api.types import pandas_dtype
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mirpanel.protocol import (
     BALANCE_FIELDS,
@@ -35,6 +32,9 @@ from airflow_provider_mirpanel.protocol import (
     REFILL_STATUS_FIELDS,
     SERVICE_FIELDS,
 )
+
+if TYPE_CHECKING:  # pandas is imported when a frame is made, not when a DAG file imports the operators
+    import pandas as pd
 
 ID = "Int64"
 COUNT = "Int64"
@@ -135,6 +135,8 @@ def to_dataframe(records: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None
         unknown columns get pandas' best nullable dtype.
     :raises ValueError: for an unknown ``kind``.
     """
+    import pandas as pd
+
     rows = [records] if isinstance(records, Mapping) else list(records or [])
     if kind is not None and kind not in KIND_COLUMNS:
         raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(KIND_COLUMNS)}")
@@ -146,6 +148,9 @@ def to_dataframe(records: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None
 
 
 def _typed(values: pd.Series, dtype: str | None) -> pd.Series:
+    import pandas as pd
+    from pandas.api.types import pandas_dtype
+
     if dtype is None:
         return values.convert_dtypes() if len(values) else values.astype(pandas_dtype(TEXT))
     if dtype == TIMESTAMP:

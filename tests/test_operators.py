@@ -167,7 +167,7 @@ def test_on_invalid_skip_places_the_valid_orders_and_reports_the_others(panel: S
 
     assert [r["state"] for r in records] == ["placed", "invalid", "placed"]
     assert "above the service maximum" in records[1]["error"] and records[1]["order"] is None
-    assert added_links(panel) == [orders[0]["link"], orders[2]["link"]]
+    assert sorted(added_links(panel)) == [orders[0]["link"], orders[2]["link"]]
 
 
 def test_bad_single_order_arguments_are_refused_at_once() -> None:
@@ -299,7 +299,7 @@ def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -
         {"task_state_store": store})
 
     assert [r["state"] for r in records] == ["placed", "placed"]
-    assert added_links(panel) == [o["link"] for o in orders]
+    assert sorted(added_links(panel)) == [o["link"] for o in orders]
     assert store.values[KEY_PREFIX + "1"]["state"] == "placed"
 
 
@@ -313,7 +313,7 @@ def test_an_order_whose_try_died_mid_send_is_not_resent(panel: SandboxPanel) -> 
 
     assert [r["state"] for r in failed.value.records] == ["placed", "placed", "unknown"]
     assert "the try ended between sending it and recording the reply" in failed.value.records[2]["error"]
-    assert added_links(panel) == [orders[0]["link"], orders[1]["link"]]
+    assert sorted(added_links(panel)) == [orders[0]["link"], orders[1]["link"]]
 
 
 def test_user_keys_name_orders_and_must_be_unique(panel: SandboxPanel) -> None:
@@ -511,3 +511,31 @@ def test_the_api_key_never_appears_in_records_logs_errors_or_reprs(panel: Sandbo
     texts += [captured.out, captured.err]
 
     assert all(panel.api_key not in text for text in texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Order rows and cost estimates (no panel)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_table_cells_become_parameters_and_empty_cells_none() -> None:
+    import numpy as np
+    import pandas as pd
+
+    row = {"service": np.int64(5), "link": "https://x", "quantity": np.float64(100.0), "runs": pd.NA,
+           "interval": np.float32("nan"), "key": None}
+    [spec] = order_specs([row])
+
+    assert spec.error is None and spec.key == "0" and spec.service == 5
+    assert spec.form == {"service": "5", "link": "https://x", "quantity": "100"}
+
+
+def test_cost_estimates_by_service_type() -> None:
+    from airflow_provider_mirpanel.placement import estimated_cost
+
+    default = {"type": "Default", "rate": "2.5"}
+    assert estimated_cost(default, {"service": "1", "quantity": "2000"}) == 5.0
+    assert estimated_cost({"type": "Package", "rate": 7}, {"service": "1", "link": "x"}) == 7.0
+    assert estimated_cost({"type": "Custom Comments", "rate": 10}, {"service": "1", "comments": "a\nb"}) == 0.02
+    assert estimated_cost({"type": "Subscriptions", "rate": 1}, {"service": "1", "username": "u"}) is None
+    assert estimated_cost({"type": "Default"}, {"service": "1", "quantity": "5"}) is None
