@@ -200,7 +200,7 @@ def test_a_key_echoed_by_the_panel_is_blanked_out_of_the_event(panel: SandboxPan
 
 def test_a_malformed_reply_ends_the_wait_with_an_error_event(panel: SandboxPanel) -> None:
     ids = panel.create_orders(2)
-    panel.faults.add("status", "body", body=b'["not", "an", "object"')
+    panel.faults.add("status", "body", body=b'["not", "an", "object"] <!-- debug -->')
 
     event = event_of(OrderStatusTrigger(ids, poll_interval=POLL))
 
@@ -370,7 +370,7 @@ def test_invalid_arguments_are_refused_when_the_trigger_is_built() -> None:
     with pytest.raises(MirPanelInputError):
         OrderStatusTrigger(["abc"])
     with pytest.raises(MirPanelInputError):
-        OrderStatusTrigger([1], poll_interval=0)
+        OrderStatusTrigger([1], poll_interval=-1)
 
 
 def test_repr_is_short(panel: SandboxPanel) -> None:

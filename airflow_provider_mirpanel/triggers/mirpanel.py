@@ -28,12 +28,7 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_mirpanel.exceptions import (
-    MirPanelAPIError,
-    MirPanelError,
-    MirPanelInputError,
-    MirPanelTransientError,
-)
+from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.protocol import normalize_ids
 from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
@@ -59,8 +54,8 @@ class _StatusTrigger(BaseTrigger):
         deadline: float | None,
     ) -> None:
         super().__init__()
-        if poll_interval <= 0:
-            raise MirPanelInputError(f"poll_interval must be positive, got {poll_interval!r}")
+        if poll_interval < 0:
+            raise MirPanelInputError(f"poll_interval must not be negative, got {poll_interval!r}")
         self.ids = normalize_ids(ids, self.kind.value)
         self.mirpanel_conn_id = mirpanel_conn_id
         self.poll_interval = float(poll_interval)
@@ -226,14 +221,11 @@ class RefillStatusTrigger(_StatusTrigger):
 def ends_wait(error: MirPanelError) -> bool:
     """Whether a poll that failed with ``error`` (after the hook's retries) ends the wait.
 
-    Transient failures never do, nor does a panel error answered with HTTP 5xx (a gateway's
-    ``{"error": "Service Unavailable"}``): the server's trouble passes, the next poll asks again. A
-    refused key, a malformed reply or any other refusal does.
+    A transient failure never does (the protocol decides what is transient: timeouts, lost
+    connections, 429, HTML pages, 5xx with a gateway's text); the next poll asks again. A refused
+    key, a malformed reply or any other refusal by the panel does.
     """
-    if isinstance(error, MirPanelTransientError):
-        return False
-    server_trouble = type(error) is MirPanelAPIError and (error.http_status or 0) >= 500
-    return not server_trouble
+    return not isinstance(error, MirPanelTransientError)
 
 
 def _status_list(statuses: Iterable[str] | None) -> list[str] | None:
