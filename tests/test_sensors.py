@@ -202,13 +202,18 @@ def test_thousands_of_finished_orders_are_stored_in_small_pages(panel: SandboxPa
     assert len(store.values) == 4  # meta + 3 pages of at most 400 records
 
 
-def test_order_ids_come_from_jinja_text(panel: SandboxPanel) -> None:
+def test_order_ids_and_statuses_come_from_jinja_text(panel: SandboxPanel) -> None:
     ids = frozen_orders(panel, 2)
-    for order_id in ids:
-        panel.set_order(order_id, "Completed")
-    sensor = OrderStatusSensor(task_id="wait", order_ids="{{ params.ids }}", failed_statuses="{{ params.bad }}")
-    sensor.render_template_fields({"params": {"ids": ids, "bad": "Canceled"}})
+    panel.set_order(ids[0], "Completed")
+    panel.set_order(ids[1], "Refunded")
+    for bad in ("Refunded", "['cancelled', 'Refunded']", "Canceled, refunded"):
+        sensor = OrderStatusSensor(task_id="wait", order_ids="{{ params.ids }}", failed_statuses="{{ params.bad }}")
+        sensor.render_template_fields({"params": {"ids": ids, "bad": bad}})
+        with pytest.raises(AirflowFailException, match=rf"ended Refunded: {ids[1]}"):
+            poke(sensor, {})
 
+    sensor = OrderStatusSensor(task_id="wait", order_ids="{{ params.ids }}", failed_statuses="{{ params.bad }}")
+    sensor.render_template_fields({"params": {"ids": ids, "bad": ["Canceled"]}})
     assert [r["order"] for r in poke(sensor, {}).xcom_value] == ids
 
 

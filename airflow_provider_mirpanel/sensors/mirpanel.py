@@ -8,6 +8,7 @@ XCom when every ID has finished. They work in ``poke`` and ``reschedule`` mode.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
@@ -25,6 +26,22 @@ Record = dict[str, Any]
 
 #: Prefix of the sensors' keys in ``task_state_store`` (finished records kept across pokes).
 STATE_PREFIX = "mirpanel.wait."
+
+
+
+def _statuses(value: Any) -> Any:
+    """Statuses as given, or read from the text Jinja renders: ``"['Canceled', 'Refunded']"``, ``"A, B"``."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text[:1] in "[({":
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if isinstance(parsed, (list, tuple, set, frozenset)):
+            return [str(item) for item in parsed]
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class _PanelWaitSensor(BaseSensorOperator):
@@ -72,7 +89,8 @@ class _PanelWaitSensor(BaseSensorOperator):
 
     def new_progress(self) -> WaitProgress:
         """A fresh wait for the (rendered) IDs and statuses; invalid arguments raise here."""
-        return WaitProgress.create(self.kind, self._ids(), self.terminal_statuses, self.failed_statuses)
+        return WaitProgress.create(self.kind, self._ids(), _statuses(self.terminal_statuses),
+                                   _statuses(self.failed_statuses))
 
     def check(self, progress: WaitProgress) -> WaitOutcome:
         """One poll: ask the panel about the pending IDs only and feed the records to ``progress``."""
