@@ -490,6 +490,13 @@ def _without_secret(text: _Text, secret: str) -> _Text:
     return text
 
 
+def _cut_off(error: Exception, text: str) -> bool:
+    """Whether a JSON text that failed to parse is the beginning of one: a reply cut off on the way."""
+    if not isinstance(error, json.JSONDecodeError) or text[0] not in "{[":
+        return False
+    return error.pos >= len(text) or error.msg.startswith("Unterminated string")
+
+
 def _json_problem(error: Exception) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at {error.pos}"
@@ -547,7 +554,7 @@ def decode_reply(
         )
     text = body.decode("utf-8-sig", errors="replace").strip()
     if not text:
-        if http_status >= 500:
+        if not 400 <= http_status < 500:  # a crashed script's empty 200 is a lost reply, like a dropped connection
             raise MirPanelTransientError(f"HTTP {http_status} with an empty body", http_status=http_status,
                                          action=name)
         raise MirPanelResponseError("empty body", http_status=http_status, action=name)
@@ -558,7 +565,7 @@ def decode_reply(
     except (ValueError, RecursionError) as exc:  # bad JSON; an int of over 4300 digits; nesting too deep
         html = (content_type or "").lower().startswith("text/html")
         if not html:
-            if http_status >= 500:
+            if http_status >= 500 or (http_status < 400 and _cut_off(exc, text)):
                 raise MirPanelTransientError(f"HTTP {http_status}: {_snippet(text, 60)}", http_status=http_status,
                                              action=name) from None
             raise MirPanelResponseError(f"not JSON ({_json_problem(exc)}): {_snippet(text)}",
@@ -655,6 +662,19 @@ def parse_add(payload: Any, form: Mapping[str, str]) -> dict[str, Any]:
 
 def order_status_record(order_id: int, raw: Any) -> dict[str, Any]:
     """One order-status record from the panel's object for that order (or its error)."""
+    if type(raw) is dict and "error" not in raw:
+        # The common shape, in one pass: an object with a usable status text and no error.
+        status = raw.get("status")
+        canonical = (_STATUS_MEMO.get(status) or _usable_status(status)) if type(status) is str else None
+        if canonical is not None:
+            return {"order": order_id, "status": canonical, "charge": to_float(raw.get("charge")),
+                    "start_count": to_int(raw.get("start_count")), "remains": to_int(raw.get("remains")),
+                    "currency": to_text(raw.get("currency")), "error": None}
+    return _order_status_any(order_id, raw)
+
+
+def _order_status_any(order_id: int, raw: Any) -> dict[str, Any]:
+    """:func:`order_status_record` for every shape: per-ID errors, missing or unusable statuses."""
     error = _nested_error(raw) if isinstance(raw, dict) else (MISSING_FROM_REPLY if raw is None else
                                                               f"unexpected value {_snippet(repr(raw))}")
     if error is not None or not isinstance(raw, dict):
@@ -673,6 +693,22 @@ def order_status_record(order_id: int, raw: Any) -> dict[str, Any]:
     }
 
 
+# The canonical spelling of each status text seen so far: a panel uses a handful, so the common path
+# is one dict lookup instead of strip + lower + lookup. Bounded: odd panel texts cannot grow it forever.
+_STATUS_MEMO: dict[str, str] = {}
+_STATUS_MEMO_SIZE = 512
+
+
+def _usable_status(text: str) -> str | None:
+    """The canonical spelling of a non-blank status text (remembered); None for a blank one."""
+    if not text.strip():
+        return None
+    canonical = _CANONICAL_STATUS.get(text.strip().lower(), text)
+    if len(_STATUS_MEMO) < _STATUS_MEMO_SIZE:
+        _STATUS_MEMO[text] = canonical
+    return canonical
+
+
 def _status_problem(value: Any) -> str | None:
     """Why a status value cannot be used (absent, empty, not text), or None when it can."""
     if isinstance(value, str) and value.strip():
@@ -688,9 +724,14 @@ def _reply_id(value: Any) -> int | None:
         return value
     if type(value) is float and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+    if isinstance(value, str) and (_plain_digits(value) or _DIGITS.fullmatch(value.strip())):
         return int(value)
     return None
+
+
+def _plain_digits(text: str) -> bool:
+    """Whether ``text`` is 1..19 ASCII digits and nothing else: the common spelling, checked without a regex."""
+    return text.isdigit() and text.isascii() and len(text) <= 19
 
 
 def _by_id(payload: Any, id_key: str, action: Action) -> dict[int, Any]:

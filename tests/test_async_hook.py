@@ -159,7 +159,7 @@ def test_transient_failures_beyond_the_retries_raise_transient_error(
 
 def test_a_malformed_reply_raises_response_error(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
     connect(monkeypatch, panel)
-    panel.faults.add("status", "body", body='{"1000": {"status": "Compl')
+    panel.faults.add("status", "body", body='{"1000": {"status": "Completed"}} <!-- 0.01 s -->')
     with pytest.raises(MirPanelResponseError):
         with_hook(lambda hook: hook.get_orders_status([1000]))
     assert panel.count("status") == 1
