@@ -1,0 +1,54 @@
+"""Run the sandbox panel until Ctrl-C: ``python -m airflow_provider_mirpanel.sandbox --port 8765``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from airflow_provider_mirpanel.sandbox.panel import CONN_ENV_VAR, DEFAULT_SPEED, SandboxPanel, require_loopback
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_mirpanel.sandbox",
+        description="A local SMM panel serving the Perfect Panel API v2 on loopback, for DAG development.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port, 0 for any free one (default 8765)")
+    parser.add_argument("--key", default=None, help="the API key clients must send (default: a random one)")
+    parser.add_argument("--balance", type=float, default=1000.0, help="starting balance (default 1000)")
+    parser.add_argument("--speed", type=float, default=DEFAULT_SPEED,
+                        help=f"sandbox seconds per real second (default {DEFAULT_SPEED:g})")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply (default 0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, serve until interrupted, return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        require_loopback(args.host)
+    except ValueError as exc:
+        parser.error(str(exc))
+    panel = SandboxPanel(host=args.host, port=args.port, api_key=args.key, balance=args.balance,
+                         speed=args.speed, latency=args.latency)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with panel:
+        print(f"MirPanel sandbox listening on {panel.url}", flush=True)
+        print(f"API key: {panel.api_key}")
+        print(f"export {CONN_ENV_VAR}={shlex.quote(panel.connection_json())}")
+        print("Press Ctrl-C to stop.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stopped.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""``SandboxPanel``: a local Perfect Panel API v2 server for tests, demos, benchmarks and offline DAGs."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from airflow_provider_mirpanel.protocol import order_cost, to_float, to_int
+from airflow_provider_mirpanel.sandbox.actions import PanelApi
+from airflow_provider_mirpanel.sandbox.catalogue import Catalogue, default_catalogue
+from airflow_provider_mirpanel.sandbox.clock import SandboxClock
+from airflow_provider_mirpanel.sandbox.faults import Faults
+from airflow_provider_mirpanel.sandbox.log import RequestEntry
+from airflow_provider_mirpanel.sandbox.server import SandboxServer
+from airflow_provider_mirpanel.sandbox.state import Lifecycle, Order, PanelState, Refill, Remains
+
+CONN_ENV_VAR = "AIRFLOW_CONN_MIRPANEL_DEFAULT"
+DEFAULT_SPEED = 60.0  # one real second is one sandbox minute: a demo order ends within seconds
+
+
+def require_loopback(host: str) -> None:
+    """Refuse any host that is not a loopback address: the sandbox never listens on a network."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"the sandbox panel only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}")
+
+
+class SandboxPanel:
+    """A faithful local panel serving the Perfect Panel API v2 over real HTTP on loopback.
+
+    ::
+
+        with SandboxPanel() as panel:
+            requests.post(panel.url, data={"key": panel.api_key, "action": "balance"}).json()
+
+    Args:
+        host: loopback address to listen on.
+        port: TCP port; 0 picks a free one (see :attr:`port` after start).
+        api_key: the key clients must send; a random one by default.
+        balance: starting balance.
+        currency: currency of ``status`` and ``balance`` replies.
+        speed: sandbox seconds per real second; 0 freezes the clock (move it with :meth:`advance`).
+        catalogue: services to sell (a list of service dicts or a :class:`Catalogue`); default the
+            packaged real 4,156-service catalogue.
+        lifecycle: how fast orders and refills progress, and which end Partial/Rejected.
+        latency: seconds added to every reply (settable later as :attr:`latency`).
+
+    ``state`` holds orders, refills and balance, ``faults`` the fault rules, ``requests`` the
+    request log (a list of :class:`RequestEntry`; ``panel.requests.clear()`` empties it).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        balance: float = 1000.0,
+        currency: str = "USD",
+        speed: float = DEFAULT_SPEED,
+        catalogue: Catalogue | Iterable[Mapping[str, Any]] | None = None,
+        lifecycle: Lifecycle | None = None,
+        latency: float = 0.0,
+    ):
+        require_loopback(host)
+        self.api_key = api_key if api_key is not None else secrets.token_hex(16)
+        if catalogue is None:
+            catalogue = default_catalogue()
+        self.catalogue = catalogue if isinstance(catalogue, Catalogue) else Catalogue(catalogue)
+        self.clock = SandboxClock(speed)
+        self.state = PanelState(self.clock, lifecycle or Lifecycle(), balance, currency)
+        self.faults = Faults()
+        self.requests: list[RequestEntry] = []
+        self._server = SandboxServer(PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests,
+                                     host, port)
+        self._server.latency = latency
+
+    def __repr__(self) -> str:
+        where = self.url if self._server.running else "stopped"
+        return f"SandboxPanel({where}, orders={len(self.state.orders)}, refills={len(self.state.refills)})"
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> SandboxPanel:
+        """Start serving in a background thread."""
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; in-flight requests are cut off."""
+        self._server.stop()
+
+    def __enter__(self) -> SandboxPanel:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def down(self, seconds: float | None = None) -> None:
+        """Go down: connections are refused (open ones closed) until :meth:`up`, or for ``seconds``."""
+        self._server.down(seconds)
+
+    def up(self) -> None:
+        """Come back up on the same port."""
+        self._server.up()
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """Refuse connections inside the ``with`` block."""
+        self.down()
+        try:
+            yield
+        finally:
+            self.up()
+
+    # -- where and how to reach it ------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """The API endpoint, e.g. ``http://127.0.0.1:8765/api/v2``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/api/v2"
+
+    def connection(self) -> dict[str, str]:
+        """The Airflow connection's fields: conn_type ``mirpanel``, host = :attr:`url`, password = key."""
+        return {"conn_type": "mirpanel", "host": self.url, "password": self.api_key}
+
+    def connection_json(self) -> str:
+        """The Airflow connection as JSON, the form ``AIRFLOW_CONN_*`` variables take."""
+        return json.dumps(self.connection())
+
+    def connection_uri(self) -> str:
+        """The Airflow connection as a URI (``airflow connections add --conn-uri``)."""
+        scheme, rest = self.url.split("://", 1)
+        return f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
+
+    def env(self) -> dict[str, str]:
+        """``{"AIRFLOW_CONN_MIRPANEL_DEFAULT": <json>}``, to put in ``os.environ``."""
+        return {CONN_ENV_VAR: self.connection_json()}
+
+    # -- observing ----------------------------------------------------------------------------
+
+    @property
+    def latency(self) -> float:
+        """Seconds added to every reply; change it at any time."""
+        return self._server.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("latency must not be negative")
+        self._server.latency = seconds
+
+    @property
+    def connections(self) -> int:
+        """How many distinct TCP connections have sent requests."""
+        return self._server.connections
+
+    def count(self, action: str | None = None) -> int:
+        """How many requests were received (for one action, or all)."""
+        entries = list(self.requests)
+        return len(entries) if action is None else sum(1 for entry in entries if entry.action == action)
+
+    @property
+    def balance(self) -> float:
+        """The current balance (also ``state.balance``)."""
+        return self.state.balance
+
+    # -- steering -----------------------------------------------------------------------------
+
+    @property
+    def speed(self) -> float:
+        """Sandbox seconds per real second (0: frozen)."""
+        return self.clock.speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        self.clock.speed = value
+
+    def advance(self, seconds: float) -> None:
+        """Move the sandbox clock forward: orders and refills progress as if that time had passed."""
+        self.clock.advance(seconds)
+
+    def set_order(self, order_id: int, status: str | None = None, remains: Remains | None = None) -> Order:
+        """Force an order's status and remains (any spelling: ``"cancelled"``, ``"processing"``).
+
+        Partial/Canceled refund the undelivered part, Refunded the whole charge. ``remains``
+        defaults to 0 for Completed, the order's quantity for Pending/Canceled/others, and may be a
+        text such as ``"Unknown"``.
+        """
+        return self.state.set_order(order_id, status, remains)
+
+    def set_refill(self, refill_id: int, status: str) -> Refill:
+        """Force a refill's status."""
+        return self.state.set_refill(refill_id, status)
+
+    def complete_all(self) -> None:
+        """End every unfinished order and refill as Completed."""
+        self.state.complete_all()
+
+    def create_orders(
+        self,
+        n: int,
+        service: int | None = None,
+        quantity: int | None = None,
+        link: str = "https://example.com/sandbox/{id}",
+        status: str | None = None,
+        remains: Remains | None = None,
+    ) -> list[int]:
+        """Insert ``n`` orders straight into the state (no HTTP, no validation, balance untouched).
+
+        ``service`` defaults to the catalogue's first Default service and ``quantity`` to its
+        minimum; ``{id}`` in ``link`` becomes each order's ID. With ``status`` the orders are frozen
+        in it. Returns the new order IDs. Fast enough for 100,000 orders.
+        """
+        entry = self.catalogue.by_id[service] if service is not None else self.catalogue.first_of_type("Default")
+        if quantity is None:
+            quantity = to_int(entry.get("min")) or 1
+        cost = round(order_cost(to_float(entry.get("rate")), quantity), 5)
+        service_id = to_int(entry.get("service"))
+        assert service_id is not None  # the catalogue refuses services without one
+        return self.state.insert_orders(n, service_id, link, quantity, cost, status, remains)

@@ -1,0 +1,36 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from airflow_provider_mirpanel.sandbox import SandboxPanel
+
+# Airflow creates its home (config, logs) when imported: keep test runs out of the user's ~/airflow.
+# Set before anything imports Airflow, hence the lazy imports below.
+os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / "airflow-provider-mirpanel-tests"))
+
+#: Clock speed of the ``panel`` fixture: an order is Pending for 0.06 s and ends within 0.3 s.
+FAST_SPEED = 1000.0
+
+
+@pytest.fixture
+def panel(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPanel]:
+    """A running sandbox panel with a fast clock; ``mirpanel_default`` points at it.
+
+    It sells the packaged real catalogue (parsed once per process), starts with a balance of 1000
+    USD and a random key, and follows the default ``Lifecycle`` (every 5th order ends Partial, every
+    4th refill is Rejected). ``AIRFLOW_CONN_MIRPANEL_DEFAULT`` is set for the test's duration.
+    """
+    from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
+
+    with SandboxPanel(speed=FAST_SPEED) as sandbox:
+        monkeypatch.setenv(CONN_ENV_VAR, sandbox.connection_json())
+        yield sandbox
