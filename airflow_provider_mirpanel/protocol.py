@@ -364,6 +364,7 @@ def to_int(value: Any) -> int | None:
 # "1,234.5" groups thousands; "0,27819" (one comma, no thousands grouping) is a decimal comma.
 _THOUSANDS = re.compile(r"\s*[-+]?[1-9][0-9]{0,2}(,[0-9]{3})+(\.[0-9]*)?\s*")
 _DECIMAL_COMMA = re.compile(r"\s*[-+]?[0-9]+,[0-9]+\s*")
+_isfinite = math.isfinite
 
 
 def to_float(value: Any) -> float | None:
@@ -373,14 +374,7 @@ def to_float(value: Any) -> float | None:
     as a decimal comma (``"0,27819"``); a string read neither way is None, never a wrong number.
     """
     kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if kind is int:
-        try:
-            return float(value)
-        except OverflowError:  # an int beyond 1.8e308
-            return None
-    if kind is str:
+    if kind is str:  # first: panels send most numbers as text
         if "," in value:
             if _THOUSANDS.fullmatch(value):
                 value = value.replace(",", "")
@@ -392,7 +386,14 @@ def to_float(value: Any) -> float | None:
             number = float(value)
         except ValueError:
             return None
-        return number if math.isfinite(number) else None
+        return number if _isfinite(number) else None
+    if kind is float:
+        return value if _isfinite(value) else None
+    if kind is int:
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond 1.8e308
+            return None
     return None
 
 
@@ -663,13 +664,22 @@ def parse_add(payload: Any, form: Mapping[str, str]) -> dict[str, Any]:
 def order_status_record(order_id: int, raw: Any) -> dict[str, Any]:
     """One order-status record from the panel's object for that order (or its error)."""
     if type(raw) is dict and "error" not in raw:
-        # The common shape, in one pass: an object with a usable status text and no error.
+        # The common shape in one pass: no error, a usable status, numbers as plain number texts.
+        # Anything else ("Unknown", "1,5", numbers as JSON numbers) takes the general path below,
+        # which reads every shape and gives these same values for this one.
         status = raw.get("status")
         canonical = (_STATUS_MEMO.get(status) or _usable_status(status)) if type(status) is str else None
-        if canonical is not None:
-            return {"order": order_id, "status": canonical, "charge": to_float(raw.get("charge")),
-                    "start_count": to_int(raw.get("start_count")), "remains": to_int(raw.get("remains")),
-                    "currency": to_text(raw.get("currency")), "error": None}
+        charge, start_count, remains = raw.get("charge"), raw.get("start_count"), raw.get("remains")
+        if canonical is not None and type(charge) is str and type(start_count) is str and type(remains) is str:
+            try:
+                number = float(charge)
+                record = {"order": order_id, "status": canonical, "charge": number if _isfinite(number) else None,
+                          "start_count": int(start_count), "remains": int(remains),
+                          "currency": to_text(raw.get("currency")), "error": None}
+            except ValueError:
+                pass
+            else:
+                return record
     return _order_status_any(order_id, raw)
 
 
@@ -754,6 +764,25 @@ def _by_id(payload: Any, id_key: str, action: Action) -> dict[int, Any]:
     raise MirPanelResponseError(f"expected an object or a list, got {type(payload).__name__}", action=action.value)
 
 
+_INTS_ONLY = {int}
+_MAX_REPLY_ID = 10**19  # _reply_id reads IDs of at most 19 digits
+
+
+def _entries(payload: Any, ids: list[int], id_key: str, action: Action) -> list[Any]:
+    """The reply's entry for each requested ID, in request order (None for an ID the reply lacks).
+
+    The usual reply, an object keyed by exactly the requested IDs in request order, is matched with
+    one list comparison; any other shape (a list, other keys, another order) is indexed by
+    :func:`_by_id`. Both give the same entries.
+    """
+    if type(payload) is dict and len(payload) == len(ids) and set(map(type, ids)) == _INTS_ONLY:
+        keys = list(map(str, ids))
+        if list(payload) == keys and min(ids) >= 0 and max(ids) < _MAX_REPLY_ID:
+            return list(payload.values())
+    indexed = _by_id(payload, id_key, action)
+    return [indexed.get(item) for item in ids]
+
+
 def parse_order_status(payload: Any, order_id: int) -> dict[str, Any]:
     """The record of a single-order ``status`` reply."""
     _expect(payload, dict, Action.STATUS, "an order status object")
@@ -766,8 +795,8 @@ def parse_orders_status(payload: Any, ids: list[int]) -> list[dict[str, Any]]:
     """One status record per requested ID, in request order, per-ID errors as data."""
     if isinstance(payload, dict) and len(ids) == 1 and "status" in payload and str(ids[0]) not in payload:
         return [order_status_record(ids[0], payload)]  # a panel answering one ID in the single shape
-    indexed = _by_id(payload, "order", Action.STATUS)
-    return [order_status_record(order_id, indexed.get(order_id)) for order_id in ids]
+    entries = _entries(payload, ids, "order", Action.STATUS)
+    return [order_status_record(order_id, raw) for order_id, raw in zip(ids, entries, strict=True)]
 
 
 def _id_result(raw: Any, value_key: str) -> tuple[Any, str | None]:
@@ -808,8 +837,8 @@ def parse_refill(payload: Any, order_id: int) -> dict[str, Any]:
 
 def parse_refills(payload: Any, ids: list[int]) -> list[dict[str, Any]]:
     """One refill record per requested order, in request order."""
-    indexed = _by_id(payload, "order", Action.REFILL)
-    return [refill_record(order_id, indexed.get(order_id)) for order_id in ids]
+    entries = _entries(payload, ids, "order", Action.REFILL)
+    return [refill_record(order_id, raw) for order_id, raw in zip(ids, entries, strict=True)]
 
 
 def refill_status_record(refill_id: int, raw: Any) -> dict[str, Any]:
@@ -829,8 +858,8 @@ def parse_refill_status(payload: Any, refill_id: int) -> dict[str, Any]:
 
 def parse_refills_status(payload: Any, ids: list[int]) -> list[dict[str, Any]]:
     """One refill-status record per requested refill, in request order."""
-    indexed = _by_id(payload, "refill", Action.REFILL_STATUS)
-    return [refill_status_record(refill_id, indexed.get(refill_id)) for refill_id in ids]
+    entries = _entries(payload, ids, "refill", Action.REFILL_STATUS)
+    return [refill_status_record(refill_id, raw) for refill_id, raw in zip(ids, entries, strict=True)]
 
 
 def cancel_record(order_id: int, raw: Any) -> dict[str, Any]:
@@ -846,8 +875,8 @@ def cancel_record(order_id: int, raw: Any) -> dict[str, Any]:
 
 def parse_cancels(payload: Any, ids: list[int]) -> list[dict[str, Any]]:
     """One cancel record per requested order, in request order."""
-    indexed = _by_id(payload, "order", Action.CANCEL)
-    return [cancel_record(order_id, indexed.get(order_id)) for order_id in ids]
+    entries = _entries(payload, ids, "order", Action.CANCEL)
+    return [cancel_record(order_id, raw) for order_id, raw in zip(ids, entries, strict=True)]
 
 
 def parse_balance(payload: Any) -> dict[str, Any]:
