@@ -181,10 +181,10 @@ def parse_order_rows(orders: Any) -> list[Mapping[str, Any]]:
     if isinstance(orders, str):
         try:
             orders = json.loads(orders)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 orders = ast.literal_eval(orders)
-            except (ValueError, SyntaxError):
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # "{[]: 1}": unhashable key
                 raise MirPanelInputError("orders must be a list of dicts, got text that is neither JSON nor a "
                                          "Python literal") from None
     if isinstance(orders, Mapping):

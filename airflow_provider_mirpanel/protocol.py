@@ -205,7 +205,7 @@ def build_add_form(service: Any, params: Mapping[str, Any]) -> dict[str, str]:
     (comments, usernames, hashtags, groups, keywords) are joined with ``\\n``.
     """
     form = {"service": str(normalize_id(service, "service"))}
-    unknown = sorted(set(params) - ORDER_PARAMS)
+    unknown = sorted(set(params) - ORDER_PARAMS, key=repr)  # names from a parsed table may not all be text
     if unknown:
         raise MirPanelInputError(
             f"unknown order parameter(s) {unknown}; known: {', '.join(sorted(ORDER_PARAMS))}"

@@ -330,3 +330,23 @@ def test_place_order_operator_checks_min_max_and_required_parameters_against_the
     assert "row 5: service 99999999 is not in the panel's catalogue" in message
     assert [entry.action for entry in panel.requests] == ["services"], "only the catalogue was read"
     assert not panel.state.orders
+
+
+@pytest.mark.parametrize(
+    "orders",
+    ["{[]: 1}", '[{"service": 1, "link": "x"}', "[" * 100_000, "{'a': {[]: 1}}", "None", "42", "[1, 2]",
+     '"a string"'],
+    ids=["unhashable-key", "unclosed", "deep", "nested-unhashable", "None", "number", "list-of-ints", "string"],
+)
+def test_orders_text_that_is_not_a_list_of_rows_is_refused_before_any_request(panel: SandboxPanel,
+                                                                            orders: str) -> None:
+    op = PlaceOrderOperator(task_id="place", orders=orders)
+    refused(panel, lambda: op.execute({"task_state_store": MemoryStateStore()}), "orders must be a list of dicts")
+
+
+def test_rows_with_non_text_parameter_names_are_refused_by_name(panel: SandboxPanel) -> None:
+    service = default_service(panel)
+    rows = [{"service": service["service"], "link": LINK, "quantity": service["min"], 1: 2, "colour": "red"}]
+    op = PlaceOrderOperator(task_id="place", orders=rows)
+    refused(panel, lambda: op.execute({"task_state_store": MemoryStateStore()}),
+            "row 0: unknown order parameter(s) ['colour', 1]")

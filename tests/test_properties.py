@@ -19,6 +19,7 @@ from test_bad_replies import ADD_FORM, parse_reply
 
 from airflow_provider_mirpanel import protocol
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
+from airflow_provider_mirpanel.placement import order_specs, parse_order_rows
 from airflow_provider_mirpanel.protocol import Action
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -242,7 +243,7 @@ def test_any_id_input_is_normalized_or_refused_with_an_input_error(value: Any) -
         assert type(single) is int and single > 0
 
 
-PARAM_NAMES = st.one_of(st.sampled_from(sorted(protocol.ORDER_PARAMS)), st.text(max_size=8))
+PARAM_NAMES = st.one_of(st.sampled_from(sorted(protocol.ORDER_PARAMS)), st.text(max_size=8), st.integers(0, 9))
 
 
 PARAM_VALUES = st.one_of(st.integers(0, 10**6), st.integers(0, 10**6).map(str), st.text(max_size=12),
@@ -268,3 +269,29 @@ def test_any_order_input_is_a_clean_form_or_an_input_error(service: Any, params:
         assert all(ch in allowed for ch in value if ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F), (name, value)
     problems = protocol.order_problems(catalogue, form)
     assert all(isinstance(problem, str) for problem in problems)
+
+
+ROW_TEXT = st.one_of(
+    st.text(max_size=60),
+    ANY_JSON.map(json.dumps),
+    ANY_JSON.map(repr),
+    st.integers(1, 3000).map(lambda depth: "[" * depth),
+    st.sampled_from(["{[]: 1}", '[{"service": 1, (1, 2): 3}]', "[{1: 2, 'a': 3}]", "{{}: 1}", "[" * 100_000]),
+)
+
+
+@PROPERTY
+@given(text=ROW_TEXT)
+def test_any_rendered_orders_text_is_rows_or_an_input_error(text: str) -> None:
+    """What ``PlaceOrderOperator(orders=...)`` makes of any text a template renders."""
+    try:
+        rows = parse_order_rows(text)
+    except MirPanelInputError as error:
+        assert str(error)
+        return
+    assert all(isinstance(row, dict) for row in rows)
+    for spec in order_specs(rows):
+        if spec.error is None:
+            assert spec.form is not None and all(isinstance(value, str) for value in spec.form.values())
+        else:
+            assert isinstance(spec.error, str) and spec.error
