@@ -25,6 +25,9 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
 sandbox: $(STAMP)
 	$(BIN)/python -m airflow_provider_mirpanel.sandbox --port 8765
 
