@@ -23,7 +23,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck pytest bench-quick
+
+# The benchmark of docs/performance.md (a few minutes); bench-quick is its smoke run (seconds, counts only).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py

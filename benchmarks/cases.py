@@ -1,0 +1,471 @@
+"""The benchmark's cases: each runs against the sandbox panel and returns rows of the table.
+
+Every case checks its results (one record per ID, no per-ID error, the request counts of the
+API's floor) as well as timing them: a wrong count or record makes the row ``WRONG`` and the run
+fail, whatever the timings. Timing targets are only judged in the full run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import math
+import os
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import requests
+
+from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
+from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
+from airflow_provider_mirpanel.protocol import MAX_IDS_PER_REQUEST, Action, decode_reply, parse_orders_status
+from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR
+from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
+from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger
+from benchmarks.config import Config
+from benchmarks.panel_process import PanelProcess
+from benchmarks.table import Row
+
+T = TypeVar("T")
+Record = dict[str, Any]
+
+#: The statuses orders are frozen in where a realistic mix matters (parsing, memory).
+STATUS_MIX = ("Completed", "In progress", "Partial", "Pending", "Canceled")
+
+
+def floor_requests(n: int) -> int:
+    """The fewest requests the API allows for ``n`` IDs: one per 100."""
+    return math.ceil(n / MAX_IDS_PER_REQUEST)
+
+
+def ideal_seconds(n: int, latency: float, concurrency: int) -> float:
+    """The physical limit: ``ceil(n/100)`` round trips of ``latency``, ``concurrency`` at a time."""
+    return floor_requests(n) * latency / concurrency
+
+
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    """The result of ``call()`` and the wall seconds it took."""
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def new_hook(panel: PanelProcess, **extra: Any) -> MirPanelHook:
+    """A hook on ``mirpanel_default`` pointing at the panel, its connection (and extras) read already."""
+    os.environ[CONN_ENV_VAR] = json.dumps(panel.connection(**extra))
+    hook = MirPanelHook()
+    hook.settings  # noqa: B018 -- reads the connection now, outside the timed part
+    return hook
+
+
+@contextmanager
+def latency(panel: PanelProcess, seconds: float) -> Iterator[None]:
+    """Run a block with another reply latency."""
+    before = panel.latency
+    panel.set_latency(seconds)
+    try:
+        yield
+    finally:
+        panel.set_latency(before)
+
+
+def task_context(store: MemoryStateStore) -> Any:
+    """The part of a task's context the operators and sensors read: its ``task_state_store``."""
+    return {"task_state_store": store}
+
+
+def check_records(row: Row, records: Sequence[Record], ids: Sequence[int], id_field: str = "order") -> None:
+    """One record per ID in input order, none with an error."""
+    row.check([record[id_field] for record in records] == list(ids), "records do not match the IDs asked")
+    errors = [record for record in records if record.get("error")]
+    row.check(not errors, f"{len(errors)} records with errors, e.g. {errors[:1]}")
+
+
+def check_requests(row: Row, stats: dict[str, Any], action: str, expected: int, concurrency: int) -> None:
+    """Exactly ``expected`` requests of ``action`` (and no other), at most 100 IDs each, few connections."""
+    row.requests = sum(stats["requests"].values())
+    row.check(stats["requests"] == {action: expected}, f"requests {stats['requests']}, expected {expected} {action}")
+    row.check(stats["max_ids"] <= MAX_IDS_PER_REQUEST, f"a request named {stats['max_ids']} IDs")
+    row.check(stats["connections"] <= concurrency,
+              f"{stats['connections']} TCP connections for {concurrency} concurrent slots")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Request counts
+# ---------------------------------------------------------------------------------------------
+
+
+def request_counts(panel: PanelProcess, config: Config) -> list[Row]:
+    """status, refill, refill_status and cancel of N IDs: ceil(N/100) requests each."""
+    n, slots = config.counts_n, config.default_concurrency
+    service, _ = panel.service(refill=True, cancel=True)
+    completed = panel.create_orders(n, status="Completed", service=service)
+    running = panel.create_orders(n, service=service)  # pending on the frozen clock: cancelable
+    hook = new_hook(panel)
+    rows = []
+    refills: list[Record] = []
+
+    def measure(action: Action, call: Callable[[], list[Record]], ids: Sequence[int], id_field: str) -> list[Record]:
+        panel.reset()
+        records, wall = timed(call)
+        row = Row(f"requests: {action.value}", n, wall=wall, ideal=ideal_seconds(n, panel.latency, slots),
+                  target="= ceil(N/100) requests", met=True)
+        row.ratio = wall / row.ideal if row.ideal else None
+        check_requests(row, panel.stats(), action.value, floor_requests(n), slots)
+        check_records(row, records, ids, id_field)
+        row.note = f"floor {floor_requests(n)} requests"
+        rows.append(row)
+        return records
+
+    measure(Action.STATUS, lambda: hook.get_orders_status(completed), completed, "order")
+    refills = measure(Action.REFILL, lambda: hook.refill_orders(completed), completed, "order")
+    refill_ids = [record["refill"] for record in refills]
+    measure(Action.REFILL_STATUS, lambda: hook.get_refills_status(refill_ids), refill_ids, "refill")
+    measure(Action.CANCEL, lambda: hook.cancel_orders(running), running, "order")
+    hook.close()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 1b. The sensor's pokes and the trigger's polls ask only about pending IDs
+# ---------------------------------------------------------------------------------------------
+
+#: Share of the orders that have ended before each poll: the polls see 100 %, 75 %, 33 %, 10 % pending.
+ENDED_BEFORE_POLL = (0.25, 0.67, 0.90, 1.0)
+
+
+class _Waiting:
+    """Orders that end in stages between polls, and the per-poll request counts seen."""
+
+    def __init__(self, panel: PanelProcess, n: int):
+        self.panel = panel
+        self.ids = panel.create_orders(n, status="In progress")
+        self.ended = 0
+        self.polls: list[tuple[int, int]] = []  # (IDs asked, status requests sent) per poll
+        self.end_up_to(0)
+
+    def end_up_to(self, stage: int) -> None:
+        """End the orders due to have ended before poll number ``stage``."""
+        if stage >= len(ENDED_BEFORE_POLL):
+            return
+        upto = round(len(self.ids) * ENDED_BEFORE_POLL[stage])
+        self.panel.set_status(self.ids[self.ended:upto], "Completed")
+        self.ended = upto
+
+    def expected_asked(self) -> list[int]:
+        """What each poll must ask about: every ID first, then those still pending."""
+        n = len(self.ids)
+        return [n] + [n - round(n * share) for share in ENDED_BEFORE_POLL[:-1]]
+
+    def row(self, case: str, wall: float, records: Any) -> Row:
+        asked = [ids for ids, _ in self.polls]
+        sent = [requests for _, requests in self.polls]
+        row = Row(case, len(self.ids), requests=sum(sent), wall=wall, target="= ceil(pending/100) per poll",
+                  met=True, note="polls (pending→requests): " + ", ".join(f"{a}→{s}" for a, s in self.polls))
+        row.check(asked == self.expected_asked(), f"asked about {asked}, expected {self.expected_asked()}")
+        row.check(sent == [floor_requests(a) for a in asked], f"sent {sent} requests for {asked} pending IDs")
+        row.check(isinstance(records, list) and len(records) == len(self.ids), "not every order's record returned")
+        return row
+
+
+def sensor_pokes(panel: PanelProcess, config: Config) -> Row:
+    """``OrderStatusSensor`` pokes (the sync hook): each asks only about the pending orders."""
+    waiting = _Waiting(panel, config.wait_n)
+    new_hook(panel)  # points mirpanel_default at the panel
+    sensor = OrderStatusSensor(task_id="bench_wait", order_ids=waiting.ids, poke_interval=1, timeout=3600)
+    store = MemoryStateStore()
+    start = time.perf_counter()
+    result = None
+    for stage in range(len(ENDED_BEFORE_POLL)):
+        panel.reset()
+        result = sensor.poke(task_context(store))
+        waiting.polls.append((panel.stats()["ids"], sum(panel.stats()["requests"].values())))
+        waiting.end_up_to(stage + 1)
+        if result.is_done:
+            break
+    row = waiting.row("sensor: pokes", time.perf_counter() - start, result.xcom_value if result else None)
+    row.check(result is not None and result.is_done, "the sensor did not finish")
+    return row
+
+
+class _CountingTrigger(OrderStatusTrigger):
+    """An :class:`OrderStatusTrigger` that records each poll's request count and ends orders between polls."""
+
+    waiting: _Waiting
+
+    async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        panel = self.waiting.panel
+        panel.reset()
+        records = await super().fetch(hook, ids)
+        stats = panel.stats()
+        self.waiting.polls.append((len(ids), sum(stats["requests"].values())))
+        self.waiting.end_up_to(len(self.waiting.polls))
+        return records
+
+
+def trigger_polls(panel: PanelProcess, config: Config) -> Row:
+    """``OrderStatusTrigger`` polls (the async hook): each asks only about the pending orders."""
+    waiting = _Waiting(panel, config.wait_n)
+    new_hook(panel)
+    trigger = _CountingTrigger(waiting.ids, poll_interval=0, deadline=time.time() + 300)
+    trigger.waiting = waiting
+
+    async def first_event() -> dict[str, Any]:
+        payload: dict[str, Any] = (await anext(trigger.run())).payload
+        return payload
+
+    event, wall = timed(lambda: asyncio.run(first_event()))
+    row = waiting.row("trigger: polls", wall, event.get("records"))
+    row.check(event.get("status") == "success", f"the trigger ended with {event.get('status')}: "
+                                                f"{event.get('message')}")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Overlap: the concurrency sweep
+# ---------------------------------------------------------------------------------------------
+
+
+def overlap(panel: PanelProcess, config: Config) -> list[Row]:
+    """get_orders_status of N orders at each concurrency: wall time against the round-trip limit."""
+    n = config.overlap_n
+    ids = panel.create_orders(n, status="Completed")
+    return [_overlap_at(panel, config, ids, concurrency) for concurrency in config.concurrencies]
+
+
+def _overlap_at(panel: PanelProcess, config: Config, ids: list[int], concurrency: int) -> Row:
+    n = len(ids)
+    walls = []
+    row = Row(f"status, concurrency {concurrency}", n, ideal=ideal_seconds(n, panel.latency, concurrency))
+    for _ in range(config.repeats):
+        hook = new_hook(panel, concurrency=concurrency)
+        panel.reset()
+        records, wall = timed(partial(hook.get_orders_status, ids))
+        hook.close()
+        walls.append(wall)
+        stats = panel.stats()
+        check_requests(row, stats, "status", floor_requests(n), concurrency)
+        check_records(row, records, ids)
+    row.wall = statistics.median(walls)
+    assert row.ideal is not None
+    row.ratio = row.wall / row.ideal
+    rounds = math.ceil(floor_requests(n) / concurrency)
+    row.note = (f"median of {config.repeats}; {stats['connections']} TCP connections; "
+                f"{rounds} rounds of {concurrency}")
+    if concurrency == config.default_concurrency:
+        row.target = "≤ 1.25 × ideal (default concurrency)"
+        row.met = row.ratio <= 1.25 if config.timed else None
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Parse cost
+# ---------------------------------------------------------------------------------------------
+
+
+def _status_replies(n: int) -> tuple[list[tuple[bytes, list[int]]], str, list[str]]:
+    """The panel's ``status`` replies for ``n`` orders in a mix of statuses, made without HTTP.
+
+    Returns (reply body, the IDs it answers) per request, the API key, and each order's status.
+    """
+    from airflow_provider_mirpanel.sandbox import SandboxPanel
+    from airflow_provider_mirpanel.sandbox.actions import PanelApi
+
+    panel = SandboxPanel(speed=0)  # never started: only its state and API answer
+    ids: list[int] = []
+    statuses: list[str] = []
+    for index, status in enumerate(STATUS_MIX):
+        count = n // len(STATUS_MIX) + (1 if index < n % len(STATUS_MIX) else 0)
+        ids += panel.create_orders(count, status=status)
+        statuses += [status] * count
+    api = PanelApi(panel.state, panel.catalogue, panel.api_key)
+    replies = []
+    for start in range(0, n, MAX_IDS_PER_REQUEST):
+        chunk = ids[start:start + MAX_IDS_PER_REQUEST]
+        form = {"key": panel.api_key, "action": "status", "orders": ",".join(map(str, chunk))}
+        replies.append((api.handle(form).body, chunk))
+    return replies, panel.api_key, statuses
+
+
+def _median_time(call: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``call`` (its result kept alive until timed, as a caller would keep it)."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        result, seconds = timed(call)
+        del result
+        times.append(seconds)
+    return statistics.median(times)
+
+
+def parse_cost(config: Config) -> list[Row]:
+    """Replies of N orders to records (as the hook does it) against ``json.loads`` of the same bytes."""
+    n = config.parse_n
+    replies, key, statuses = _status_replies(n)
+
+    def loads() -> list[Any]:
+        return [json.loads(body) for body, _ in replies]
+
+    def to_records() -> list[Record]:
+        return [record for body, chunk in replies for record in parse_orders_status(
+            decode_reply(body, 200, Action.STATUS, content_type="application/json", secret=key), chunk)]
+
+    records = to_records()
+    repeats = max(5, config.repeats)
+    baseline, parsing = _median_time(loads, repeats), _median_time(to_records, repeats)
+    row = Row("parse: status replies → records", n, wall=parsing, ideal=baseline, ratio=parsing / baseline,
+              target="≤ 3 × json.loads", note=f"ideal = json.loads of the same {sum(len(b) for b, _ in replies):,} "
+                                               f"bytes; median of {repeats}")
+    row.met = row.ratio is not None and row.ratio <= 3 if config.timed else None
+    row.check(len(records) == n and not any(record["error"] for record in records), "records missing or in error")
+    row.check([record["status"] for record in records] == statuses, "statuses read wrong")
+    return [row, _services_parse(config, repeats)]
+
+
+def _services_parse(config: Config, repeats: int) -> Row:
+    """The packaged real catalogue (4,156 services) parsed as the hook parses ``services``."""
+    from airflow_provider_mirpanel.protocol import parse_services
+    from airflow_provider_mirpanel.sandbox import default_catalogue
+
+    catalogue = default_catalogue()
+
+    def parse() -> list[Record]:
+        return parse_services(decode_reply(catalogue.reply, 200, Action.SERVICES, secret="k" * 32))
+
+    services = parse()
+    seconds = _median_time(parse, repeats)
+    row = Row("parse: services catalogue", len(services), wall=seconds, target="< 50 ms",
+              note=f"{len(catalogue.reply):,} bytes; median of {repeats}")
+    row.met = seconds < 0.05 if config.timed else None
+    row.check(len(services) == len(catalogue), "services missing")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Memory
+# ---------------------------------------------------------------------------------------------
+
+
+def memory(panel: PanelProcess, config: Config) -> Row:
+    """Peak memory of an N-order status sync against the memory of the records it returns (tracemalloc)."""
+    n = config.memory_n
+    ids = [order for status in STATUS_MIX for order in panel.create_orders(n // len(STATUS_MIX), status=status)]
+    hook = new_hook(panel)
+    with latency(panel, 0.0):
+        panel.reset()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            records, wall = timed(lambda: hook.get_orders_status(ids))
+            gc.collect()
+            current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    hook.close()
+    held, peak_allocated = current - base, peak - base
+    row = Row("memory: status sync (tracemalloc)", len(ids), wall=wall, peak_memory=peak_allocated,
+              ratio=peak_allocated / held, target="peak ≤ 2 × records",
+              note=f"records hold {held / 2**20:.1f} MiB ({held / len(ids):.0f} B each); latency 0; "
+                   "wall slowed by tracemalloc")
+    row.met = row.ratio is not None and row.ratio <= 2 if config.timed else None
+    check_requests(row, panel.stats(), "status", floor_requests(len(ids)), config.default_concurrency)
+    check_records(row, records, ids)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Against what clients usually do
+# ---------------------------------------------------------------------------------------------
+
+
+def _single_order_loop(panel: PanelProcess, ids: Sequence[int]) -> list[Any]:
+    """One ``requests.post`` per order, as most clients are written (a new connection each time)."""
+    return [requests.post(panel.url, data={"key": panel.api_key, "action": "status", "order": order},
+                          timeout=30).json() for order in ids]
+
+
+def _sequential_batches(panel: PanelProcess, ids: Sequence[int]) -> list[Any]:
+    """100-ID ``status`` requests one after another on one keep-alive ``requests.Session``."""
+    with requests.Session() as session:
+        return [session.post(panel.url, data={"key": panel.api_key, "action": "status",
+                                              "orders": ",".join(map(str, ids[i:i + MAX_IDS_PER_REQUEST]))},
+                             timeout=30).json() for i in range(0, len(ids), MAX_IDS_PER_REQUEST)]
+
+
+def alternatives(panel: PanelProcess, config: Config) -> list[Row]:
+    """The hook against a loop of single-order calls and against sequential 100-ID batches."""
+    ids = panel.create_orders(max(config.alternatives_n), status="Completed")
+    rows: list[Row] = []
+    single_per_order: float | None = None
+    for n in config.alternatives_n:
+        subset = ids[:n]
+        ideal = ideal_seconds(n, panel.latency, config.default_concurrency)
+        if n <= config.single_loop_max:
+            single = _alternative(panel, "single-order loop (requests.post)", subset, ideal,
+                                  partial(_single_order_loop, panel, subset), "status", n)
+            single_per_order = (single.wall or 0.0) / n
+        else:
+            assert single_per_order is not None, "the single-order loop runs at the smallest N first"
+            single = Row("single-order loop (requests.post)", n, requests=n, wall=single_per_order * n, ideal=ideal,
+                         ratio=single_per_order * n / ideal,
+                         note=f"EXTRAPOLATED from N={config.single_loop_max:,} (would take "
+                              f"{single_per_order * n:.0f} s)")
+        batches = _alternative(panel, "sequential 100-ID batches (requests.Session)", subset, ideal,
+                               partial(_sequential_batches, panel, subset), "status", floor_requests(n))
+        hook = new_hook(panel)  # the connection is read before the clock starts, as in the sweep above
+        hook_row = _alternative(panel, f"MirPanelHook (concurrency {config.default_concurrency})", subset, ideal,
+                                partial(hook.get_orders_status, subset), "status", floor_requests(n),
+                                config.default_concurrency)
+        hook.close()
+        for row in (single, batches, hook_row):
+            if row.wall and hook_row.wall:
+                row.note = "; ".join(filter(None, [row.note, f"{row.wall / hook_row.wall:.1f}× the hook's time"]))
+        rows += [single, batches, hook_row]
+    return rows
+
+
+def _alternative(panel: PanelProcess, case: str, ids: Sequence[int], ideal: float, call: Callable[[], list[Any]],
+                 action: str, expected: int, concurrency: int | None = None) -> Row:
+    panel.reset()
+    replies, wall = timed(call)
+    stats = panel.stats()
+    row = Row(case, len(ids), wall=wall, ideal=ideal, ratio=wall / ideal)
+    check_requests(row, stats, action, expected, concurrency or len(ids))
+    row.check(len(replies) in (len(ids), expected), "replies missing")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Placement
+# ---------------------------------------------------------------------------------------------
+
+
+def placement(panel: PanelProcess, config: Config) -> Row:
+    """PlaceOrderOperator placing N orders at the connection's default concurrency."""
+    from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
+
+    n, slots = config.placement_n, config.default_concurrency
+    service, quantity = panel.service()
+    orders = [{"service": service, "link": f"https://example.com/bench/{i}", "quantity": quantity} for i in range(n)]
+    new_hook(panel)
+    operator = PlaceOrderOperator(task_id="bench_place", orders=orders)
+    panel.reset()
+    records, wall = timed(lambda: operator.execute(task_context(MemoryStateStore())))
+    stats = panel.stats()
+    ideal = n * panel.latency / slots
+    row = Row(f"placement: PlaceOrderOperator (concurrency {slots})", n, requests=sum(stats["requests"].values()),
+              wall=wall, ideal=ideal, ratio=wall / ideal,
+              note=f"{n / wall:.0f} orders/s (ideal {slots / panel.latency:.0f}/s); includes the catalogue request")
+    placed = [record for record in records if record["state"] == "placed"]
+    row.check(len(placed) == n, f"{n - len(placed)} orders not placed: {records[:1]}")
+    row.check(stats["requests"] == {"services": 1, "add": n}, f"requests {stats['requests']}")
+    row.check(stats["connections"] <= slots, f"{stats['connections']} TCP connections for {slots} slots")
+    return row
