@@ -3,23 +3,29 @@
 Both sensors run the shared wait logic of :mod:`airflow_provider_mirpanel.waiting`: each poke asks
 only about the IDs not yet in a terminal status (100 per request), logs one progress line, fails
 early on an unknown ID or a status the user names, and returns the final status records through
-XCom when every ID has finished. They work in ``poke`` and ``reschedule`` mode.
+XCom when every ID has finished. They work in ``poke`` and ``reschedule`` mode, and with
+``deferrable=True`` they check once on the worker and hand the rest of the wait to a trigger
+(:mod:`airflow_provider_mirpanel.triggers.mirpanel`) that runs in the triggerer.
 """
 
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
+from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.protocol import ORDER_STATUS_FIELDS, REFILL_STATUS_FIELDS
 from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
 from airflow_provider_mirpanel.taskstate import RecordPages, digest, store_of
+from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger, ends_wait
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress
 
 Record = dict[str, Any]
@@ -27,6 +33,12 @@ Record = dict[str, Any]
 #: Prefix of the sensors' keys in ``task_state_store`` (finished records kept across pokes).
 STATE_PREFIX = "mirpanel.wait."
 
+#: The ``status`` values a trigger's event may carry.
+EVENT_STATUSES = frozenset({"success", "failed", "timeout", "error"})
+
+#: How long past the sensor's ``timeout`` the scheduler lets a deferred sensor be: the trigger's own
+#: ``timeout`` event comes first; this only ends a wait whose triggerer is gone.
+DEFER_GRACE_SECONDS = 300.0
 
 
 def _statuses(value: Any) -> Any:
@@ -47,13 +59,14 @@ def _statuses(value: Any) -> Any:
 class _PanelWaitSensor(BaseSensorOperator):
     """Wait for every ID to reach a terminal status; the poke logic lives in :meth:`check`.
 
-    Subclasses set :attr:`kind` and :meth:`_ids`. A deferrable mode can reuse
-    :meth:`new_progress`, :meth:`check` (one poll) and :meth:`conclude` (the outcome as a
-    ``PokeReturnValue`` or an exception).
+    Subclasses set :attr:`kind`, :attr:`trigger_class` and :meth:`_ids`. Deferrable mode runs the
+    same first poke on the worker and, when not done, defers to :attr:`trigger_class`; on resume,
+    :meth:`execute_complete` ends the same way a poke would.
     """
 
     kind: ClassVar[WaitKind]
     fields: ClassVar[tuple[str, ...]]
+    trigger_class: ClassVar[type[OrderStatusTrigger] | type[RefillStatusTrigger]]
 
     def __init__(
         self,
@@ -61,14 +74,17 @@ class _PanelWaitSensor(BaseSensorOperator):
         terminal_statuses: Iterable[str] | None = None,
         failed_statuses: Iterable[str] | None = None,
         mirpanel_conn_id: str = MirPanelHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.terminal_statuses = terminal_statuses
         self.failed_statuses = failed_statuses
         self.mirpanel_conn_id = mirpanel_conn_id
+        self.deferrable = deferrable
         self._progress: WaitProgress | None = None
         self._pages: RecordPages | None = None
+        self._deadline: float | None = None
 
     @cached_property
     def hook(self) -> MirPanelHook:
@@ -83,6 +99,7 @@ class _PanelWaitSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         self._progress = None  # a new try (or a new reschedule poke) starts from the state store
+        self._deadline = time.time() + self.timeout  # where a deferred wait times out
         return super().execute(context)
 
     # -- the wait ----------------------------------------------------------------------------------
@@ -114,9 +131,71 @@ class _PanelWaitSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         progress = self._restore(context)
-        outcome = self.check(progress)
+        try:
+            outcome = self.check(progress)
+        except MirPanelError as error:
+            if not self.deferrable or ends_wait(error):
+                raise
+            self.log.warning("Checking on the worker failed (%s); the trigger will ask again", error)
+            self._defer(progress)
         self._remember(progress)
-        return self.conclude(outcome, progress)
+        result = self.conclude(outcome, progress)
+        if self.deferrable and not result.is_done:
+            self._defer(progress)
+        return result
+
+    # -- deferrable mode ---------------------------------------------------------------------------
+
+    def _defer(self, progress: WaitProgress) -> NoReturn:
+        """Hand the rest of the wait to the triggerer, up to the sensor's ``timeout``."""
+        # The records finished so far are in the state store; without one the trigger asks about every ID.
+        ids = progress.pending if self._pages is not None else progress.ids
+        deadline = self._deadline if self._deadline is not None else time.time() + self.timeout
+        trigger = self.trigger_class(
+            ids,
+            mirpanel_conn_id=self.mirpanel_conn_id,
+            poll_interval=self.poke_interval,
+            terminal_statuses=sorted(progress.terminal_statuses),  # as this sensor read them
+            failed_statuses=sorted(progress.failed_statuses),
+            deadline=deadline,
+        )
+        self.log.info("Deferring: the triggerer watches %d %ss, polling every %s s", len(ids), self.kind.value,
+                      self.poke_interval)
+        self.defer(trigger=trigger, method_name="execute_complete",
+                   timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger's event: the same records as poke mode, or the same failure.
+
+        :raises AirflowFailException: an ID is unknown or ended in a failed status.
+        :raises AirflowSensorTimeout: the sensor's ``timeout`` passed first.
+        :raises MirPanelError: the trigger stopped on a refused key or a malformed reply.
+        :raises AirflowException: the event is missing or not one the trigger sends.
+        """
+        status = event.get("status") if isinstance(event, dict) else None
+        if event is None or status not in EVENT_STATUSES:
+            raise AirflowException(f"Unexpected trigger event for {self.task_id}: "
+                                   f"{type(event).__name__} with status {status!r}")
+        message = str(event.get("message") or status)
+        if status == "failed":
+            raise AirflowFailException(message)
+        if status == "timeout":
+            raise AirflowSensorTimeout(message)
+        if status == "error":
+            raise MirPanelError(message)
+        return self._finish(context, event.get("records"))
+
+    def _finish(self, context: Context, records: Any) -> Any:
+        id_field = self.kind.value
+        if not isinstance(records, list) or not all(isinstance(r, dict) and id_field in r for r in records):
+            raise AirflowException(f"The trigger's success event for {self.task_id} has no {id_field} records")
+        progress = self._restore(context)
+        result = self.conclude(progress.update(records), progress)
+        if not result.is_done:
+            raise AirflowException(f"The trigger reported success but {len(progress.pending)} {id_field}s "
+                                   f"have not ended: {progress.pending[:20]}")
+        self._remember(progress)
+        return result.xcom_value
 
     # -- memory across pokes (reschedule mode re-creates the sensor) and retries -------------------
 
@@ -172,10 +251,14 @@ class OrderStatusSensor(_PanelWaitSensor):
     :param failed_statuses: statuses that fail the sensor as soon as one order reaches them, e.g.
         ``{"Canceled", "Refunded"}``; they end the wait too.
     :param mirpanel_conn_id: the Airflow connection of the panel.
+    :param deferrable: check once on the worker, then wait in the triggerer without holding a
+        worker slot (needs a running triggerer). Default: ``[operators] default_deferrable``. The
+        XCom and the failures are the same as in poke mode; ``timeout`` still applies.
     """
 
     kind = WaitKind.ORDER
     fields = (*ORDER_STATUS_FIELDS, CHECKED_AT)
+    trigger_class = OrderStatusTrigger
     template_fields: Sequence[str] = ("order_ids", "terminal_statuses", "failed_statuses")
 
     def __init__(self, *, order_ids: Any, **kwargs: Any) -> None:
@@ -199,10 +282,12 @@ class RefillStatusSensor(_PanelWaitSensor):
     :param terminal_statuses: statuses that end the wait for a refill.
     :param failed_statuses: statuses that fail the sensor, e.g. ``{"Rejected"}``.
     :param mirpanel_conn_id: the Airflow connection of the panel.
+    :param deferrable: wait in the triggerer instead of on a worker (see :class:`OrderStatusSensor`).
     """
 
     kind = WaitKind.REFILL
     fields = (*REFILL_STATUS_FIELDS, CHECKED_AT)
+    trigger_class = RefillStatusTrigger
     template_fields: Sequence[str] = ("refill_ids", "terminal_statuses", "failed_statuses")
 
     def __init__(self, *, refill_ids: Any, **kwargs: Any) -> None:
