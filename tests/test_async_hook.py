@@ -227,3 +227,18 @@ def test_the_async_hook_does_not_write(panel: SandboxPanel, monkeypatch: pytest.
     with pytest.raises(MirPanelInputError, match="only reads"):
         with_hook(lambda hook: hook._multi(Action.CANCEL, [1], "order"))
     assert panel.count() == 0
+
+
+def test_concurrent_first_calls_read_the_connection_once_and_share_one_pool(
+    panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, panel, concurrency=2)
+    ids = panel.create_orders(300)
+
+    async def both(hook: MirPanelAsyncHook) -> tuple[Any, Any]:
+        return await asyncio.gather(hook.get_balance(), hook.get_orders_status(ids))
+
+    balance, records = with_hook(both)
+
+    assert balance["balance"] == 1000.0 and len(records) == 300
+    assert panel.connections <= 2

@@ -107,6 +107,7 @@ class MirPanelAsyncHook(HttpAsyncHook):
         self._limiter = RateLimiter()
         self._session: aiohttp.ClientSession | None = None
         self._http: AsyncHttpSession | None = None
+        self._reading = asyncio.Lock()  # concurrent first calls read the connection once
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
@@ -123,22 +124,24 @@ class MirPanelAsyncHook(HttpAsyncHook):
 
     async def config(self) -> SessionConfig:
         """Read the connection once: settings from ``ClientSettings``, no extra sent as a header."""
-        if self._config is None:
-            conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
-            if not conn.password:
-                raise MirPanelInputError(
-                    f"connection {self.mirpanel_conn_id!r} has no API key: put it in the password field"
-                )
-            await amask_secret(conn.password)
-            extra = await conn.aextra_dejson()
-            settings = ClientSettings.from_connection(conn.host, conn.schema, conn.port, extra)
-            self._key, self._settings = conn.password, settings
-            self._limiter = RateLimiter(settings.rate_limit)
-            self.base_url = settings.url
-            self._config = SessionConfig(
-                base_url=settings.url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"}
-            )
+        async with self._reading:
+            if self._config is None:
+                self._config = await self._read_connection()
         return self._config
+
+    async def _read_connection(self) -> SessionConfig:
+        conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
+        if not conn.password:
+            raise MirPanelInputError(
+                f"connection {self.mirpanel_conn_id!r} has no API key: put it in the password field"
+            )
+        await amask_secret(conn.password)
+        extra = await conn.aextra_dejson()
+        settings = ClientSettings.from_connection(conn.host, conn.schema, conn.port, extra)
+        self._key, self._settings = conn.password, settings
+        self._limiter = RateLimiter(settings.rate_limit)
+        self.base_url = settings.url
+        return SessionConfig(base_url=settings.url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
 
     async def get_settings(self) -> ClientSettings:
         """The client settings of the connection (read once per hook)."""
