@@ -244,21 +244,27 @@ def _overlap_at(panel: PanelProcess, config: Config, ids: list[int], concurrency
     n = len(ids)
     walls = []
     row = Row(f"status, concurrency {concurrency}", n, ideal=ideal_seconds(n, panel.latency, concurrency))
+    client_cpu, panel_cpu = [], []
     for _ in range(config.repeats):
         hook = new_hook(panel, concurrency=concurrency)
-        panel.reset()
+        panel_start, client_start = panel.reset(), time.process_time()
         records, wall = timed(partial(hook.get_orders_status, ids))
+        client_cpu.append(time.process_time() - client_start)
         hook.close()
         walls.append(wall)
         stats = panel.stats()
+        panel_cpu.append(stats["cpu"] - panel_start)
         check_requests(row, stats, "status", floor_requests(n), concurrency)
         check_records(row, records, ids)
     row.wall = statistics.median(walls)
     assert row.ideal is not None
     row.ratio = row.wall / row.ideal
     rounds = math.ceil(floor_requests(n) / concurrency)
-    row.note = (f"median of {config.repeats}; {stats['connections']} TCP connections; "
-                f"{rounds} rounds of {concurrency}")
+    row.note = (f"median of {config.repeats} ({min(walls) / row.ideal:.2f}–{max(walls) / row.ideal:.2f}); "
+                f"{stats['connections']} TCP connections; {rounds} rounds of {concurrency} need "
+                f"{rounds * concurrency / floor_requests(n):.2f}; CPU per request: client "
+                f"{statistics.median(client_cpu) / floor_requests(n) * 1000:.1f} ms, "
+                f"sandbox {statistics.median(panel_cpu) / floor_requests(n) * 1000:.1f} ms")
     if concurrency == config.default_concurrency:
         row.target = "≤ 1.25 × ideal (default concurrency)"
         row.met = row.ratio <= 1.25 if config.timed else None

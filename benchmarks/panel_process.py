@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -116,12 +117,14 @@ class PanelProcess:
         answer = self.call("service", wanted=wanted)
         return int(answer["service"]), int(answer["min"])
 
-    def reset(self) -> None:
-        """Forget the requests and connections seen so far."""
-        self.call("reset")
+    def reset(self) -> float:
+        """Forget the requests and connections seen so far; return the child's CPU seconds until now."""
+        cpu: float = self.call("reset")["cpu"]
+        return cpu
 
     def stats(self) -> Message:
-        """Requests per action, distinct TCP connections, and the most IDs one request named, since the reset."""
+        """Since the reset: requests per action, distinct TCP connections, IDs named (most in one request,
+        in all); and the child's CPU seconds until now (``cpu``)."""
         return self.call("stats")
 
     def set_latency(self, seconds: float) -> None:
@@ -157,14 +160,14 @@ def _commands(panel: Any) -> dict[str, Callable[[Message], Message]]:
 
     def reset(message: Message) -> Message:
         panel.requests.clear()
-        return {}
+        return {"cpu": time.process_time()}
 
     def stats(message: Message) -> Message:
         entries = list(panel.requests)
         return {"requests": dict(Counter(entry.action for entry in entries)),
                 "connections": len({entry.peer for entry in entries}),
                 "max_ids": max((len(entry.ids) for entry in entries), default=0),
-                "ids": sum(len(entry.ids) for entry in entries)}
+                "ids": sum(len(entry.ids) for entry in entries), "cpu": time.process_time()}
 
     def latency(message: Message) -> Message:
         panel.latency = float(message["seconds"])
