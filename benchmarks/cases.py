@@ -300,15 +300,21 @@ def _status_replies(n: int) -> tuple[list[tuple[bytes, list[int]]], str, list[st
     return replies, panel.api_key, statuses
 
 
-def _median_time(call: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``call`` (its result kept alive until timed, as a caller would keep it)."""
-    times = []
+def _best_times(calls: Sequence[Callable[[], object]], repeats: int) -> list[float]:
+    """The shortest wall time of each call over ``repeats`` rounds, the calls interleaved in each round.
+
+    CPU-bound code on a shared machine is timed by its best run (other processes only ever add
+    time), and interleaving exposes every call to the same background load. Each call's result is
+    kept until its clock stops, as a caller would keep it.
+    """
+    best = [math.inf] * len(calls)
     for _ in range(repeats):
-        gc.collect()
-        result, seconds = timed(call)
-        del result
-        times.append(seconds)
-    return statistics.median(times)
+        for index, call in enumerate(calls):
+            gc.collect()
+            result, seconds = timed(call)
+            del result
+            best[index] = min(best[index], seconds)
+    return best
 
 
 def parse_cost(config: Config) -> list[Row]:
@@ -324,14 +330,17 @@ def parse_cost(config: Config) -> list[Row]:
             decode_reply(body, 200, Action.STATUS, content_type="application/json", secret=key), chunk)]
 
     records = to_records()
-    repeats = max(5, config.repeats)
-    baseline, parsing = _median_time(loads, repeats), _median_time(to_records, repeats)
+    correct = len(records) == n and not any(record["error"] for record in records)
+    read_right = [record["status"] for record in records] == statuses
+    del records
+    repeats = max(7, config.repeats)
+    baseline, parsing = _best_times([loads, to_records], repeats)
     row = Row("parse: status replies → records", n, wall=parsing, ideal=baseline, ratio=parsing / baseline,
               target="≤ 3 × json.loads", note=f"ideal = json.loads of the same {sum(len(b) for b, _ in replies):,} "
-                                               f"bytes; median of {repeats}")
+                                               f"bytes; best of {repeats}, interleaved")
     row.met = row.ratio is not None and row.ratio <= 3 if config.timed else None
-    row.check(len(records) == n and not any(record["error"] for record in records), "records missing or in error")
-    row.check([record["status"] for record in records] == statuses, "statuses read wrong")
+    row.check(correct, "records missing or in error")
+    row.check(read_right, "statuses read wrong")
     return [row, _services_parse(config, repeats)]
 
 
@@ -346,9 +355,9 @@ def _services_parse(config: Config, repeats: int) -> Row:
         return parse_services(decode_reply(catalogue.reply, 200, Action.SERVICES, secret="k" * 32))
 
     services = parse()
-    seconds = _median_time(parse, repeats)
+    first, seconds = timed(parse)[1], _best_times([parse], repeats)[0]
     row = Row("parse: services catalogue", len(services), wall=seconds, target="< 50 ms",
-              note=f"{len(catalogue.reply):,} bytes; median of {repeats}")
+              note=f"{len(catalogue.reply):,} bytes; best of {repeats} (a single run took {first * 1000:.0f} ms)")
     row.met = seconds < 0.05 if config.timed else None
     row.check(len(services) == len(catalogue), "services missing")
     return row
@@ -421,15 +430,16 @@ def alternatives(panel: PanelProcess, config: Config) -> list[Row]:
         else:
             assert single_per_order is not None, "the single-order loop runs at the smallest N first"
             single = Row("single-order loop (requests.post)", n, requests=n, wall=single_per_order * n, ideal=ideal,
-                         ratio=single_per_order * n / ideal,
-                         note=f"EXTRAPOLATED from N={config.single_loop_max:,} (would take "
-                              f"{single_per_order * n:.0f} s)")
+                         ratio=single_per_order * n / ideal, note=f"EXTRAPOLATED ×{n // config.single_loop_max} "
+                                                                  f"from N={config.single_loop_max:,}, not run")
+        repeats = min(config.repeats, 3)
         batches = _alternative(panel, "sequential 100-ID batches (requests.Session)", subset, ideal,
-                               partial(_sequential_batches, panel, subset), "status", floor_requests(n))
+                               partial(_sequential_batches, panel, subset), "status", floor_requests(n),
+                               repeats=repeats)
         hook = new_hook(panel)  # the connection is read before the clock starts, as in the sweep above
         hook_row = _alternative(panel, f"MirPanelHook (concurrency {config.default_concurrency})", subset, ideal,
                                 partial(hook.get_orders_status, subset), "status", floor_requests(n),
-                                config.default_concurrency)
+                                config.default_concurrency, repeats=repeats)
         hook.close()
         for row in (single, batches, hook_row):
             if row.wall and hook_row.wall:
@@ -439,13 +449,19 @@ def alternatives(panel: PanelProcess, config: Config) -> list[Row]:
 
 
 def _alternative(panel: PanelProcess, case: str, ids: Sequence[int], ideal: float, call: Callable[[], list[Any]],
-                 action: str, expected: int, concurrency: int | None = None) -> Row:
-    panel.reset()
-    replies, wall = timed(call)
-    stats = panel.stats()
-    row = Row(case, len(ids), wall=wall, ideal=ideal, ratio=wall / ideal)
-    check_requests(row, stats, action, expected, concurrency or len(ids))
-    row.check(len(replies) in (len(ids), expected), "replies missing")
+                 action: str, expected: int, concurrency: int | None = None, repeats: int = 1) -> Row:
+    """One client's way of getting the statuses of ``ids``: its requests and median wall time."""
+    row = Row(case, len(ids), ideal=ideal)
+    walls = []
+    for _ in range(repeats):
+        panel.reset()
+        replies, wall = timed(call)
+        walls.append(wall)
+        check_requests(row, panel.stats(), action, expected, concurrency or len(ids))
+        row.check(len(replies) in (len(ids), expected), "replies missing")
+    row.wall = statistics.median(walls)
+    row.ratio = row.wall / ideal
+    row.note = f"median of {repeats}" if repeats > 1 else "one run"
     return row
 
 
