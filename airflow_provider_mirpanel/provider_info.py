@@ -29,7 +29,8 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.hooks.mirpanel"]}],
+        "hooks": [{"integration-name": "MirPanel",
+                   "python-modules": [f"{_MODULES}.hooks.mirpanel", f"{_MODULES}.hooks.mirpanel_async"]}],
         "operators": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.operators.mirpanel"]}],
         "sensors": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.sensors.mirpanel"]}],
         "triggers": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.triggers.mirpanel"]}],
