@@ -11,8 +11,8 @@
    refusals ("Order not eligible for refill") are data, not failures.
 3. ``record_requests`` writes every request to the ``refills`` table at once, so the next run's
    cooldown sees it even if the wait below fails.
-4. ``wait_for_refills`` (``RefillStatusSensor``) waits until every refill is Completed, Rejected,
-   Canceled or Error; ``record_outcome`` stores the final statuses.
+4. ``wait_for_refills`` (``RefillStatusSensor``, deferred to the triggerer) waits until every refill
+   is Completed, Rejected, Canceled or Error; ``record_outcome`` stores the final statuses.
 
 Connections: ``mirpanel_default`` (the panel) and ``mirpanel_warehouse`` (the database).
 """
@@ -89,6 +89,7 @@ with DAG(
     wait = RefillStatusSensor(
         task_id="wait_for_refills",
         refill_ids=record_requests(refill.output),
+        deferrable=True,  # waits in the triggerer; deferrable=False falls back to reschedule mode
         mode="reschedule",
         poke_interval=warehouse.POKE_INTERVAL,
         timeout=timedelta(hours=20),  # before the next daily run

@@ -17,9 +17,9 @@
 4. ``record_placed`` writes the accepted orders to ``orders`` right away (what was paid for is
    recorded even if a later task fails). If ``place_orders`` fails, its failure callback records
    the orders it did place.
-5. ``wait_for_orders`` waits until every order is Completed, Partial, Canceled or Refunded (set
-   ``wait_for_completion`` to false for long campaigns: the hourly ``mirpanel_status_etl`` keeps
-   the table up to date instead).
+5. ``wait_for_orders`` waits, deferred to the triggerer, until every order is Completed, Partial,
+   Canceled or Refunded (set ``wait_for_completion`` to false for long campaigns: the hourly
+   ``mirpanel_status_etl`` keeps the table up to date instead).
 6. ``load_final_statuses`` stores the final statuses; ``summarize`` logs the outcome and the spend.
 
 Trigger it with a campaign of your own::
@@ -181,11 +181,13 @@ with DAG(
             log.info("not waiting: mirpanel_status_etl will follow these %d orders", len(order_ids))
         return bool(order_ids) and params["wait_for_completion"]
 
-    # Reschedule mode frees the worker slot between checks; each check asks only about unfinished
-    # orders. (With the triggerer running, deferrable=True frees it entirely.)
+    # Deferrable: one check on the worker, then the triggerer polls (only the unfinished orders)
+    # without holding a worker slot. It needs a running triggerer (`airflow triggerer`; standalone
+    # runs one); without one, set deferrable=False and reschedule mode frees the slot between checks.
     wait = OrderStatusSensor(
         task_id="wait_for_orders",
         order_ids=order_ids,
+        deferrable=True,
         mode="reschedule",
         poke_interval=warehouse.POKE_INTERVAL,
         timeout=timedelta(days=3),  # real orders take minutes to days
