@@ -50,8 +50,9 @@ from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-#: The columns ``PlaceOrderOperator`` sends come from the file; these are required.
-REQUIRED_COLUMNS = ("key", "service", "link", "quantity")
+#: Columns every campaign file needs; the others (link, quantity, the type's parameters) depend on
+#: the service's type and are checked by PlaceOrderOperator against the catalogue.
+REQUIRED_COLUMNS = ("key", "service")
 
 
 def campaign_file(path: str) -> Path:
@@ -139,7 +140,9 @@ with DAG(
         unknown = sorted({order["service"] for order in orders} - rates.keys())
         if unknown:
             raise AirflowFailException(f"services {unknown} are not in the panel's catalogue (unknown or disabled)")
-        cost = sum(rates[order["service"]] * order["quantity"] / 1000 for order in orders)
+        # rate is per 1000 units; a package (no quantity) costs its rate
+        cost = sum((rates[order["service"]] or 0) * (order["quantity"] / 1000 if "quantity" in order else 1)
+                   for order in orders)
         currency = balance["currency"] or ""
         log.info("campaign %r: %d orders, estimated cost %.4f %s; balance %.2f %s; max_spend %.2f",
                  params["campaign"], len(orders), cost, currency, balance["balance"], currency, params["max_spend"])
