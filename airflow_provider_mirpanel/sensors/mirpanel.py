@@ -134,10 +134,16 @@ class _PanelWaitSensor(BaseSensorOperator):
         try:
             outcome = self.check(progress)
         except MirPanelError as error:
-            if not self.deferrable or ends_wait(error):
+            if ends_wait(error):
                 raise
-            self.log.warning("Checking on the worker failed (%s); the trigger will ask again", error)
-            self._defer(progress)
+            if self.deferrable:
+                self.log.warning("Checking on the worker failed (%s); the trigger will ask again", error)
+                self._defer(progress)
+            # A transient failure (outage, 5xx, 429) outlasting the hook's retries: like the trigger,
+            # the wait goes on and the next poke asks again, until the sensor's timeout.
+            self.log.warning("Checking the %ss failed (%s); the next poke asks again", self.kind.value, error)
+            self._remember(progress)
+            return PokeReturnValue(is_done=False)
         self._remember(progress)
         result = self.conclude(outcome, progress)
         if self.deferrable and not result.is_done:
