@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
@@ -424,3 +425,23 @@ def test_a_url_that_is_not_http_is_refused(monkeypatch: pytest.MonkeyPatch, no_n
         with pytest.raises(MirPanelInputError, match="http"):
             ClientSettings.from_connection(host, None, None, {"allow_insecure": True})
     assert no_network == []
+
+
+def test_a_deferred_sensor_keeps_the_key_out_of_its_trigger_and_its_result(panel: SandboxPanel, scan: Scan) -> None:
+    ids = panel.create_orders(30)
+    panel.speed = 0
+    store = MemoryStateStore()
+    sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.01, timeout=30, deferrable=True)
+    with pytest.raises(TaskDeferred) as caught:  # TaskDeferred is a BaseException
+        sensor.execute({"task_state_store": store})
+    deferred = caught.value
+    scan.value([str(deferred), repr(deferred)])
+    scan.value(deferred.trigger.serialize())
+    scan.value([repr(deferred.trigger), repr(deferred.kwargs), deferred.method_name])
+    panel.complete_all()
+    event = asyncio.run(first_events(deferred.trigger))[0]
+    scan.value(event.payload)
+    records = scan.call(lambda: sensor.execute_complete({"task_state_store": store}, event.payload))
+    assert [record["order"] for record in records] == ids
+    scan.value(store.values)
+    scan.check()
