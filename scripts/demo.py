@@ -147,7 +147,7 @@ class Demo:
         elif code == 0 and not expect_failure:
             print(self.paint(f"      ✓ success ({elapsed:.1f} s)", GREEN), flush=True)
         else:
-            tail = "".join(lines[-25:])
+            tail = "".join(lines[-10:])
             raise DemoFailed(f"{title}: exit code {code} after {elapsed:.1f} s; full log: {self.rel(log_file)}\n"
                              f"{tail}")
         return output
