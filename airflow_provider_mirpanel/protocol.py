@@ -309,6 +309,9 @@ def normalize_ids(ids: Any, what: str = "order") -> list[int]:
         raise MirPanelInputError(f"{what} IDs must be a list of IDs, got {type(ids).__name__} {_snippet(repr(ids))}")
     seen: dict[int, None] = {}
     for value in ids:
+        if type(value) is int and 0 < value <= MAX_WHOLE:  # the usual ID: what normalize_id would return
+            seen[value] = None
+            continue
         if isinstance(value, (list, tuple, set, frozenset, Mapping)):
             raise MirPanelInputError(f"{what} IDs must be a flat list of IDs, found {_snippet(repr(value))} in it")
         seen[normalize_id(value, what)] = None
