@@ -110,7 +110,6 @@ def request_counts(panel: PanelProcess, config: Config) -> list[Row]:
     running = panel.create_orders(n, service=service)  # pending on the frozen clock: cancelable
     hook = new_hook(panel)
     rows = []
-    refills: list[Record] = []
 
     def measure(action: Action, call: Callable[[], list[Record]], ids: Sequence[int], id_field: str) -> list[Record]:
         panel.reset()
@@ -355,9 +354,9 @@ def _services_parse(config: Config, repeats: int) -> Row:
         return parse_services(decode_reply(catalogue.reply, 200, Action.SERVICES, secret="k" * 32))
 
     services = parse()
-    first, seconds = timed(parse)[1], _best_times([parse], repeats)[0]
+    single, seconds = timed(parse)[1], _best_times([parse], repeats)[0]
     row = Row("parse: services catalogue", len(services), wall=seconds, target="< 50 ms",
-              note=f"{len(catalogue.reply):,} bytes; best of {repeats} (a single run took {first * 1000:.0f} ms)")
+              note=f"{len(catalogue.reply):,} bytes; best of {repeats} (a single run took {single * 1000:.0f} ms)")
     row.met = seconds < 0.05 if config.timed else None
     row.check(len(services) == len(catalogue), "services missing")
     return row
