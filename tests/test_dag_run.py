@@ -8,20 +8,18 @@ per session), so the task runner, XCom serialization, template rendering, retrie
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_cli import airflow_home, run_airflow
 
 from airflow_provider_mirpanel.sandbox import Lifecycle, SandboxPanel
 
 DAGS = Path(__file__).parent / "dags"
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAG_ID = "mirpanel_provider_test"
 ACTIVE_ORDER = "You have active order with this link. Please wait until order being completed."
 
@@ -29,24 +27,12 @@ ACTIVE_ORDER = "You have active order with this link. Please wait until order be
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of an Airflow with a fresh, migrated SQLite DB and tests/dags as its DAGs folder."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    migrated = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    return env
+    return airflow_home(tmp_path_factory.mktemp("airflow-home"), DAGS)
 
 
 def run_dag(env: Mapping[str, str], output: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    result = subprocess.run([AIRFLOW, "dags", "test", DAG_ID], env={**env, "MIRPANEL_TEST_OUTPUT": str(output)},
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0 and output.exists(), (result.stdout[-5000:], result.stderr[-5000:])
+    result = run_airflow({**env, "MIRPANEL_TEST_OUTPUT": str(output)}, "dags", "test", DAG_ID, timeout=900)
+    assert output.exists(), (result.stdout[-5000:], result.stderr[-5000:])
     return result, json.loads(output.read_text())
 
 

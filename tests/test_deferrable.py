@@ -27,6 +27,7 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
     TaskDeferred,
 )
+from airflow_cli import airflow_home, run_airflow
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
@@ -299,19 +300,7 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     dags = home / "dags"
     dags.mkdir()
     (dags / "mirpanel_deferrable_dag.py").write_text(textwrap.dedent(DAG_FILE))
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    migrated = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env,
-                              capture_output=True, text=True, timeout=600)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    return env
+    return airflow_home(home, dags, AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="True")
 
 
 def finish_after_first_check(panel: SandboxPanel, action: str, finish: Callable[[], object]) -> threading.Thread:
@@ -347,12 +336,11 @@ def test_a_dag_run_with_deferrable_sensors_completes_and_pushes_the_final_record
                                      lambda: [panel.set_refill(r, "Completed") for r in refills]),
         ]
 
-        result = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", DAG_ID], env=env,
-                                capture_output=True, text=True, timeout=600)
+        result = run_airflow(env, "dags", "test", DAG_ID, timeout=600)
         for finisher in finishers:
             finisher.join(5)
 
-        assert result.returncode == 0 and output.exists(), (result.stdout[-5000:], result.stderr[-5000:])
+        assert output.exists(), (result.stdout[-5000:], result.stderr[-5000:])
         out = json.loads(output.read_text())
         logs = result.stdout + result.stderr
         assert logs.count("running trigger in line") == 2  # both sensors deferred, one by the config default

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -17,13 +16,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from airflow_cli import airflow_home, run_airflow
 
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags_examples"
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 EXAMPLE_DAGS = {"mirpanel_campaign", "mirpanel_status_etl", "mirpanel_balance_alert", "mirpanel_auto_refill"}
 
 
@@ -42,26 +41,11 @@ def warehouse() -> Iterator[ModuleType]:
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An Airflow with a fresh, migrated SQLite metadata DB and dags_examples as its DAGs folder."""
-    home = tmp_path_factory.mktemp("examples-airflow-home")
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "MIRPANEL_EXAMPLES_POKE_INTERVAL": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    migrated = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    return env
+    return airflow_home(tmp_path_factory.mktemp("examples-airflow-home"), DAGS, MIRPANEL_EXAMPLES_POKE_INTERVAL="1")
 
 
 def dags_test(env: Mapping[str, str], dag_id: str, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([AIRFLOW, "dags", "test", dag_id, *args], env=dict(env), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, (result.stdout[-6000:], result.stderr[-3000:])
-    return result
+    return run_airflow(env, "dags", "test", dag_id, *args)
 
 
 def test_every_example_dag_imports(warehouse: ModuleType) -> None:

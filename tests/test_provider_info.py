@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from airflow_cli import airflow_home, run_airflow
 
 from airflow_provider_mirpanel import DEFAULT_API_URL
 from airflow_provider_mirpanel.provider_info import get_provider_info
 from airflow_provider_mirpanel.settings import EXTRA_KEYS
 
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
 
 def airflow_cli(tmp_path: Path, *args: str) -> str:
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
-    return subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, check=True, timeout=120).stdout
+    return run_airflow(airflow_home(tmp_path), *args, timeout=120).stdout
 
 
 def test_connection_type_is_declared_with_relabelled_fields_and_conn_fields() -> None:
