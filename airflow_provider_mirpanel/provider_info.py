@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_mirpanel import DEFAULT_API_URL, __version__
+from airflow_provider_mirpanel import __version__, defaults
 
 _MODULES = "airflow_provider_mirpanel"
 
@@ -43,21 +43,31 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["login", "schema", "port"],
                     "relabeling": {"host": "API URL", "password": "API key"},
                     "placeholders": {
-                        "host": DEFAULT_API_URL,
+                        "host": defaults.DEFAULT_API_URL,
                         "password": "your panel API key (Account page)",
                     },
                 },
                 "conn-fields": {
                     "timeout": _number("Request timeout (s)", "Seconds to wait for the panel's reply.",
-                                       "number", 30, 1),
+                                       "number", defaults.DEFAULT_TIMEOUT, 0.001),
+                    "connect_timeout": _number("Connect timeout (s)", "Seconds to wait for the connection.",
+                                               "number", defaults.DEFAULT_CONNECT_TIMEOUT, 0.001),
                     "retries": _number("Retries", "How often a failed read (status, balance, services) "
                                        "is retried. Orders are never resent after they may have "
-                                       "reached the panel.", "integer", 5, 0),
+                                       "reached the panel.", "integer", defaults.DEFAULT_RETRIES, 0),
+                    "backoff": _number("Backoff (s)", "Wait before the first retry; it doubles at each "
+                                       "retry, with jitter, and never undercuts a Retry-After.",
+                                       "number", defaults.DEFAULT_BACKOFF, 0),
                     "concurrency": _number("Concurrency", "Requests in flight at once for multi-ID calls "
-                                           "(100 IDs per request).", "integer", 8, 1),
+                                           "(100 IDs per request).", "integer", defaults.DEFAULT_CONCURRENCY, 1),
                     "rate_limit": _number("Rate limit (requests/min)", "Most requests per minute this "
                                           "client sends; 0 means no limit (429 replies are still "
-                                          "honoured).", "number", 0, 0),
+                                          "honoured).", "number", defaults.DEFAULT_RATE_LIMIT, 0),
+                    "verify_ssl": {
+                        "label": "Verify TLS certificates",
+                        "description": "Turning this off needs 'Allow insecure transport' too.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
                     "allow_insecure": {
                         "label": "Allow insecure transport",
                         "description": "Allow plain http:// to a non-loopback host and disabled TLS "

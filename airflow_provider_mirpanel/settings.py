@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_mirpanel import DEFAULT_API_URL
+from airflow_provider_mirpanel import defaults
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.protocol import RetryPolicy, to_bool, to_float
 
@@ -42,7 +42,7 @@ def resolve_api_url(host: str | None, schema: str | None = None, port: int | Non
     """The API URL of a connection: empty host means MirPanel's; a bare host gets ``https://``."""
     host = (host or "").strip()
     if not host:
-        return DEFAULT_API_URL
+        return defaults.DEFAULT_API_URL
     url = host if "://" in host else f"{schema or 'https'}://{host}"
     if port:
         parts = urlsplit(url)
@@ -72,13 +72,13 @@ def _number(extra: Mapping[str, Any], name: str, default: float, minimum: float)
 class ClientSettings:
     """How the hook talks to a panel: where, how long to wait, how often to retry, how many at once."""
 
-    url: str = DEFAULT_API_URL
-    timeout: float = 30.0
-    connect_timeout: float = 10.0
-    retries: int = 5
-    backoff: float = 0.5
-    concurrency: int = 8
-    rate_limit: float = 0.0
+    url: str = defaults.DEFAULT_API_URL
+    timeout: float = defaults.DEFAULT_TIMEOUT
+    connect_timeout: float = defaults.DEFAULT_CONNECT_TIMEOUT
+    retries: int = defaults.DEFAULT_RETRIES
+    backoff: float = defaults.DEFAULT_BACKOFF
+    concurrency: int = defaults.DEFAULT_CONCURRENCY
+    rate_limit: float = defaults.DEFAULT_RATE_LIMIT
     verify: bool = True
 
     @property
