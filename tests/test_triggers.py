@@ -301,9 +301,15 @@ def refills_of(panel: SandboxPanel, count: int) -> list[int]:
 
 
 def test_refills_that_end_over_a_few_polls_include_rejected_ones(panel: SandboxPanel) -> None:
+    panel.speed = 0  # the refills wait for the first poll, then end
     refills = refills_of(panel, 8)  # every 4th refill is rejected
 
-    event = event_of(RefillStatusTrigger(refills, poll_interval=POLL, deadline=time.time() + 30))
+    async def end_after_first_poll() -> None:
+        await until_requests(panel, 1, "refill_status")
+        panel.advance(3600)
+
+    event = run_with(RefillStatusTrigger(refills, poll_interval=POLL, deadline=time.time() + 30),
+                     end_after_first_poll)
 
     assert event["status"] == "success"
     assert [record["refill"] for record in event["records"]] == refills
