@@ -193,6 +193,8 @@ def test_a_dropped_connection_or_a_read_timeout_may_have_been_processed(
     with pytest.raises(MirPanelTransientError, match="read timeout") as late:
         with_hook(lambda hook: hook.get_balance())
     assert dropped.value.request_sent is True and late.value.request_sent is True
+    for caught in (dropped.value, late.value):  # aiohttp's exception is not carried along as __context__
+        assert caught.__context__ is None and caught.__cause__ is None
 
 
 def test_an_outage_during_retries_is_ridden_out(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -298,3 +298,29 @@ def test_the_key_is_absent_from_debug_logs_and_exception_texts(hook: MirPanelHoo
     texts += capsys.readouterr()  # Airflow's task loggers write to the captured stdout/stderr
     assert any("retry" in text for text in texts)
     assert not [text for text in texts if panel.api_key in text]
+
+
+def exception_chain(error: BaseException | None) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def test_transport_failures_do_not_carry_the_request_and_its_key_along(hook: MirPanelHook,
+                                                                        panel: SandboxPanel) -> None:
+    import requests
+
+    service = default_service(panel)
+    panel.faults.add("add", "drop_after_processing")
+    with pytest.raises(MirPanelAmbiguousOrderError) as ambiguous:
+        hook.add_order(service["service"], link="https://example.com/dropped", quantity=service["min"])
+    panel.down()
+    with pytest.raises(MirPanelTransientError) as refused:
+        hook.get_balance()
+    panel.up()
+    for caught in (ambiguous.value, refused.value):
+        chain = exception_chain(caught)
+        assert not [error for error in chain if isinstance(error, requests.RequestException)]
+        assert not [error for error in chain if panel.api_key in repr(vars(error))]

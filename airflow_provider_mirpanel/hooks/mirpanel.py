@@ -177,6 +177,7 @@ class MirPanelHook(HttpHook):
         delay = self._limiter.reserve()
         if delay:
             time.sleep(delay)
+        failure: MirPanelError | None = None
         try:
             response = session.post(
                 settings.url,
@@ -185,7 +186,11 @@ class MirPanelHook(HttpHook):
                 allow_redirects=False,
             )
         except requests.RequestException as error:
-            raise transport_error(error, action) from None
+            failure = transport_error(error, action)
+        if failure is not None:
+            # Raised outside the except block: requests' exception holds the prepared request, whose
+            # body holds the key, and must not ride along as __context__.
+            raise failure
         return decode_reply(
             response.content,
             response.status_code,

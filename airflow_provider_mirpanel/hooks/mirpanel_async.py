@@ -181,6 +181,7 @@ class MirPanelAsyncHook(HttpAsyncHook):
         delay = self._limiter.reserve()
         if delay:
             await asyncio.sleep(delay)
+        failure: MirPanelError | None = None
         try:
             response = await http.run(
                 data={"key": self._key or "", **form},
@@ -189,7 +190,9 @@ class MirPanelAsyncHook(HttpAsyncHook):
             async with response:
                 body = await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise transport_error(error, action) from None
+            failure = transport_error(error, action)
+        if failure is not None:
+            raise failure  # outside the except block, so the transport's exception is not its __context__
         return decode_reply(
             body,
             response.status,
