@@ -34,11 +34,6 @@ from airflow_provider_mirpanel.sensors.mirpanel import RefillStatusSensor
 log = logging.getLogger(__name__)
 
 
-def run_time(context: dict[str, Any]) -> datetime:
-    """The run's key in the refills table: its data interval end, else when it was triggered."""
-    return context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
-
-
 with DAG(
     dag_id="mirpanel_auto_refill",
     description="Request refills of finished orders of refill-enabled services, daily",
@@ -66,7 +61,7 @@ with DAG(
             cooldown=timedelta(days=params["cooldown_days"]),
             guarantee=timedelta(days=params["guarantee_days"]),
             limit=params["max_orders"],
-            as_of=run_time(context),
+            as_of=warehouse.run_time(context),
         )
         if not ids:
             raise AirflowSkipException("no order needs a refill")
@@ -78,7 +73,7 @@ with DAG(
     @task
     def record_requests(requests: list[dict[str, Any]], run_id: str, **context: Any) -> list[int]:
         """Store the refill requests (IDs and refusals); return the refill IDs to wait for."""
-        warehouse.record_refill_requests(warehouse.get_engine(), run_time(context), requests, run_id)
+        warehouse.record_refill_requests(warehouse.get_engine(), warehouse.run_time(context), requests, run_id)
         refill_ids = [record["refill"] for record in requests if record.get("refill")]
         refused = len(requests) - len(refill_ids)
         log.info("%d refills requested, %d refused by the panel", len(refill_ids), refused)

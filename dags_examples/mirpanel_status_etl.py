@@ -34,14 +34,6 @@ from airflow_provider_mirpanel.operators.mirpanel import OrderStatusOperator
 log = logging.getLogger(__name__)
 
 
-def snapshot_time(context: dict[str, Any]) -> datetime:
-    """The run's snapshot key: its data interval end (its logical date for the hourly cron schedule).
-
-    A manual run without a logical date falls back to when it was triggered.
-    """
-    return context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
-
-
 with DAG(
     dag_id="mirpanel_status_etl",
     description="Snapshot the status of every open order into order_status_history, hourly",
@@ -82,7 +74,7 @@ with DAG(
         """Replace this interval's rows of order_status_history with the snapshot; update orders."""
         # The mapped tasks' XComs, read in one request ([:] — iterating would ask for them one by one).
         records = [record for batch in batches[:] for record in batch]
-        taken_at = snapshot_time(context)
+        taken_at = warehouse.run_time(context)
         replaced, inserted = warehouse.replace_snapshot(warehouse.get_engine(), taken_at, records, run_id)
         statuses = Counter(str(record["status"]) for record in records if not record.get("error"))
         errors = sum(1 for record in records if record.get("error"))

@@ -376,3 +376,11 @@ def table_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {table.name: conn.scalar(select(func.count()).select_from(table)) or 0
                 for table in (orders, order_status_history, refills)}
+
+
+def run_time(context: Mapping[str, Any]) -> datetime:
+    """A run's key in the warehouse: its data interval end (the logical date for a cron schedule).
+
+    A manual run without a logical date falls back to when it was triggered.
+    """
+    return context.get("data_interval_end") or context.get("logical_date") or context["dag_run"].run_after
