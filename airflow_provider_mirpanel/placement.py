@@ -1,49 +1,67 @@
-"""The exactly-once ledger of paid orders: what each order of a task became, across task retries.
+"""Placing orders exactly once: one try of a placement, from input rows to records.
 
-The Panel API has no idempotency key: a second ``add`` is a second paid order. So before an order
-is sent, the ledger writes that its placement *started*; once the panel answers, it writes the
-order ID (or the refusal). The ledger lives in Airflow's ``task_state_store`` (Airflow 3.3), which
-survives task retries, so a retry can tell the orders it must not send again (placed, or maybe
-placed) from those it may (refused by the panel, or never sent). One small value per order.
-
-Nothing here talks to the panel.
+A :class:`PlacementRun` settles each order against the ledger (:mod:`~airflow_provider_mirpanel.ledger`),
+checks the rest against the catalogue (and the balance), places them concurrently, recording in
+the ledger *before* each request, and says how the try ended. It needs only a small part of a
+hook (:class:`OrderPlacer`); :class:`~airflow_provider_mirpanel.operators.mirpanel.PlaceOrderOperator`
+is a thin operator around it.
 """
 
 from __future__ import annotations
 
-import ast
-import json
-import math
+import logging
 import threading
-from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
-from airflow_provider_mirpanel.protocol import (
-    INT_PARAMS,
-    build_add_form,
-    order_cost,
-    order_problems,
-    order_type,
-    to_float,
-    to_int,
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_mirpanel.exceptions import (
+    MirPanelAmbiguousOrderError,
+    MirPanelAPIError,
+    MirPanelAuthError,
+    MirPanelError,
+    MirPanelInputError,
+    MirPanelInsufficientFundsError,
+    MirPanelTransientError,
 )
-from airflow_provider_mirpanel.taskstate import MemoryStateStore, StateStore, digest, store_of
+from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger
+from airflow_provider_mirpanel.order_rows import (
+    OrderSpec,
+    OrderState,
+    Record,
+    check_against_catalogue,
+    estimated_cost,
+    order_record,
+    order_specs,
+    parse_order_rows,
+)
+from airflow_provider_mirpanel.reporting import errors_by, listing
 
-#: Prefix of the ledger's keys in ``task_state_store``. Renaming it would make in-flight retries
-#: forget what earlier tries placed.
-KEY_PREFIX = "mirpanel.order."
-MAX_KEY_LENGTH = 200  # task_state_store keys are at most 512 characters
-_MAX_ERROR = 300  # keep stored values small
+__all__ = [
+    "OrderPlacer",
+    "OrdersNotPlacedError",
+    "OrdersUnresolvedError",
+    "PlacementOptions",
+    "PlacementRun",
+    "estimated_cost",
+    "order_specs",
+    "parse_order_rows",
+]
+
+ON_UNKNOWN = ("fail", "skip", "resend")
+ON_INVALID = ("fail", "skip")
+#: Record states a retry of the same run cannot change: an unknown outcome stays unknown, an
+#: invalid row stays invalid, a key stays in conflict.
+_FINAL_FAILURES = frozenset({OrderState.UNKNOWN, OrderState.INVALID, OrderState.CONFLICT})
 
 
 class OrdersNotPlacedError(MirPanelError):
-    """Some orders of a :class:`PlaceOrderOperator` were not placed; ``records`` says what each became."""
+    """Some orders of a placement were not placed; ``records`` says what each became."""
 
-    def __init__(self, message: str, records: list[dict[str, Any]]):
+    def __init__(self, message: str, records: list[Record]):
         self.records = records
         super().__init__(message)
 
@@ -51,237 +69,266 @@ class OrdersNotPlacedError(MirPanelError):
         return (type(self), (str(self), self.records))
 
 
-class Entry(str, Enum):
-    """What the ledger knows about one order."""
+class OrdersUnresolvedError(OrdersNotPlacedError, AirflowFailException):
+    """Orders were not placed and a retry could not change it (unknown outcome, invalid, conflict).
 
-    SENDING = "sending"  # an add was (about to be) sent; no answer recorded: it may exist
-    PLACED = "placed"  # the panel returned this order ID
-    UNKNOWN = "unknown"  # the add may have reached the panel but its reply was lost
-    REFUSED = "refused"  # the panel refused it, or it was certainly never sent: not placed
+    An :class:`~airflow.sdk.exceptions.AirflowFailException`: the task fails without retries.
+    """
 
-    @property
-    def may_exist(self) -> bool:
-        """Whether the panel may hold this order, so it must not be sent again without asking."""
-        return self is not Entry.REFUSED
+
+class OrderPlacer(Protocol):
+    """What a placement needs of a hook (:class:`~airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook`)."""
+
+    def get_services(self) -> list[dict[str, Any]]: ...
+
+    def get_balance(self) -> dict[str, Any]: ...
+
+    def add_order(self, service: int, **params: Any) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
-class LedgerEntry:
-    """One order's ledger value."""
+class PlacementOptions:
+    """How a placement treats unknown outcomes, invalid rows and the balance (see PlaceOrderOperator)."""
 
-    state: Entry
-    digest: str
-    order: int | None = None
-    cost: float | None = None
-    error: str | None = None
+    on_unknown: str = "fail"
+    on_invalid: str = "fail"
+    check_balance: bool = False
+    concurrency: int = 8
 
-    def to_json(self) -> dict[str, Any]:
-        value: dict[str, Any] = {"state": self.state.value, "digest": self.digest}
-        for name in ("order", "cost", "error"):
-            if getattr(self, name) is not None:
-                value[name] = getattr(self, name)
-        return value
-
-    @classmethod
-    def from_json(cls, value: Any) -> LedgerEntry | None:
-        """The entry of a stored value; None for a value this ledger did not write."""
-        if not isinstance(value, Mapping) or value.get("state") not in Entry._value2member_map_:
-            return None
-        return cls(Entry(value["state"]), str(value.get("digest", "")), value.get("order"), value.get("cost"),
-                   value.get("error"))
+    def __post_init__(self) -> None:
+        for name, allowed in (("on_unknown", ON_UNKNOWN), ("on_invalid", ON_INVALID)):
+            if getattr(self, name) not in allowed:
+                raise MirPanelInputError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
+                                         f"got {getattr(self, name)!r}; no order was sent")
 
 
-class PlacementLedger:
-    """Per-order placement records in a task's state store (thread-safe).
+class PlacementRun:
+    """One try of a placement: triage against the ledger, check, place, report.
 
-    :param store: ``context["task_state_store"]``, or a :class:`MemoryStateStore` when there is none.
-    :param durable: whether ``store`` survives task retries (False for the in-memory stand-in).
+    :param hook: what sends the requests.
+    :param rows: the input rows (see :func:`~airflow_provider_mirpanel.order_rows.parse_order_rows`).
+    :param ledger: the exactly-once ledger of the placement's scope.
+    :param options: the placement's options.
+    :param log: where the run logs.
     """
 
-    def __init__(self, store: StateStore, durable: bool = True):
-        self.store = store
-        self.durable = durable
-        self._lock = threading.Lock()
+    def __init__(self, hook: OrderPlacer, rows: Iterable[Mapping[str, Any]], ledger: PlacementLedger,
+                 options: PlacementOptions, log: logging.Logger | Any):
+        self.hook = hook
+        self.specs = order_specs(list(rows))
+        self.ledger = ledger
+        self.options = options
+        self.log = log
+        self.records: dict[int, Record] = {}
+        self.earlier: set[int] = set()  # indexes of the orders placed by an earlier try or run
+        self.currency: str | None = None
+        self.stop_reason: str | None = None
+        self.balance_note = ""
+        self._stop = threading.Lock()
+        self._resent: list[str] = []  # unresolved keys sent again (on_unknown="resend")
+        self._new_unknown: list[str] = []  # keys whose outcome this try left unknown
 
-    @classmethod
-    def from_context(cls, context: Mapping[str, Any]) -> PlacementLedger:
-        """The ledger of a task's context; an in-memory one (``durable`` False) when it has no store."""
-        store = store_of(context)
-        if store is None:
-            return cls(MemoryStateStore(), durable=False)
-        return cls(store)
+    def execute(self) -> list[Record]:
+        """Place what needs placing; the records of every row, in input order."""
+        to_send = self._triage()
+        if to_send:
+            services = {service["service"]: service for service in self.hook.get_services()}
+            check_against_catalogue(to_send, services)
+        self._refuse_invalid()
+        to_send = [spec for spec in to_send if spec.error is None]
+        if to_send and self.options.check_balance:
+            self._check_balance(to_send)
+        if to_send:
+            self._place(to_send)
+        return [self.records[spec.index] for spec in self.specs]
 
-    def get(self, key: str) -> LedgerEntry | None:
-        """What an earlier try recorded for the order with this key, if anything."""
-        with self._lock:
-            return LedgerEntry.from_json(self.store.get(KEY_PREFIX + key))
+    # -- before sending ----------------------------------------------------------------------------
 
-    def _write(self, key: str, entry: LedgerEntry) -> None:
-        with self._lock:
-            self.store.set(KEY_PREFIX + key, entry.to_json())
+    def _triage(self) -> list[OrderSpec]:
+        """Settle the orders an earlier try or run dealt with; return those to send on this try."""
+        to_send: list[OrderSpec] = []
+        unresolved: list[str] = []
+        for spec in self.specs:
+            if spec.error is not None:
+                continue
+            entry = self._earlier_entry(spec)
+            if entry is None or entry.state is LedgerState.REFUSED:
+                to_send.append(spec)
+            elif entry.digest != spec.digest:
+                held = f"order {entry.order}" if entry.order else entry.state.value
+                self.records[spec.index] = order_record(
+                    spec, OrderState.CONFLICT, entry.order,
+                    f"key {spec.key!r} was used earlier in {self.ledger.where} ({held}) for an order with other "
+                    "parameters; not placed")
+            elif entry.state is LedgerState.PLACED:
+                self.earlier.add(spec.index)
+                self.records[spec.index] = order_record(spec, OrderState.PLACED, entry.order, cost=entry.cost)
+            elif self.options.on_unknown == "resend":
+                self.log.warning("Resending %s (outcome unknown earlier) as on_unknown='resend' asks", spec.label)
+                self._resent.append(spec.key)
+                to_send.append(spec)
+            else:
+                unresolved.append(spec.key)
+                state = OrderState.SKIPPED if self.options.on_unknown == "skip" else OrderState.UNKNOWN
+                self.records[spec.index] = order_record(spec, state, error=_unknown_text(entry.error))
+        if self.ledger.durable:
+            self.ledger.update_unresolved(add=unresolved)
+        return to_send
 
-    def sending(self, key: str, digest: str) -> None:
-        """Record that the order is about to be sent. Call it before the request, never after."""
-        self._write(key, LedgerEntry(Entry.SENDING, digest))
+    def _earlier_entry(self, spec: OrderSpec) -> LedgerEntry | None:
+        if self.ledger.blind:  # a retry with no store: whatever earlier tries sent is unaccounted for
+            return LedgerEntry(LedgerState.UNKNOWN, spec.digest, error="this retry has no task_state_store, so "
+                               "what earlier tries placed cannot be known")
+        return self.ledger.get(spec.key)
 
-    def placed(self, key: str, digest: str, order_id: int, cost: float | None) -> None:
-        """Record the order ID the panel returned."""
-        self._write(key, LedgerEntry(Entry.PLACED, digest, order_id, cost))
+    def _refuse_invalid(self) -> None:
+        """With ``on_invalid="fail"``, refuse every order if any is invalid; else record the invalid ones."""
+        invalid = [spec for spec in self.specs if spec.error is not None]
+        if invalid and self.options.on_invalid == "fail":
+            raise MirPanelInputError(
+                f"{len(invalid)} of {len(self.specs)} orders are invalid; no order was sent: "
+                + "; ".join(f"{spec.label}: {spec.error}" for spec in invalid))
+        for spec in invalid:
+            self.records[spec.index] = order_record(spec, OrderState.INVALID, error=spec.error)
 
-    def unknown(self, key: str, digest: str, error: str) -> None:
-        """Record that the add may have reached the panel but no order ID came back."""
-        self._write(key, LedgerEntry(Entry.UNKNOWN, digest, error=error[:_MAX_ERROR]))
+    def _check_balance(self, to_send: list[OrderSpec]) -> None:
+        balance = self.hook.get_balance()
+        self.currency = balance["currency"]
+        total = sum(spec.cost or 0.0 for spec in to_send)
+        unpriced = sum(1 for spec in to_send if spec.cost is None)
+        note = f" ({unpriced} orders without an estimate not counted)" if unpriced else ""
+        if total > balance["balance"]:
+            raise MirPanelError(
+                f"the estimated cost {total:,.2f} {self.currency or ''} of {len(to_send)} orders exceeds the balance "
+                f"{balance['balance']:,.2f} {self.currency or ''}{note}; no order was sent")
+        self.balance_note = f"; balance {balance['balance']:,.2f} {self.currency or ''} covered it{note}"
 
-    def refused(self, key: str, digest: str, error: str) -> None:
-        """Record that the order certainly was not placed (panel refusal, never sent)."""
-        self._write(key, LedgerEntry(Entry.REFUSED, digest, error=error[:_MAX_ERROR]))
+    # -- sending -----------------------------------------------------------------------------------
 
-
-# ---------------------------------------------------------------------------------------------
-# The orders of a task: input rows checked, keyed and priced before anything is sent
-# ---------------------------------------------------------------------------------------------
-
-
-class State(str, Enum):
-    """The ``state`` field of a placed-order record."""
-
-    PLACED = "placed"  # the panel holds it (placed on this try or an earlier one)
-    REFUSED = "refused"  # the panel refused it: certainly not placed
-    NOT_SENT = "not_sent"  # certainly not sent (placing stopped, or the panel was unreachable)
-    UNKNOWN = "unknown"  # may have been placed: never resent without on_unknown="resend"
-    SKIPPED = "skipped"  # outcome unknown on an earlier try, skipped by on_unknown="skip"
-    INVALID = "invalid"  # refused before sending: bad parameters or not in the catalogue
-    CONFLICT = "conflict"  # its key was used on an earlier try for an order with other parameters
-
-
-@dataclass
-class OrderSpec:
-    """One input row: its key, the ``add`` form it becomes, or why it cannot be placed."""
-
-    index: int
-    key: str
-    service: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    form: dict[str, str] | None = None
-    error: str | None = None
-    cost: float | None = None
-
-    @property
-    def digest(self) -> str:
-        return digest(self.form)
-
-    @property
-    def label(self) -> str:
-        """How messages name the row: ``row 3`` or ``row 3 (key 'spring-17')``."""
-        return f"row {self.index}" if self.key == str(self.index) else f"row {self.index} (key {self.key!r})"
-
-
-def parse_order_rows(orders: Any) -> list[Mapping[str, Any]]:
-    """The list of order rows from what ``orders=`` rendered to (a list of dicts, or its JSON/repr text)."""
-    if isinstance(orders, str):
+    def _place(self, to_send: list[OrderSpec]) -> None:
+        workers = max(1, min(self.options.concurrency, len(to_send)))
         try:
-            orders = json.loads(orders)
-        except (ValueError, RecursionError):
-            try:
-                orders = ast.literal_eval(orders)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # "{[]: 1}": unhashable key
-                raise MirPanelInputError("orders must be a list of dicts, got text that is neither JSON nor a "
-                                         "Python literal") from None
-    if isinstance(orders, Mapping):
-        orders = [orders]
-    if not isinstance(orders, (list, tuple)) or not all(isinstance(row, Mapping) for row in orders):
-        raise MirPanelInputError(f"orders must be a list of dicts, got {type(orders).__name__}")
-    return list(orders)
+            if workers == 1:
+                placed = [self._place_one(spec) for spec in to_send]
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirpanel-add") as pool:
+                    placed = list(pool.map(self._place_one, to_send))
+        finally:
+            self._index_outcomes()
+        for spec, record in zip(to_send, placed, strict=True):
+            self.records[spec.index] = record
+
+    def _index_outcomes(self) -> None:
+        """List the orders whose outcome this try left unknown; unlist the resent ones that got one."""
+        settled = [key for key in self._resent if key not in self._new_unknown]
+        if self.ledger.durable:
+            self.ledger.update_unresolved(add=self._new_unknown, remove=settled)
+
+    def _stop_all(self, reason: str) -> None:
+        with self._stop:
+            self.stop_reason = self.stop_reason or reason
+
+    def _place_one(self, spec: OrderSpec) -> Record:
+        """Send one order, recording in the ledger that it started before sending anything."""
+        if self.stop_reason:
+            return order_record(spec, OrderState.NOT_SENT, error=f"not sent: placing stopped ({self.stop_reason})")
+        assert spec.form is not None and spec.service is not None
+        self.ledger.sending(spec.key, spec.digest)
+        try:
+            placed = self.hook.add_order(spec.service, **spec.params)
+        except Exception as error:
+            return self._failed(spec, error)
+        try:
+            self.ledger.placed(spec.key, spec.digest, placed["order"], spec.cost)
+        except Exception:
+            self.log.exception("Order %s of %s was placed but the ledger could not record it: a retry will "
+                               "report it as unknown", placed["order"], spec.label)
+        return order_record(spec, OrderState.PLACED, placed["order"])
+
+    def _failed(self, spec: OrderSpec, error: Exception) -> Record:
+        """Record a failed add: refused and never-sent orders may be placed again, anything else not."""
+        if isinstance(error, (MirPanelInsufficientFundsError, MirPanelAuthError)):
+            self._stop_all(error.panel_message)
+        if isinstance(error, MirPanelAPIError):
+            state, text = OrderState.REFUSED, error.panel_message
+        elif isinstance(error, MirPanelTransientError) and not error.request_sent:
+            state, text = OrderState.NOT_SENT, f"not sent: {error}"
+        elif isinstance(error, MirPanelInputError):
+            state, text = OrderState.INVALID, str(error)
+        else:
+            cause = _cause(error)
+            self.ledger.unknown(spec.key, spec.digest, cause)
+            self._new_unknown.append(spec.key)
+            return order_record(spec, OrderState.UNKNOWN, error=_unknown_text(cause))
+        self.ledger.refused(spec.key, spec.digest, text)
+        return order_record(spec, state, error=text)
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def _by_state(self) -> dict[str, list[Record]]:
+        grouped: dict[str, list[Record]] = {}
+        for record in self.records.values():
+            grouped.setdefault(record["state"], []).append(record)
+        return grouped
+
+    def summary(self) -> str:
+        """One line: ``placed 18 of 20 orders (2 earlier), 1 refused: 12 (Bad link); … spent ~1.20 USD``."""
+        grouped = self._by_state()
+        placed = grouped.get(OrderState.PLACED.value, [])
+        line = f"placed {len(placed)} of {len(self.specs)} orders"
+        if self.earlier:
+            line += f" ({len(self.earlier)} by an earlier try or run, not sent again)"
+        for state in OrderState:
+            if state is not OrderState.PLACED and grouped.get(state.value):
+                line += f", {len(grouped[state.value])} {state.value}: {errors_by(grouped[state.value], 'key')}"
+        spent = sum(record["cost"] or 0.0 for index, record in self.records.items()
+                    if record["state"] == OrderState.PLACED.value and index not in self.earlier)
+        spent_text = f"; spent ~{spent:,.2f} {self.currency or ''}".rstrip()
+        return line + spent_text + " (estimated from the catalogue rates)" + self.balance_note
+
+    def failure(self) -> OrdersNotPlacedError | None:
+        """The exception the try ends with when orders were not placed, or None.
+
+        :class:`OrdersUnresolvedError` (no retries) when a retry could not change the outcome.
+        """
+        failed_states = {OrderState.REFUSED, OrderState.NOT_SENT, OrderState.INVALID, OrderState.CONFLICT}
+        if self.options.on_invalid == "skip":
+            failed_states.discard(OrderState.INVALID)
+        if self.options.on_unknown != "skip":
+            failed_states.add(OrderState.UNKNOWN)
+        failed = [record for record in self.records.values() if OrderState(record["state"]) in failed_states]
+        if not failed:
+            return None
+        records = [self.records[spec.index] for spec in self.specs]
+        text = "; ".join(f"key {record['key']} {record['state']}: {record['error']}" for record in failed[:20])
+        more = f" … (+{len(failed) - 20} more)" if len(failed) > 20 else ""
+        message = f"{len(failed)} of {len(self.specs)} orders were not placed: {text}{more}."
+        unknown = [record for record in failed if record["state"] == OrderState.UNKNOWN.value]
+        if unknown:
+            message += " " + self._resolve_hint(unknown)
+        if all(OrderState(record["state"]) in _FINAL_FAILURES for record in failed):
+            return OrdersUnresolvedError(message + " A retry cannot change this: the task fails without retries.",
+                                         records)
+        return OrdersNotPlacedError(message, records)
+
+    def _resolve_hint(self, unknown: list[Record]) -> str:
+        """What to do about orders of unknown outcome: where to look, and the ways to resolve them."""
+        looks = listing(f"{record['key']} (service {record['service']}, {record.get('link') or 'no link'})"
+                         for record in unknown)
+        hint = (f"{len(unknown)} orders may exist on the panel: look for them in the panel's order list: {looks}. "
+                "Then either run again with on_unknown='skip' (leave them out) or 'resend' (place them again: "
+                "pays twice for any that exists)")
+        if self.ledger.scope is None:
+            return hint + "; a new DAG run does not know them (set ledger_scope to keep keys across runs)."
+        return (hint + f", or record what you found with ResolveOrdersOperator(ledger_scope={self.ledger.scope!r}, "
+                "resolutions={key: order_id, or 'not_placed'}); later runs of the scope then place only what is "
+                "missing.")
 
 
-def _missing(value: Any) -> bool:
-    """None, NaN, pandas' NA/NaT: an empty cell of a table (pandas is not imported for this)."""
-    if value is None or type(value).__name__ in ("NAType", "NaTType"):
-        return True
-    return isinstance(value, float) and math.isnan(value)
+def _cause(error: Exception) -> str:
+    return error.cause if isinstance(error, MirPanelAmbiguousOrderError) else f"{type(error).__name__}: {error}"
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar (from a DataFrame) as the Python value it holds."""
-    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
-
-
-def order_spec(index: int, row: Mapping[str, Any]) -> OrderSpec:
-    """Check one row's own parameters (no catalogue yet): its key, service ID and ``add`` form."""
-    plain = {name: _plain(value) for name, value in row.items()}
-    values = {name: value for name, value in plain.items() if not _missing(value)}
-    key = str(values.pop("key", index))
-    spec = OrderSpec(index, key)
-    if not key.strip() or len(key) > MAX_KEY_LENGTH:
-        spec.error = f"key must be 1..{MAX_KEY_LENGTH} characters"
-        return spec
-    spec.service = to_int(values.get("service"))
-    if "service" not in values:
-        spec.error = "no 'service' given"
-        return spec
-    spec.params = {name: value for name, value in values.items() if name != "service"}
-    try:
-        spec.form = build_add_form(values["service"], spec.params)
-    except MirPanelInputError as error:
-        spec.error = str(error)
-    return spec
-
-
-def order_specs(rows: list[Mapping[str, Any]]) -> list[OrderSpec]:
-    """Every row's spec; rows sharing a key are all invalid (a key must name one order)."""
-    specs = [order_spec(index, row) for index, row in enumerate(rows)]
-    counts = Counter(spec.key for spec in specs)
-    for spec in specs:
-        if counts[spec.key] > 1 and spec.error is None:
-            spec.error = f"key {spec.key!r} is used by {counts[spec.key]} orders; keys must be unique"
-    return specs
-
-
-def estimated_cost(service: Mapping[str, Any], form: Mapping[str, str]) -> float | None:
-    """What an order will cost by the catalogue's rate (per 1000 units); None when it cannot be told.
-
-    Units are the quantity, else the lines of ``comments``/``usernames`` (custom lists); packages
-    cost their rate. Subscriptions (charged per post) and services without a rate give None.
-    """
-    rate = to_float(service.get("rate"))
-    if rate is None:
-        return None
-    kind = order_type(service.get("type"))
-    if "quantity" in form:
-        units: int | None = int(form["quantity"])
-    elif kind is not None and kind.name.endswith("Package"):
-        units = None
-    elif "comments" in form or "usernames" in form:
-        units = len((form.get("comments") or form["usernames"]).splitlines())
-    else:
-        return None
-    return round(order_cost(rate, units), 6)
-
-
-def check_against_catalogue(specs: Iterable[OrderSpec], services: Mapping[int, Mapping[str, Any]]) -> None:
-    """Mark specs whose service is not in the catalogue or whose parameters it refuses; price the rest."""
-    for spec in specs:
-        if spec.error is not None or spec.form is None:
-            continue
-        service = services.get(int(spec.form["service"]))
-        if service is None:
-            spec.error = f"service {spec.form['service']} is not in the panel's catalogue (unknown or disabled)"
-            continue
-        problems = order_problems(service, spec.form)
-        if problems:
-            spec.error = "; ".join(problems)
-        spec.cost = estimated_cost(service, spec.form)
-
-
-def form_values(form: Mapping[str, str]) -> dict[str, Any]:
-    """The parameters of an ``add`` form as the hook's placed-order record types them."""
-    return {name: int(value) if name in INT_PARAMS else value for name, value in form.items() if name != "service"}
-
-
-def placed_record(spec: OrderSpec, state: State, order_id: int | None = None, error: str | None = None,
-                  cost: float | None = None) -> dict[str, Any]:
-    """The XCom record of one order: key, state, order, service, its parameters, cost, error."""
-    record: dict[str, Any] = {"key": spec.key, "state": state.value, "order": order_id, "service": spec.service}
-    record.update(form_values(spec.form) if spec.form is not None else {})
-    record.update(cost=cost if cost is not None else spec.cost, error=error)
-    return record
+def _unknown_text(cause: str | None) -> str:
+    detail = f" ({cause})" if cause else " (the try ended between sending it and recording the reply)"
+    return f"outcome unknown{detail}; not resent: check the panel's order list before placing it again"

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk.serde import deserialize, serialize
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
+from airflow_provider_mirpanel.ledger import KEY_PREFIX, PlacementLedger
 from airflow_provider_mirpanel.operators.mirpanel import (
     BalanceCheckOperator,
     CancelOrdersOperator,
@@ -20,7 +21,7 @@ from airflow_provider_mirpanel.operators.mirpanel import (
     RefillOperator,
     ServicesOperator,
 )
-from airflow_provider_mirpanel.placement import KEY_PREFIX, OrdersNotPlacedError, PlacementLedger, order_specs
+from airflow_provider_mirpanel.placement import OrdersNotPlacedError, order_specs
 from airflow_provider_mirpanel.records import to_dataframe
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.taskstate import MemoryStateStore

@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
-from airflow_provider_mirpanel.placement import OrdersNotPlacedError
+from airflow_provider_mirpanel.placement import OrdersNotPlacedError, OrdersUnresolvedError
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
@@ -151,7 +151,8 @@ def test_a_50_order_run_whose_worker_dies_three_times_places_nothing_twice(quick
     assert panel.count("add") == 32 + 17, "try 4 sent only the 17 orders no try had started"
     assert len(panel.state.orders) == 49  # 47 placed + the two sent when a worker died after sending
     check_consistent(panel, records, orders)
-    assert "orders in state 'unknown' may exist on the panel" in str(error).lower()
+    assert "3 orders may exist on the panel: look for them in the panel's order list" in str(error)
+    assert isinstance(error, OrdersUnresolvedError), "a retry could not settle them: no retries"
 
     # The operator checks the panel's order list, then accepts the unknown ones: nothing is sent.
     records, error = run_try(panel, orders, store, None, max_concurrency=1, on_unknown="skip")

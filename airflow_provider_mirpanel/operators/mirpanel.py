@@ -8,44 +8,25 @@ operator logs one line that sums up what it did.
 
 from __future__ import annotations
 
-import threading
+import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_provider_mirpanel.exceptions import (
-    MirPanelAmbiguousOrderError,
-    MirPanelAPIError,
-    MirPanelAuthError,
-    MirPanelError,
-    MirPanelInputError,
-    MirPanelInsufficientFundsError,
-    MirPanelTransientError,
-)
+from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.placement import (
-    Entry,
-    OrdersNotPlacedError,
-    OrderSpec,
-    PlacementLedger,
-    State,
-    check_against_catalogue,
-    order_specs,
-    parse_order_rows,
-    placed_record,
-)
-from airflow_provider_mirpanel.protocol import normalize_ids, to_float, to_text
+from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger
+from airflow_provider_mirpanel.ledger import ledger_asset as ledger_asset_of
+from airflow_provider_mirpanel.order_rows import Record, parse_order_rows
+from airflow_provider_mirpanel.placement import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
+from airflow_provider_mirpanel.protocol import normalize_ids, to_float, to_int, to_text
 from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
+from airflow_provider_mirpanel.reporting import errors_by, listing
 
-Record = dict[str, Any]
-
-ON_UNKNOWN = ("fail", "skip", "resend")
-ON_INVALID = ("fail", "skip")
 ON_LOW = ("fail", "skip", "warn")
 
 
@@ -53,21 +34,6 @@ def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     return value
-
-
-def _listing(items: Iterable[str], limit: int = 10) -> str:
-    shown = list(items)
-    text = ", ".join(shown[:limit])
-    return text + (f" … (+{len(shown) - limit} more)" if len(shown) > limit else "")
-
-
-def _errors_by_id(records: Iterable[Mapping[str, Any]], id_field: str) -> str:
-    """``12, 13 (Incorrect order ID); 40 (Refill not found)``: failed IDs grouped by error text."""
-    grouped: dict[str, list[str]] = {}
-    for record in records:
-        if record.get("error"):
-            grouped.setdefault(str(record["error"]), []).append(str(record[id_field]))
-    return "; ".join(f"{_listing(ids)} ({error})" for error, ids in grouped.items())
 
 
 class MirPanelBaseOperator(BaseOperator):
@@ -159,7 +125,7 @@ class ServicesOperator(MirPanelBaseOperator):
 
 
 class PlaceOrderOperator(MirPanelBaseOperator):
-    """Place one order or many, each exactly once across task retries.
+    """Place one order or many, each exactly once across task retries (and DAG runs, with ``ledger_scope``).
 
     One order: ``service=``, ``link=``, ``quantity=`` and the type's other parameters in
     ``order_parameters`` (e.g. ``{"runs": 5, "interval": 30}`` for drip-feed, ``{"comments":
@@ -175,14 +141,26 @@ class PlaceOrderOperator(MirPanelBaseOperator):
     The task fails at the end if any order was not placed, naming them (an
     :class:`~airflow_provider_mirpanel.placement.OrdersNotPlacedError` whose ``records`` are the
     records this try would have returned; an ``on_failure_callback`` finds it in
-    ``context["exception"]``).
+    ``context["exception"]``). When a retry could not change the outcome (orders of unknown
+    outcome, invalid rows, key conflicts) it is an
+    :class:`~airflow_provider_mirpanel.placement.OrdersUnresolvedError`: the task fails without
+    retries, and the message says what to look for on the panel and how to resolve it.
 
     **Exactly once.** Each order has a key: its ``key`` field, else its position in the list
-    (``"0"``, ``"1"``, …). The task's ``task_state_store`` records that an order's placement
-    started *before* it is sent, and its order ID once placed. On a retry, placed orders are
-    returned as they were without a request; orders refused by the panel, or never sent, are
-    placed again; orders whose outcome is unknown (the reply was lost, or the try died between
-    sending and recording) are never resent by default — see ``on_unknown``.
+    (``"0"``, ``"1"``, …). A ledger records that an order's placement started *before* it is sent,
+    and its order ID once placed. Placed orders are returned as they were without a request;
+    orders refused by the panel, or never sent, are placed again; orders whose outcome is unknown
+    (the reply was lost, or a try died between sending and recording) are never resent by
+    default — see ``on_unknown``. Where the ledger lives is ``ledger_scope``:
+
+    - None (default): the task's ``task_state_store``: the keys live as long as the task instance,
+      across its retries; a new DAG run starts afresh.
+    - a name, e.g. ``"{{ params.campaign }}"``: the state store of the connection's ledger asset
+      (:func:`~airflow_provider_mirpanel.ledger.ledger_asset`, added to the task's ``inlets``),
+      which outlives DAG runs: a key that any earlier run of the scope placed is never placed
+      again, and one of unknown outcome is never resent unless ``on_unknown`` says so or a user
+      resolves it (:class:`ResolveOrdersOperator`). Let one run at a time place into a scope
+      (``max_active_runs=1``).
 
     XCom: one record per order, in input order: ``key, state, order, service`` + the parameters
     sent + ``cost`` (estimated from the catalogue's rate) and ``error``. ``state`` is ``placed``,
@@ -194,16 +172,22 @@ class PlaceOrderOperator(MirPanelBaseOperator):
     :param order_parameters: its other parameters (by the service's type).
     :param orders: many orders, instead of ``service``/``link``/``quantity``/``order_parameters``.
     :param check_balance: check that the balance covers the estimated cost before placing anything.
-    :param on_unknown: what to do about an order whose outcome is unknown from an earlier try:
-        ``"fail"`` (default: report it as ``unknown`` and fail the task — check the panel's order
-        list), ``"skip"`` (report it as ``skipped``; also keeps an unknown outcome on this try from
-        failing the task) or ``"resend"`` (place it again: may duplicate a paid order).
+    :param on_unknown: (templated) what to do about an order whose outcome is unknown from an earlier
+        try or run: ``"fail"`` (default: report it as ``unknown`` and fail the task — check the
+        panel's order list), ``"skip"`` (report it as ``skipped``; also keeps an unknown outcome on
+        this try from failing the task) or ``"resend"`` (place it again: may duplicate a paid order).
+        Run conf can carry it: ``on_unknown="{{ dag_run.conf.get('on_unknown', 'fail') }}"``.
     :param on_invalid: ``"fail"`` (default) refuses all orders when any is invalid, before sending
         anything; ``"skip"`` places the valid ones and reports the others as ``invalid``.
+    :param ledger_scope: (templated) the name of a ledger scope that outlives DAG runs; None keeps
+        the ledger per task instance.
+    :param ledger_asset: the asset whose state store holds the scoped ledger (default: the
+        connection's, :func:`~airflow_provider_mirpanel.ledger.ledger_asset`).
     :param max_concurrency: orders in flight at once (default: the connection's ``concurrency``).
     """
 
-    template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders")
+    template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders", "on_unknown",
+                                      "ledger_scope")
     template_fields_renderers = {"order_parameters": "json", "orders": "json"}
     ui_color = "#f7d08a"
 
@@ -218,9 +202,15 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         check_balance: bool = False,
         on_unknown: str = "fail",
         on_invalid: str = "fail",
+        ledger_scope: str | None = None,
+        ledger_asset: Any = None,
         max_concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if ledger_scope is not None:
+            ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id",
+                                                                      MirPanelHook.default_conn_name))
+            kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
         super().__init__(**kwargs)
         if (orders is None) == (service is None):
             raise ValueError("give either service= (one order) or orders= (many orders), not both or neither")
@@ -232,8 +222,10 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         self.order_parameters = order_parameters
         self.orders = orders
         self.check_balance = check_balance
-        self.on_unknown = _choice("on_unknown", on_unknown, ON_UNKNOWN)
+        self.on_unknown = on_unknown if "{{" in str(on_unknown) else _choice("on_unknown", on_unknown, ON_UNKNOWN)
         self.on_invalid = _choice("on_invalid", on_invalid, ON_INVALID)
+        self.ledger_scope = ledger_scope
+        self.ledger_asset = ledger_asset
         self.max_concurrency = max_concurrency
 
     def _rows(self) -> list[Mapping[str, Any]]:
@@ -248,201 +240,124 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         return [row]
 
     def execute(self, context: Context) -> list[Record]:
-        specs = order_specs(self._rows())
-        ledger = PlacementLedger.from_context(context)
+        options = PlacementOptions(on_unknown=str(self.on_unknown).strip(), on_invalid=self.on_invalid,
+                                   check_balance=self.check_balance,
+                                   concurrency=self.max_concurrency or self.hook.settings.concurrency)
+        rows = self._rows()
+        ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
         if not ledger.durable:
             self.log.warning("No task_state_store in the context: orders placed on this try cannot be guarded "
-                             "against a second placement on a retry")
-        run = _PlacementRun(self, specs, ledger)
+                             "against a second placement on a retry%s",
+                             "; this is a retry, so every order counts as possibly placed" if ledger.blind else "")
+        run = PlacementRun(self.hook, rows, ledger, options, self.log)
         records = run.execute()
         self.log.info(run.summary())
         failure = run.failure()
         if failure:
-            raise OrdersNotPlacedError(failure, records)
+            raise failure
         return records
 
 
-class _PlacementRun:
-    """One try of a :class:`PlaceOrderOperator`: triage against the ledger, check, place, report."""
+class ResolveOrdersOperator(MirPanelBaseOperator):
+    """List and resolve the orders of unknown outcome in a ledger scope (see ``PlaceOrderOperator``).
 
-    def __init__(self, operator: PlaceOrderOperator, specs: list[OrderSpec], ledger: PlacementLedger):
-        self.op = operator
-        self.specs = specs
-        self.ledger = ledger
-        self.records: dict[int, Record] = {}
-        self.earlier: set[int] = set()  # indexes of the orders placed on an earlier try
-        self.currency: str | None = None
-        self.stop_reason: str | None = None
-        self.balance_note = ""
-        self._stop = threading.Lock()
+    An order's outcome is unknown when its ``add`` may have reached the panel but no order ID came
+    back (a lost reply, a killed try). Look for it in the panel's order list, then record what you
+    found: its order ID (``{"spring-17": 123456}``) — later runs return it as placed without a
+    request — or ``"not_placed"`` (``{"spring-17": "not_placed"}``) — the next run places it.
+    Order IDs are checked with the panel first: an ID it does not know is refused, and nothing is
+    written. Without ``resolutions`` the operator only lists.
 
-    @property
-    def log(self) -> Any:
-        return self.op.log
+    XCom: one record per unresolved key before this task (``key, state, order, error``; ``state``
+    becomes ``placed`` or ``not_placed`` for the keys resolved), so the task log and XCom show what
+    is left.
 
-    def execute(self) -> list[Record]:
-        to_send = self._triage()
-        if to_send:
-            services = {service["service"]: service for service in self.op.hook.get_services()}
-            check_against_catalogue(to_send, services)
-        self._refuse_invalid()
-        to_send = [spec for spec in to_send if spec.error is None]
-        if to_send and self.op.check_balance:
-            self._check_balance(to_send)
-        if to_send:
-            self._place(to_send)
-        return [self.records[spec.index] for spec in self.specs]
+    :param ledger_scope: (templated) the scope's name, as given to ``PlaceOrderOperator``.
+    :param resolutions: (templated) ``{key: order_id or "not_placed"}``; a dict or its JSON text.
+    :param ledger_asset: the ledger asset, when ``PlaceOrderOperator`` was given one.
+    """
 
-    # -- before sending ----------------------------------------------------------------------------
+    template_fields: Sequence[str] = ("ledger_scope", "resolutions")
+    template_fields_renderers = {"resolutions": "json"}
 
-    def _triage(self) -> list[OrderSpec]:
-        """Settle the orders an earlier try dealt with; return those to send on this try."""
-        to_send = []
-        for spec in self.specs:
-            if spec.error is not None:
-                continue
-            entry = self.ledger.get(spec.key)
-            if entry is None or entry.state is Entry.REFUSED:
-                to_send.append(spec)
-            elif entry.digest != spec.digest:
-                held = f"order {entry.order}" if entry.order else entry.state.value
-                self.records[spec.index] = placed_record(
-                    spec, State.CONFLICT, entry.order,
-                    f"key {spec.key!r} was used on an earlier try ({held}) for an order with other parameters; "
-                    "not placed")
-            elif entry.state is Entry.PLACED:
-                self.earlier.add(spec.index)
-                self.records[spec.index] = placed_record(spec, State.PLACED, entry.order, cost=entry.cost)
-            elif self.op.on_unknown == "resend":
-                self.log.warning("Resending %s (outcome unknown on an earlier try) as on_unknown='resend' asks",
-                                 spec.label)
-                to_send.append(spec)
-            else:
-                state = State.SKIPPED if self.op.on_unknown == "skip" else State.UNKNOWN
-                self.records[spec.index] = placed_record(spec, state, error=_unknown_text(entry.error))
-        return to_send
+    def __init__(self, *, ledger_scope: str, resolutions: Any = None, ledger_asset: Any = None,
+                 **kwargs: Any) -> None:
+        ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name))
+        kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
+        super().__init__(**kwargs)
+        self.ledger_scope = ledger_scope
+        self.resolutions = resolutions
+        self.ledger_asset = ledger_asset
 
-    def _refuse_invalid(self) -> None:
-        """With ``on_invalid="fail"``, refuse every order if any is invalid; else record the invalid ones."""
-        invalid = [spec for spec in self.specs if spec.error is not None]
-        if invalid and self.op.on_invalid == "fail":
-            raise MirPanelInputError(
-                f"{len(invalid)} of {len(self.specs)} orders are invalid; no order was sent: "
-                + "; ".join(f"{spec.label}: {spec.error}" for spec in invalid))
-        for spec in invalid:
-            self.records[spec.index] = placed_record(spec, State.INVALID, error=spec.error)
+    def execute(self, context: Context) -> list[Record]:
+        wanted = parse_resolutions(self.resolutions)
+        ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
+        keys = list(dict.fromkeys([*ledger.unresolved(), *wanted]))
+        entries = {key: ledger.get(key) for key in keys}
+        missing = [key for key in wanted if entries[key] is None]
+        if missing:
+            raise MirPanelInputError(f"keys {listing(map(repr, missing))} have no entry in {ledger.where}; "
+                                     "nothing was written")
+        self._check_order_ids({key: order for key, order in wanted.items() if order is not None})
+        records = []
+        for key in keys:
+            entry = entries[key]
+            if key in wanted:
+                entry = ledger.resolve(key, wanted[key])
+            records.append(_resolution_record(key, entry, resolved=key in wanted))
+        left = [record["key"] for record in records if record["state"] in ("sending", "unknown")]
+        self.log.info("%s: %d keys resolved; %d of unknown outcome left%s", ledger.where, len(wanted), len(left),
+                      f": {listing(left)}" if left else "")
+        return records
 
-    def _check_balance(self, to_send: list[OrderSpec]) -> None:
-        balance = self.op.hook.get_balance()
-        self.currency = balance["currency"]
-        total = sum(spec.cost or 0.0 for spec in to_send)
-        unpriced = sum(1 for spec in to_send if spec.cost is None)
-        note = f" ({unpriced} orders without an estimate not counted)" if unpriced else ""
-        if total > balance["balance"]:
-            raise MirPanelError(
-                f"the estimated cost {total:,.2f} {self.currency or ''} of {len(to_send)} orders exceeds the balance "
-                f"{balance['balance']:,.2f} {self.currency or ''}{note}; no order was sent")
-        self.balance_note = f"; balance {balance['balance']:,.2f} {self.currency or ''} covered it{note}"
+    def _check_order_ids(self, orders: Mapping[str, int]) -> None:
+        """Refuse order IDs the panel does not know, before anything is written."""
+        if not orders:
+            return
+        statuses = {record["order"]: record for record in self.hook.get_orders_status(list(orders.values()))}
+        unknown = [f"{key} → {order} ({statuses[order]['error']})" for key, order in orders.items()
+                   if statuses.get(order, {}).get("error")]
+        if unknown:
+            raise MirPanelInputError(f"the panel does not know these orders: {listing(unknown)}; nothing was written")
 
-    # -- sending -----------------------------------------------------------------------------------
 
-    def _place(self, to_send: list[OrderSpec]) -> None:
-        limit = self.op.max_concurrency or self.op.hook.settings.concurrency
-        workers = max(1, min(limit, len(to_send)))
-        if workers == 1:
-            placed = [self._place_one(spec) for spec in to_send]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirpanel-add") as pool:
-                placed = list(pool.map(self._place_one, to_send))
-        for spec, record in zip(to_send, placed, strict=True):
-            self.records[spec.index] = record
-
-    def _stop_all(self, reason: str) -> None:
-        with self._stop:
-            self.stop_reason = self.stop_reason or reason
-
-    def _place_one(self, spec: OrderSpec) -> Record:
-        """Send one order, recording in the ledger that it started before sending anything."""
-        if self.stop_reason:
-            return placed_record(spec, State.NOT_SENT, error=f"not sent: placing stopped ({self.stop_reason})")
-        assert spec.form is not None and spec.service is not None
-        self.ledger.sending(spec.key, spec.digest)
+def parse_resolutions(value: Any) -> dict[str, int | None]:
+    """``{key: order ID, or None for "not_placed"}`` from a dict or its JSON text, or MirPanelInputError."""
+    if value in (None, "", {}):
+        return {}
+    if isinstance(value, str):
         try:
-            placed = self.op.hook.add_order(spec.service, **spec.params)
-        except Exception as error:
-            return self._failed(spec, error)
-        try:
-            self.ledger.placed(spec.key, spec.digest, placed["order"], spec.cost)
-        except Exception:
-            self.log.exception("Order %s of %s was placed but the ledger could not record it: a retry will "
-                               "report it as unknown", placed["order"], spec.label)
-        return placed_record(spec, State.PLACED, placed["order"])
-
-    def _failed(self, spec: OrderSpec, error: Exception) -> Record:
-        """Record a failed add: refused and never-sent orders may be placed again, anything else not."""
-        if isinstance(error, (MirPanelInsufficientFundsError, MirPanelAuthError)):
-            self._stop_all(error.panel_message)
-        if isinstance(error, MirPanelAPIError):
-            state, text = State.REFUSED, error.panel_message
-        elif isinstance(error, MirPanelTransientError) and not error.request_sent:
-            state, text = State.NOT_SENT, f"not sent: {error}"
-        elif isinstance(error, MirPanelInputError):
-            state, text = State.INVALID, str(error)
-        else:
-            cause = _cause(error)
-            self.ledger.unknown(spec.key, spec.digest, cause)
-            return placed_record(spec, State.UNKNOWN, error=_unknown_text(cause))
-        self.ledger.refused(spec.key, spec.digest, text)
-        return placed_record(spec, state, error=text)
-
-    # -- reporting ---------------------------------------------------------------------------------
-
-    def _by_state(self) -> dict[str, list[Record]]:
-        grouped: dict[str, list[Record]] = {}
-        for record in self.records.values():
-            grouped.setdefault(record["state"], []).append(record)
-        return grouped
-
-    def summary(self) -> str:
-        """One line: ``placed 18 of 20 orders (2 on an earlier try), 1 refused: 12 (Bad link); …``."""
-        grouped = self._by_state()
-        placed = grouped.get(State.PLACED.value, [])
-        line = f"placed {len(placed)} of {len(self.specs)} orders"
-        if self.earlier:
-            line += f" ({len(self.earlier)} on an earlier try)"
-        for state in State:
-            if state is not State.PLACED and grouped.get(state.value):
-                line += f", {len(grouped[state.value])} {state.value}: {_errors_by_id(grouped[state.value], 'key')}"
-        spent = sum(record["cost"] or 0.0 for index, record in self.records.items()
-                    if record["state"] == State.PLACED.value and index not in self.earlier)
-        spent_text = f"; spent ~{spent:,.2f} {self.currency or ''}".rstrip()
-        return line + spent_text + " (estimated from the catalogue rates)" + self.balance_note
-
-    def failure(self) -> str | None:
-        """Why the task fails (orders not placed), or None."""
-        failed_states = {State.REFUSED, State.NOT_SENT, State.INVALID, State.CONFLICT}
-        if self.op.on_invalid == "skip":
-            failed_states.discard(State.INVALID)
-        if self.op.on_unknown != "skip":
-            failed_states.add(State.UNKNOWN)
-        failed = [record for record in self.records.values() if State(record["state"]) in failed_states]
-        if not failed:
-            return None
-        text = "; ".join(f"key {record['key']} {record['state']}: {record['error']}" for record in failed[:20])
-        more = f" … (+{len(failed) - 20} more)" if len(failed) > 20 else ""
-        hint = (" Orders in state 'unknown' may exist on the panel: check its order list, then retry with "
-                "on_unknown='skip' or 'resend'." if any(r["state"] == State.UNKNOWN.value for r in failed) else "")
-        return f"{len(failed)} of {len(self.specs)} orders were not placed: {text}{more}.{hint}"
+            value = json.loads(value)
+        except ValueError:
+            raise MirPanelInputError("resolutions must be a dict (or its JSON text) of key → order ID or "
+                                     "'not_placed'") from None
+    if not isinstance(value, Mapping):
+        raise MirPanelInputError(f"resolutions must be a dict of key → order ID or 'not_placed', got "
+                                 f"{type(value).__name__}")
+    resolved: dict[str, int | None] = {}
+    for key, order in value.items():
+        if order in ("not_placed", None):
+            resolved[str(key)] = None
+            continue
+        number = to_int(order)
+        if number is None or number <= 0:
+            raise MirPanelInputError(f"resolution of key {key!r} must be an order ID or 'not_placed', got {order!r}")
+        resolved[str(key)] = number
+    return resolved
 
 
-def _cause(error: Exception) -> str:
-    return error.cause if isinstance(error, MirPanelAmbiguousOrderError) else f"{type(error).__name__}: {error}"
+def _resolution_record(key: str, entry: LedgerEntry | None, resolved: bool) -> Record:
+    state = entry.state.value if entry else None
+    if resolved and entry is not None:
+        state = "placed" if entry.state is LedgerState.PLACED else "not_placed"
+    return {"key": key, "state": state, "order": entry.order if entry else None,
+            "error": entry.error if entry and not resolved else None}
 
 
-def _unknown_text(cause: str | None) -> str:
-    detail = f" ({cause})" if cause else " (the try ended between sending it and recording the reply)"
-    return f"outcome unknown{detail}; not resent: check the panel's order list before placing it again"
-
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 # ---------------------------------------------------------------------------------------------
 # Statuses, refills, cancels
@@ -484,7 +399,7 @@ class OrderStatusOperator(_OrderIdsOperator):
 def _status_counts(records: list[Record]) -> str:
     counts = Counter(str(record["status"]) for record in records if not record.get("error"))
     text = ", ".join(f"{status} {count}" for status, count in counts.most_common()) or "none known"
-    errors = _errors_by_id(records, "order")
+    errors = errors_by(records, "order")
     return text + (f"; not checked: {errors}" if errors else "")
 
 
@@ -501,7 +416,7 @@ class _WriteOperator(_OrderIdsOperator):
         refused = [record for record in records if record.get("error")]
         line = f"{self.verb} {len(records) - len(refused)} of {len(records)} orders"
         if refused:
-            line += f"; {len(refused)} refused: {_errors_by_id(refused, 'order')}"
+            line += f"; {len(refused)} refused: {errors_by(refused, 'order')}"
         self.log.info(line)
         if refused and self.fail_on_error:
             raise MirPanelError(line)
