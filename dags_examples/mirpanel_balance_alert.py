@@ -21,8 +21,11 @@ from airflow_provider_mirpanel.operators.mirpanel import BalanceCheckOperator
 
 log = logging.getLogger(__name__)
 
-#: The alert's text (Jinja, rendered with the failed task's context; ``exception`` says why).
-ALERT_TEXT = "MirPanel balance alert ({{ dag.dag_id }}, {{ ts }}): {{ exception }}"
+#: The alert's text (Jinja, rendered with the failed task's context; ``exception`` says why, e.g.
+#: "balance 12.50 USD is below the threshold 50.00 USD"). It names the run by ``run_id``: a manual run
+#: (UI, ``airflow dags trigger``, REST API) has no logical date, so ``ts``, ``ds`` or ``logical_date``
+#: would be undefined and the alert would never be sent.
+ALERT_TEXT = "MirPanel balance alert ({{ dag.dag_id }}, run {{ run_id }}): {{ exception }}"
 
 
 class LogAlertNotifier(BaseNotifier):

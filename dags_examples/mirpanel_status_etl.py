@@ -11,9 +11,10 @@
    each mapped task asks the panel about its batch, 100 IDs per request; at most
    ``max_active_tis_per_dagrun`` batches run at once, so a big backlog spreads over the workers.
 3. ``store_snapshot`` writes every status to ``order_status_history`` keyed by (order, the run's
-   data interval end) and updates the orders' latest status in ``orders``, in one transaction that
-   first deletes the interval's earlier rows: re-running an interval (a retry, a clear, a
-   backfill) replaces its snapshot instead of adding a second one.
+   data interval end; for a manual run, which has none, the time it was triggered) and updates
+   the orders' latest status in ``orders``, in one transaction that first deletes the interval's
+   earlier rows: re-running an interval (a retry, a clear, a backfill) replaces its snapshot
+   instead of adding a second one.
 
 Connections: ``mirpanel_default`` (the panel) and ``mirpanel_warehouse`` (the database).
 """

@@ -7,11 +7,13 @@ Airflow's own, and the test process's Airflow settings stay untouched.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
@@ -41,3 +43,35 @@ def airflow_home(home: Path, dags_folder: Path | None = None, **settings: str) -
     if dags_folder is not None:
         run_airflow(env, "db", "migrate", timeout=600)
     return env
+
+
+#: Runs DAGs the way a run triggered from the UI, ``airflow dags trigger`` or the REST API does: with
+#: no logical date (``airflow dags test`` always sets one, which hides templates that need it).
+_MANUAL_RUNS = """
+import json, sys
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+
+folder = Path(sys.argv[1])
+bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, bundle_name="dags-folder")
+assert not bag.import_errors, bag.import_errors
+for dag_id, conf in json.loads(sys.argv[2]):
+    run = bag.dags[dag_id].test(logical_date=None, run_conf=conf)
+    print("MANUAL RUN " + json.dumps({"dag_id": dag_id, "run_id": run.run_id, "state": str(run.state),
+          "logical_date": run.logical_date, "run_after": run.run_after.isoformat()}), flush=True)
+"""
+
+
+def run_manually(env: Mapping[str, str], dags_folder: Path, *runs: tuple[str, dict[str, Any]],
+                 timeout: float = 300) -> tuple[list[dict[str, Any]], str]:
+    """Run each ``(dag_id, conf)`` in turn as a manual run without a logical date, in one subprocess.
+
+    Returns one ``{dag_id, run_id, state, logical_date, run_after}`` per run, and the output (the
+    task logs). A failed run is reported in ``state``, not raised.
+    """
+    result = subprocess.run([sys.executable, "-c", _MANUAL_RUNS, str(dags_folder), json.dumps(runs)],
+                            env=dict(env), capture_output=True, text=True, timeout=timeout)
+    reports = [json.loads(line.removeprefix("MANUAL RUN ")) for line in result.stdout.splitlines()
+               if line.startswith("MANUAL RUN ")]
+    assert result.returncode == 0 and len(reports) == len(runs), (result.stdout[-6000:], result.stderr[-3000:])
+    return reports, result.stdout

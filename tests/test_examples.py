@@ -16,14 +16,21 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from airflow_cli import airflow_home, run_airflow
+from airflow_cli import airflow_home, run_airflow, run_manually
 
+from airflow_provider_mirpanel.operators.mirpanel import BalanceCheckOperator
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags_examples"
 EXAMPLE_DAGS = {"mirpanel_campaign", "mirpanel_status_etl", "mirpanel_balance_alert", "mirpanel_auto_refill"}
+#: Context variables that only a run with a logical date has: a manual run (from the UI, ``airflow dags
+#: trigger`` or the REST API) has none, and a template naming one fails to render.
+LOGICAL_DATE_ONLY = frozenset({
+    "logical_date", "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "data_interval_start",
+    "data_interval_end", "prev_data_interval_start_success", "prev_data_interval_end_success",
+})
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +55,16 @@ def dags_test(env: Mapping[str, str], dag_id: str, *args: str) -> subprocess.Com
     return run_airflow(env, "dags", "test", dag_id, *args)
 
 
-def test_every_example_dag_imports(warehouse: ModuleType) -> None:
+@pytest.fixture(scope="module")
+def example_bag(warehouse: ModuleType) -> Any:
+    """The example DAGs, parsed as the DAG processor parses them."""
     from airflow.dag_processing.dagbag import BundleDagBag
 
-    bag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
+    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
 
+
+def test_every_example_dag_imports(example_bag: Any) -> None:
+    bag = example_bag
     assert bag.import_errors == {}
     assert set(bag.dags) == EXAMPLE_DAGS  # the helper module and the data folder are .airflowignore'd
     for dag in bag.dags.values():
@@ -63,6 +75,67 @@ def test_every_example_dag_imports(warehouse: ModuleType) -> None:
     assert campaign.task_dict["wait_for_orders"].upstream_task_ids == {"record_placed", "should_wait"}
     assert campaign.task_dict["services"].upstream_task_ids == {"read_campaign"}
     assert bag.dags["mirpanel_balance_alert"].task_dict["check_balance"].on_failure_callback
+
+
+def templates(value: Any) -> Iterator[str]:
+    """Every string in a template field's value (nested lists and dicts included)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from templates(item)
+    elif isinstance(value, (list, tuple, set)):
+        for item in value:
+            yield from templates(item)
+
+
+def callbacks(owner: Any) -> list[Any]:
+    found = []
+    for name in ("on_failure_callback", "on_success_callback", "on_retry_callback", "on_execute_callback",
+                 "on_skipped_callback"):
+        value = getattr(owner, name, None) or []
+        found += value if isinstance(value, list) else [value]
+    return found
+
+
+def test_no_example_template_needs_a_logical_date(example_bag: Any) -> None:
+    from jinja2 import meta
+
+    checked = 0
+    for dag in example_bag.dags.values():
+        env = dag.get_template_env()
+        owners = [*dag.tasks, *callbacks(dag), *(callback for task in dag.tasks for callback in callbacks(task))]
+        for owner in owners:
+            fields = getattr(owner, "template_fields", ())
+            values = [getattr(owner, "partial_kwargs", {}), getattr(getattr(owner, "expand_input", None), "value", {})]
+            values += [getattr(owner, field, None) for field in fields if not hasattr(owner, "partial_kwargs")]
+            for text in (text for value in values for text in templates(value)):
+                used = meta.find_undeclared_variables(env.parse(text))
+                assert not used & LOGICAL_DATE_ONLY, f"{dag.dag_id}: {owner!r} renders {text!r}"
+                checked += 1
+    assert checked >= 3  # the alert text, the balance threshold, the campaign's service IDs
+
+
+def test_the_balance_alert_renders_without_a_logical_date(panel: SandboxPanel, example_bag: Any,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag = example_bag.dags["mirpanel_balance_alert"]
+    task = dag.task_dict["check_balance"]
+    with pytest.raises(AirflowFailException) as low:
+        BalanceCheckOperator(task_id="check_balance", min_balance=5000).execute({})
+    run_id = "manual__2026-11-30T10:00:00+00:00"
+    # What a manual run's failure callback gets: no logical_date, ts, ds or data interval.
+    context = {"dag": dag, "task": task, "run_id": run_id, "params": {"min_balance": 5000.0},
+               "exception": low.value}
+
+    with caplog.at_level("ERROR"):
+        for notifier in task.on_failure_callback:
+            notifier(context)
+
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        f"ALERT: MirPanel balance alert (mirpanel_balance_alert, run {run_id}): "
+        "balance 1,000.00 USD is below the threshold 5,000.00 USD"]
 
 
 def test_warehouse_url_from_an_airflow_connection(warehouse: ModuleType, tmp_path: Path) -> None:
@@ -150,4 +223,41 @@ def test_campaign_pipeline_then_status_etl(panel: SandboxPanel, airflow_env: dic
     assert warehouse.open_order_ids(engine) == open_ids[1:]
     assert panel.api_key not in json.dumps([rows(engine, table) for table in warehouse.metadata.tables.values()],
                                            default=str)
+    engine.dispose()
+
+
+def test_manual_runs_without_a_logical_date(panel: SandboxPanel, airflow_env: dict[str, str], warehouse: ModuleType,
+                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")})
+    monkeypatch.setenv("AIRFLOW_CONN_MIRPANEL_WAREHOUSE", connection)
+    env = {**airflow_env, **panel.env(), "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": connection}
+    engine = warehouse.get_engine()
+    refillable = next(service for service in panel.catalogue.services
+                      if service["refill"] and service["type"] == "Default")
+    open_ids = panel.create_orders(2, service=8094, quantity=1000, status="In progress", remains=400)
+    done_ids = panel.create_orders(2, service=refillable["service"], status="Completed")
+    warehouse.record_placed(engine, "earlier", [
+        {"key": str(order_id), "state": "placed", "order": order_id, "service": panel.state.orders[order_id].service,
+         "link": f"l/{order_id}", "quantity": panel.state.orders[order_id].quantity, "cost": 0.01}
+        for order_id in open_ids + done_ids], [refillable], "test")
+
+    (alert, etl, refill), out = run_manually(env, DAGS, ("mirpanel_balance_alert", {"min_balance": 5000}),
+                                             ("mirpanel_status_etl", {}), ("mirpanel_auto_refill", {}))
+
+    assert [(run["logical_date"], run["run_id"][:8]) for run in (alert, etl, refill)] == [(None, "manual__")] * 3
+    # The balance is below the threshold: check_balance fails on purpose, and the alert is delivered.
+    assert alert["state"] == "failed"
+    assert (f"ALERT: MirPanel balance alert (mirpanel_balance_alert, run {alert['run_id']}): "
+            "balance 1,000.00 USD is below the threshold 5,000.00 USD") in out
+    assert "UndefinedError" not in out and "Failed to run task callback" not in out
+    # Without a data interval, the ETL's snapshot and the refill requests are keyed by when the run was
+    # triggered. The ETL finds the finished orders Completed, so the auto refill asks to refill them.
+    assert etl["state"] == refill["state"] == "success"
+    history = rows(engine, warehouse.order_status_history)
+    assert sorted(row["order_id"] for row in history) == sorted(open_ids + done_ids)
+    assert {warehouse.utc(row["snapshot_at"]) for row in history} == {warehouse.utc(etl["run_after"])}
+    requested = rows(engine, warehouse.refills)
+    assert sorted(row["order_id"] for row in requested) == sorted(done_ids)
+    assert {warehouse.utc(row["requested_for"]) for row in requested} == {warehouse.utc(refill["run_after"])}
+    assert all(row["refill_id"] and row["status"] for row in requested)
     engine.dispose()
