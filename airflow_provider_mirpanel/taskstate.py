@@ -1,4 +1,4 @@
-"""What this provider keeps in Airflow's ``task_state_store`` (Airflow 3.3), and a stand-in for tests.
+"""What this provider keeps in Airflow's state stores (Airflow 3.3), and stand-ins for tests.
 
 ``context["task_state_store"]`` is a small key/value store per task instance that survives task
 retries and, for sensors in ``reschedule`` mode, the re-creation of the operator at every poke.
@@ -41,6 +41,22 @@ class MemoryStateStore:
 
     def __repr__(self) -> str:
         return f"MemoryStateStore({len(self.values)} keys)"
+
+
+class MemoryAssetStores:
+    """A ``context["asset_state_store"]`` stand-in kept in memory: one :class:`MemoryStateStore` per asset.
+
+    Share one between several ``op.execute(context)`` calls to stand for DAG runs of one deployment.
+    """
+
+    def __init__(self) -> None:
+        self.stores: dict[str, MemoryStateStore] = {}
+
+    def __getitem__(self, asset: Any) -> MemoryStateStore:
+        return self.stores.setdefault(asset.name, MemoryStateStore())
+
+    def __repr__(self) -> str:
+        return f"MemoryAssetStores({sorted(self.stores)})"
 
 
 def store_of(context: Mapping[str, Any]) -> StateStore | None:

@@ -12,8 +12,12 @@
 2. ``services`` (the catalogue rows of the campaign's services) and ``balance`` feed
    ``check_budget``, which fails the run before anything is spent if the estimated cost exceeds
    the balance or the ``max_spend`` param.
-3. ``place_orders`` places every order exactly once: each row's ``key`` is recorded in the task's
-   state store before it is sent, so a retry never sends a paid order twice.
+3. ``place_orders`` places every order exactly once per campaign: each row's ``key`` is recorded in
+   the ledger scope named after the campaign (an asset state store that outlives DAG runs) before
+   it is sent, so neither a retry nor a later run of the same campaign sends a paid order twice.
+   An order whose outcome is unknown (a lost reply, a killed try) is never resent: the run fails
+   without retries and names it; look it up on the panel, then resolve it with
+   ``mirpanel_resolve_orders`` (or trigger again with ``{"on_unknown": "skip"}``).
 4. ``record_placed`` writes the accepted orders to ``orders`` right away (what was paid for is
    recorded even if a later task fails). If ``place_orders`` fails, its failure callback records
    the orders it did place.
@@ -25,6 +29,9 @@
 Trigger it with a campaign of your own::
 
     airflow dags trigger mirpanel_campaign -c '{"campaign": "black_friday", "campaign_csv": "/data/bf.csv"}'
+
+Triggering the same campaign again — after a success, a failure, a kill or a lost reply — places
+only the rows no earlier run placed and never a row twice (the ``campaign`` param names the scope).
 
 Connections: ``mirpanel_default`` (the panel) and ``mirpanel_warehouse`` (the database, see
 ``mirpanel_warehouse.py``).
@@ -82,7 +89,7 @@ with DAG(
     schedule=None,  # one run per campaign: trigger it from the UI, the CLI or the REST API
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,  # two runs of the same campaign at once could both pass the "already placed" check
+    max_active_runs=1,  # one run at a time places into a ledger scope (two at once could both send a row)
     tags=["mirpanel", "example"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     params={
@@ -94,6 +101,10 @@ with DAG(
                                           "or absolute"),
         "max_spend": Param(50.0, type="number", minimum=0,
                            description="Refuse the campaign when its estimated cost exceeds this amount"),
+        "on_unknown": Param("fail", enum=["fail", "skip", "resend"],
+                            description="Orders whose outcome an earlier try or run left unknown: fail (and name "
+                                        "them), skip them, or resend them (may pay twice). Prefer resolving "
+                                        "them with mirpanel_resolve_orders"),
         "wait_for_completion": Param(True, type="boolean",
                                      description="Wait for every order to finish; false leaves that to "
                                                  "mirpanel_status_etl"),
@@ -156,12 +167,15 @@ with DAG(
 
     checked = check_budget(orders, services.output, balance.output)
 
-    # Exactly once: each row's key goes to the task's state store before the order is sent, so the
-    # retries below never place an order twice. check_balance re-checks right before spending.
+    # Exactly once per campaign: each row's key goes to the campaign's ledger scope (it outlives DAG
+    # runs) before the order is sent, so neither the retries below nor a re-triggered run place an
+    # order twice. check_balance re-checks right before spending.
     place = PlaceOrderOperator(
         task_id="place_orders",
         orders=checked,
         check_balance=True,
+        ledger_scope="{{ params.campaign }}",
+        on_unknown="{{ params.on_unknown }}",
         retries=3,
         on_failure_callback=record_paid_orders,
     )

@@ -8,6 +8,7 @@ operator logs one line that sums up what it did.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -329,8 +330,11 @@ def parse_resolutions(value: Any) -> dict[str, int | None]:
         try:
             value = json.loads(value)
         except ValueError:
-            raise MirPanelInputError("resolutions must be a dict (or its JSON text) of key → order ID or "
-                                     "'not_placed'") from None
+            try:  # a dict rendered by Jinja is its Python repr
+                value = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                raise MirPanelInputError("resolutions must be a dict (or its JSON text) of key → order ID or "
+                                         "'not_placed'") from None
     if not isinstance(value, Mapping):
         raise MirPanelInputError(f"resolutions must be a dict of key → order ID or 'not_placed', got "
                                  f"{type(value).__name__}")
