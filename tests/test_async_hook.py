@@ -88,8 +88,10 @@ def test_requests_run_concurrently_over_at_most_concurrency_connections(
     elapsed = time.monotonic() - started
 
     assert len(records) == 1200 and panel.count("status") == 12
-    assert panel.connections <= 3  # the pool is capped and its connections are kept alive
-    assert 0.4 <= elapsed < 1.2  # 12 requests of 0.1 s, three at a time
+    # Three connections for twelve requests: three requests were in flight at once (one at a time would
+    # reuse one connection), never more (the pool is capped), and the connections were kept alive.
+    assert panel.connections == 3
+    assert elapsed >= 0.4  # 12 requests of 0.1 s, at most three at a time
 
 
 def test_extras_are_settings_never_headers_and_the_key_only_travels_in_the_body(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from airflow_cli import airflow_home, run_airflow
+from steering import once
 
 from airflow_provider_mirpanel.sandbox import Lifecycle, SandboxPanel
 
@@ -38,11 +39,19 @@ def run_dag(env: Mapping[str, str], output: Path) -> tuple[subprocess.CompletedP
 
 @pytest.fixture
 def slow_panel() -> Iterator[SandboxPanel]:
-    """A panel on real time whose orders stay Pending for 2 s: the reschedule-mode sensor must wait."""
+    """A panel whose clock stands still until the test starts it: orders stay Pending until then.
+
+    Then orders end at once and refills within 0.6 s, on real time.
+    """
     lifecycle = Lifecycle(pending_seconds=2.0, units_per_second=10_000.0, refill_pending_seconds=0.3,
                           refill_run_seconds=0.3)
-    with SandboxPanel(speed=1.0, lifecycle=lifecycle) as panel:
+    with SandboxPanel(speed=0, lifecycle=lifecycle) as panel:
         yield panel
+
+
+def start_clock(panel: SandboxPanel) -> None:
+    panel.advance(2.0)  # the orders' pending time
+    panel.speed = 1.0
 
 
 def test_every_operator_and_sensor_in_a_real_dag_run(slow_panel: SandboxPanel, airflow_env: dict[str, str],
@@ -51,7 +60,9 @@ def test_every_operator_and_sensor_in_a_real_dag_run(slow_panel: SandboxPanel, a
     # The first try of "place" gets one order refused; its retry must place only that one.
     panel.faults.add("add", "error", error=ACTIVE_ORDER, when=lambda form: form["link"].endswith("/1"), times=1)
 
-    result, out = run_dag({**airflow_env, **panel.env()}, tmp_path / "xcom.json")
+    # The reschedule-mode sensor must wait: the orders end only after its second poke.
+    with once(lambda: panel.count("status") >= 2, lambda: start_clock(panel)):
+        result, out = run_dag({**airflow_env, **panel.env()}, tmp_path / "xcom.json")
 
     adds = Counter(entry.form["link"] for entry in panel.requests if entry.action == "add")
     assert adds == {"https://example.com/dag/0": 1, "https://example.com/dag/1": 2, "https://example.com/dag/2": 1}

@@ -5,14 +5,11 @@ leaving the expected rows in a SQLite warehouse.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +17,7 @@ from typing import Any
 
 import pytest
 from airflow_cli import airflow_home, run_airflow, run_manually
+from steering import once
 
 from airflow_provider_mirpanel.operators.mirpanel import BalanceCheckOperator
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
@@ -155,28 +153,6 @@ def test_warehouse_url_from_an_airflow_connection(warehouse: ModuleType, tmp_pat
     psycopg3 = Connection(conn_id="w", conn_type="postgres", host="db",
                           extra=json.dumps({"sqlalchemy_scheme": "postgresql+psycopg"}))
     assert warehouse.sqlalchemy_url(psycopg3).drivername == "postgresql+psycopg"
-
-
-@contextlib.contextmanager
-def once(condition: Callable[[], bool], action: Callable[[], object], limit: float = 300) -> Iterator[None]:
-    """Run ``action`` as soon as ``condition`` holds, in a thread watching it while the block runs."""
-    stop = threading.Event()
-
-    def watch() -> None:
-        give_up = time.monotonic() + limit
-        while not stop.is_set() and time.monotonic() < give_up:
-            if condition():
-                action()
-                return
-            stop.wait(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        watcher.join()
 
 
 def rows(engine: Any, table: Any) -> list[dict[str, Any]]:

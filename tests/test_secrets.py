@@ -428,8 +428,8 @@ def test_a_url_that_is_not_http_is_refused(monkeypatch: pytest.MonkeyPatch, no_n
 
 
 def test_a_deferred_sensor_keeps_the_key_out_of_its_trigger_and_its_result(panel: SandboxPanel, scan: Scan) -> None:
+    panel.speed = 0  # before the orders exist: they stay Pending, so the sensor defers
     ids = panel.create_orders(30)
-    panel.speed = 0
     store = MemoryStateStore()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.01, timeout=30, deferrable=True)
     with pytest.raises(TaskDeferred) as caught:  # TaskDeferred is a BaseException

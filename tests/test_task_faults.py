@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+from steering import wait_for
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
@@ -214,55 +215,59 @@ def test_a_bug_in_the_placement_loop_is_recorded_as_unknown_and_not_resent(quick
 # -- the panel goes down during an OrderStatusSensor wait -------------------------------------------------------------
 
 
-def outage_during(panel: SandboxPanel, start_after: float, seconds: float) -> threading.Thread:
-    """Take the panel down ``start_after`` seconds from now for ``seconds``, in the background."""
+def outage_mid_wait(panel: SandboxPanel, seconds: float) -> threading.Thread:
+    """In the background: once the wait has polled (two requests: 150 IDs), take the panel down for
+    ``seconds``; once a poll has come through after the outage, end every order."""
 
     def go() -> None:
-        time.sleep(start_after)
+        wait_for(lambda: panel.count("status") >= 2)
         panel.down(seconds=seconds)
+        before = panel.count("status")  # a refused connection is never logged: only polls after the outage count
+        wait_for(lambda: panel.count("status") > before)
+        panel.complete_all()
 
     thread = threading.Thread(target=go, daemon=True)
     thread.start()
     return thread
 
 
-def slow_orders(panel: SandboxPanel, n: int) -> list[int]:
-    """Orders that end about 1.5 s from now: 60 sandbox s pending + 2,400 units at 10/s, at 200× speed."""
-    panel.speed = 200.0
-    service = panel.catalogue.first_of_type("Default")
-    return panel.create_orders(n, service=service["service"], quantity=2400)
+def pending_orders(panel: SandboxPanel, n: int) -> list[int]:
+    """Orders that stay Pending (the clock stands still) until the test ends them."""
+    panel.speed = 0
+    return panel.create_orders(n)
 
 
 def test_poke_mode_wait_survives_an_outage_longer_than_the_hooks_retries(quick: SandboxPanel) -> None:
     panel = quick
-    ids = slow_orders(panel, 150)
+    ids = pending_orders(panel, 150)
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.1, timeout=30, mode="poke")
-    thread = outage_during(panel, start_after=0.3, seconds=1.0)  # the hook gives up after ~0.1 s of retries
+    thread = outage_mid_wait(panel, seconds=1.0)  # the hook gives up after ~0.1 s of retries
     started = time.monotonic()
     records = sensor.execute({"task_state_store": MemoryStateStore()})
     thread.join()
     assert time.monotonic() - started >= 1.0
     assert [record["order"] for record in records] == ids
-    assert {record["status"] for record in records} <= {"Completed", "Partial"}
+    assert {record["status"] for record in records} == {"Completed"}
     assert all(record["error"] is None for record in records)
 
 
 def test_deferrable_wait_survives_an_outage(quick: SandboxPanel) -> None:
     panel = quick
-    ids = slow_orders(panel, 150)
+    ids = pending_orders(panel, 150)
     store = MemoryStateStore()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.1, timeout=30, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({"task_state_store": store})
     trigger = deferred.value.trigger
-    panel.down(seconds=1.0)  # the triggerer's polls meet a panel that refuses connections for a while
+    thread = outage_mid_wait(panel, seconds=1.0)  # the triggerer's polls meet a panel refusing connections
     started = time.monotonic()
     event = asyncio.run(first_event(trigger))
+    thread.join()
     assert time.monotonic() - started >= 1.0
     assert event.payload["status"] == "success", event.payload
     records = getattr(sensor, deferred.value.method_name)({"task_state_store": store}, event.payload)
     assert [record["order"] for record in records] == ids
-    assert {record["status"] for record in records} <= {"Completed", "Partial"}
+    assert {record["status"] for record in records} == {"Completed"}
 
 
 async def first_event(trigger: Any) -> Any:
@@ -273,7 +278,7 @@ async def first_event(trigger: Any) -> Any:
 
 def test_a_wait_that_outlasts_the_sensor_timeout_during_an_outage_times_out_cleanly(quick: SandboxPanel) -> None:
     panel = quick
-    ids = slow_orders(panel, 10)
+    ids = pending_orders(panel, 10)
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.1, timeout=0.8, mode="poke")
     started = time.monotonic()
     with panel.outage(), pytest.raises(AirflowSensorTimeout):
