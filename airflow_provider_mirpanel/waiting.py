@@ -66,6 +66,7 @@ class WaitProgress:
     final: dict[int, dict[str, Any]] = field(default_factory=dict)
     message: str = ""
     problem_ids: list[int] = field(default_factory=list)
+    last_seen: dict[int, Mapping[str, Any]] = field(default_factory=dict)  # pending IDs' latest records
 
     @classmethod
     def create(
@@ -92,8 +93,13 @@ class WaitProgress:
         latest = list(records)
         unknown = [record[id_field] for record in latest if record.get("error")]
         for record in latest:
-            if not record.get("error") and record.get("status") in self.terminal_statuses:
+            if record.get("error"):
+                continue
+            if record.get("status") in self.terminal_statuses:
                 self.final[record[id_field]] = dict(record)
+                self.last_seen.pop(record[id_field], None)
+            else:
+                self.last_seen[record[id_field]] = record
         if unknown:
             errors = sorted({str(record["error"]) for record in latest if record.get("error")})
             return self._fail(unknown, f"{len(unknown)} {id_field}(s) could not be checked ({'; '.join(errors)}): "
@@ -115,16 +121,30 @@ class WaitProgress:
         return [self.final[item] for item in self.ids if item in self.final]
 
     def summary(self, latest: Iterable[Mapping[str, Any]] = ()) -> str:
-        """One progress line, e.g. ``37/100 done; 12,400 remaining units; statuses: Completed 37, …``."""
+        """One progress line, e.g. ``37/100 done; 12,400 remaining units; statuses: Completed 37, …``.
+
+        Each ID counts with its latest record (``latest``, else the last poll that reported it); IDs
+        no poll has reported yet count as ``not seen yet``.
+        """
         id_field = self.kind.value
-        current = {record[id_field]: record for record in latest}
-        current.update(self.final)
-        statuses = Counter(str(record.get("status")) for record in current.values())
+        current = {**self.last_seen, **{record[id_field]: record for record in latest}, **self.final}
+        statuses = Counter(str(current[item].get("status")) for item in self.ids if item in current)
         line = f"{len(self.final)}/{len(self.ids)} {id_field}s done"
-        if self.kind is WaitKind.ORDER:
-            remains = sum(record.get("remains") or 0 for item, record in current.items() if item not in self.final)
-            line += f"; {remains:,} remaining units"
-        return line + "; statuses: " + ", ".join(f"{name} {count}" for name, count in statuses.most_common())
+        unseen = sum(1 for item in self.ids if item not in current)
+        if self.kind is WaitKind.ORDER and (unseen < len(self.pending) or not self.pending):
+            remains = sum(current[item].get("remains") or 0 for item in self.pending if item in current)
+            line += f"; {'at least ' if unseen else ''}{remains:,} remaining units"
+        counts = [f"{name} {count}" for name, count in statuses.most_common()]
+        if unseen:
+            counts.append(f"not seen yet {unseen}")
+        return line + "; statuses: " + ", ".join(counts)
+
+    def poll_failed(self, reason: str, then: str) -> str:
+        """The line for a poll that failed, e.g. ``poll failed (HTTP 503); 20 orders still pending, asking
+        again in 60 s`` (``then`` says what happens next)."""
+        pending, total = len(self.pending), len(self.ids)
+        still = f"{pending} of {total}" if pending < total else f"{pending}"
+        return f"poll failed ({reason}); {still} {self.kind.value}s still pending, {then}"
 
 
 def _id_list(ids: list[int], limit: int = 20) -> str:

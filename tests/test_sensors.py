@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from airflow.sdk.serde import deserialize, serialize
 
 from airflow_provider_mirpanel.operators.mirpanel import RefillOperator
 from airflow_provider_mirpanel.records import to_dataframe
-from airflow_provider_mirpanel.sandbox import SandboxPanel
+from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, RefillStatusSensor
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
 
@@ -86,6 +87,24 @@ def test_progress_is_logged_each_poke(panel: SandboxPanel, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "1/4 orders done; " in out and " remaining units; statuses: " in out
     assert "Completed 1" in out and "In progress 1" in out and "Pending 2" in out
+
+
+def test_a_failed_poke_is_logged_as_failed_not_as_progress(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"retries": 1, "backoff": 0.01}}))
+    ids = frozen_orders(panel, 20)
+    panel.set_order(ids[0], "Completed")
+    sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=60)
+    context: dict[str, Any] = {"task_state_store": MemoryStateStore()}
+    poke(sensor, context)
+    panel.faults.add("status", "http_status", status=503, times=2)  # the poke and its one retry
+    capsys.readouterr()
+
+    assert not poke(sensor, context).is_done
+
+    out = capsys.readouterr().out
+    assert re.search(r"poll failed \(.*503.*\); 19 of 20 orders still pending, asking again in 60 s", out), out
+    assert "orders done" not in out
 
 
 def test_poke_mode_waits_until_every_order_ends_and_returns_the_records(panel: SandboxPanel) -> None:

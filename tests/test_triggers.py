@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -248,6 +249,57 @@ def test_transient_failures_during_the_wait_do_not_end_it(
     assert event["status"] == "success" and len(event["records"]) == 150
     assert fault.applied == 5
     assert {record["status"] for record in event["records"]} == {"Completed"}
+
+
+#: A log line of the triggers: ``<time> [<level>] <message> [airflow_provider_mirpanel.triggers.…] loc=…``.
+TRIGGER_LINE = re.compile(r"^\S+ \[\w+\s*\] (?P<message>.*) \[airflow_provider_mirpanel\.triggers\.[\w.]+\]")
+
+
+def trigger_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The messages the triggers logged."""
+    return [match["message"] for line in capsys.readouterr().out.splitlines() if (match := TRIGGER_LINE.match(line))]
+
+
+def test_a_failed_poll_is_logged_as_failed_not_as_progress(panel: SandboxPanel,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(20, quantity=100)
+    panel.set_order(ids[0], "Completed")
+    # The second poll fails: three 503s in a row outlast the hook's two retries.
+    panel.faults.add("status", "http_status", status=503, skip=1, times=3)
+
+    async def steer() -> None:
+        await until_requests(panel, 1 + 3 + 1)  # a good poll, the failed one, a good one again
+        panel.complete_all()
+
+    event = run_with(OrderStatusTrigger(ids, poll_interval=POLL, deadline=time.time() + 30), steer)
+
+    assert event["status"] == "success"
+    lines = trigger_lines(capsys)
+    assert lines[0] == "1/20 orders done; 1,900 remaining units; statuses: Pending 19, Completed 1; next poll in 0.05 s"
+    failed = [line for line in lines if line.startswith("poll failed")]
+    assert len(failed) == 1
+    assert re.fullmatch(r"poll failed \(.*503.*\); 19 of 20 orders still pending, asking again in 0\.05 s",
+                        failed[0]), failed[0]
+    assert not [line for line in lines if re.search(r"\b0/20|statuses: ;|statuses: $", line)]
+
+
+def test_a_wait_whose_every_poll_fails_says_so_and_times_out_naming_the_cause(
+    panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(20)
+    panel.faults.add("status", "http_status", status=503, times=None)
+
+    event = event_of(OrderStatusTrigger(ids, poll_interval=POLL, deadline=time.time() + 0.5))
+
+    lines = trigger_lines(capsys)
+    assert lines and all(re.fullmatch(r"poll failed \(.*503.*\); 20 orders still pending, asking again in "
+                                      r"[0-9.e-]+ s", line) for line in lines[:-1]), lines
+    assert event["status"] == "timeout" and event["ids"] == ids
+    assert re.fullmatch(r"20 of 20 orders had not ended by the deadline \(0/20 orders done; statuses: "
+                        r"not seen yet 20\); the last poll failed \(.*503.*\)", event["message"]), event["message"]
+    assert lines[-1] == event["message"]
 
 
 def test_an_outage_with_refused_connections_is_waited_out(panel: SandboxPanel) -> None:

@@ -137,11 +137,13 @@ class _PanelWaitSensor(BaseSensorOperator):
             if ends_wait(error):
                 raise
             if self.deferrable:
-                self.log.warning("Checking on the worker failed (%s); the trigger will ask again", error)
+                self.log.warning("%s", progress.poll_failed(str(error), "the triggerer asks again"))
                 self._defer(progress)
             # A transient failure (outage, 5xx, 429) outlasting the hook's retries: like the trigger,
             # the wait goes on and the next poke asks again, until the sensor's timeout.
-            self.log.warning("Checking the %ss failed (%s); the next poke asks again", self.kind.value, error)
+            then = ("asking again at the next poke" if self.exponential_backoff
+                    else f"asking again in {self.poke_interval:.3g} s")
+            self.log.warning("%s", progress.poll_failed(str(error), then))
             self._remember(progress)
             return PokeReturnValue(is_done=False)
         self._remember(progress)

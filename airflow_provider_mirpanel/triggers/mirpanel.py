@@ -102,7 +102,8 @@ class _StatusTrigger(BaseTrigger):
     async def _wait(self, hook: MirPanelAsyncHook, progress: WaitProgress) -> Payload:
         while True:
             latest = await self._poll(hook, progress.pending)
-            if latest is not None:
+            failure = latest if isinstance(latest, str) else None
+            if not isinstance(latest, str):
                 outcome = progress.update(latest)
                 if outcome is WaitOutcome.DONE:
                     self.log.info("All %s %ss have ended: %s", len(self.ids), self.kind.value, progress.message)
@@ -113,13 +114,16 @@ class _StatusTrigger(BaseTrigger):
                             "records": _failed_records(progress, latest)}
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
-                return self._timeout(progress)
+                return self._timeout(progress, failure)
             pause = self.poll_interval if remaining is None else min(self.poll_interval, remaining)
-            self.log.info("%s; next poll in %.3g s", progress.summary(latest or ()), pause)
+            if failure is None:
+                self.log.info("%s; next poll in %.3g s", progress.message, pause)
+            else:
+                self.log.warning("%s", progress.poll_failed(failure, f"asking again in {pause:.3g} s"))
             await asyncio.sleep(pause)
 
-    async def _poll(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record] | None:
-        """One poll's records, or None when it failed transiently (the wait goes on)."""
+    async def _poll(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record] | str:
+        """One poll's records, or why it failed transiently (the wait goes on)."""
         remaining = self._remaining()
         # A poll may overrun the deadline by at most one request timeout: the last look is allowed to land.
         limit = None if remaining is None else max(remaining, (await hook.get_settings()).timeout)
@@ -128,12 +132,9 @@ class _StatusTrigger(BaseTrigger):
         except MirPanelError as error:
             if ends_wait(error):
                 raise
-            self.log.warning("Poll of %s %ss failed, the wait goes on: %s", len(ids), self.kind.value,
-                             hook.redact(str(error)))
-            return None
+            return hook.redact(str(error))
         except asyncio.TimeoutError:
-            self.log.warning("Poll of %s %ss cut short by the deadline", len(ids), self.kind.value)
-            return None
+            return "cut short by the deadline"
         checked_at = utc_now()
         for record in records:
             record[CHECKED_AT] = checked_at
@@ -142,10 +143,12 @@ class _StatusTrigger(BaseTrigger):
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
 
-    def _timeout(self, progress: WaitProgress) -> Payload:
+    def _timeout(self, progress: WaitProgress, failure: str | None) -> Payload:
         pending = progress.pending
         message = (f"{len(pending)} of {len(self.ids)} {self.kind.value}s had not ended by the deadline "
                    f"({progress.summary()})")
+        if failure is not None:
+            message += f"; the last poll failed ({failure})"
         self.log.warning("%s", message)
         return {"status": "timeout", "message": message, "ids": pending}
 
