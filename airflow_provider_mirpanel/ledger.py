@@ -1,22 +1,25 @@
 """The exactly-once ledger of paid orders: what each order key became, across task retries and DAG runs.
 
 The Panel API has no idempotency key: a second ``add`` is a second paid order. So before an order
-is sent, the ledger writes that its placement *started*; once the panel answers, it writes the
-order ID (or the refusal). A later try (or run) can then tell the orders it must not send again
-(placed, or maybe placed) from those it may (refused by the panel, or never sent). One small value
-per order key.
+is sent, the ledger records that its placement *started* (``sending``); once the panel answers, it
+records the order ID (or the refusal). A later try (or run) can then tell the orders it must not
+send again (placed, or maybe placed) from those it may (refused by the panel, or never sent).
+
+**Pages, not one value per order.** Every write to a state store is a trip through the
+supervisor and the api-server (10–15 ms, one at a time), so the ledger writes *pages*: the
+``sending`` marks of a window of orders in one write before any of them is sent, and their
+outcomes in one rewrite of that page once the window is done. A page is a list of compact rows;
+the ledger is the pages read in order, a later row of a key overriding an earlier one. A crash
+leaves the orders of every page whose outcomes were not written as ``sending``: possibly placed,
+never resent — including those that were marked but not yet sent, which is the price of the window.
 
 Where the ledger lives is its *scope*:
 
 - **per task instance** (the default): Airflow's ``task_state_store`` (3.3), which survives the
   task's retries but not a new DAG run;
 - **a named scope** (``ledger_scope="black_friday"``): the asset state store of a ledger asset
-  (:func:`ledger_asset`), which survives DAG runs; keys are namespaced by the scope's name, so an
-  order key placed by any earlier run of that scope is never placed again.
-
-Keys whose outcome is unknown (the reply was lost, or a try died between sending and recording)
-are also listed in a small *unresolved* index per scope, so that a user can list and resolve them
-(:class:`~airflow_provider_mirpanel.operators.mirpanel.ResolveOrdersOperator`).
+  (:func:`ledger_asset`), which survives DAG runs; the scope's name prefixes the keys, so an order
+  key placed by any earlier run of that scope is never placed again.
 
 Nothing here talks to the panel.
 """
@@ -24,7 +27,7 @@ Nothing here talks to the panel.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -33,12 +36,17 @@ from urllib.parse import quote
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.taskstate import MemoryStateStore, StateStore, store_of
 
-#: Prefix of the ledger's keys. Renaming it would make in-flight retries and later runs forget
-#: what earlier ones placed.
-KEY_PREFIX = "mirpanel.order."
-UNRESOLVED_PREFIX = "mirpanel.unresolved"
-MAX_SCOPE_LENGTH = 200  # with a 200-character order key, well under the stores' 512-character keys
-_MAX_ERROR = 300  # keep stored values small
+#: Prefix of the ledger's pages in a state store. Renaming it would make in-flight retries and
+#: later runs forget what earlier ones placed.
+PAGE_PREFIX = "mirpanel.ledger."
+#: Where the first release kept one value per order (``task_state_store`` only): read on a retry
+#: that finds no pages, so an upgrade in the middle of a task's retries resends nothing.
+LEGACY_PREFIX = "mirpanel.order."
+MAX_SCOPE_LENGTH = 200
+#: Orders per page: a page stays far below the stores' 64 KB warning (keys ≤ 200 characters,
+#: errors ≤ 150).
+PAGE_SIZE = 100
+_MAX_ERROR = 150
 
 
 class LedgerState(str, Enum):
@@ -70,16 +78,22 @@ class LedgerEntry:
     cost: float | None = None
     error: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        value: dict[str, Any] = {"state": self.state.value, "digest": self.digest}
-        for name in ("order", "cost", "error"):
-            if getattr(self, name) is not None:
-                value[name] = getattr(self, name)
-        return value
+    def row(self, key: str) -> list[Any]:
+        """The entry as a page row: ``[key, state, digest, order, cost, error]``."""
+        error = self.error[:_MAX_ERROR] if self.error else None
+        return [key, self.state.value, self.digest, self.order, self.cost, error]
+
+    @classmethod
+    def from_row(cls, row: Any) -> tuple[str, LedgerEntry] | None:
+        """The key and entry of a page row; None for a row this ledger did not write."""
+        if not isinstance(row, list) or len(row) != 6 or row[1] not in LedgerState._value2member_map_:
+            return None
+        key, state, digest_, order, cost, error = row
+        return str(key), cls(LedgerState(state), str(digest_), order, cost, error)
 
     @classmethod
     def from_json(cls, value: Any) -> LedgerEntry | None:
-        """The entry of a stored value; None for a value this ledger did not write."""
+        """The entry of a first-release per-order value; None for a value the ledger did not write."""
         if not isinstance(value, Mapping) or value.get("state") not in LedgerState._value2member_map_:
             return None
         return cls(LedgerState(value["state"]), str(value.get("digest", "")), value.get("order"), value.get("cost"),
@@ -110,7 +124,7 @@ def try_number(context: Mapping[str, Any]) -> int:
 
 
 class PlacementLedger:
-    """Per-order placement records in a state store, in one scope (thread-safe).
+    """A ledger of order keys in a state store, in one scope, written in pages.
 
     :param store: ``context["task_state_store"]``, an asset's state store accessor, or a
         :class:`~airflow_provider_mirpanel.taskstate.MemoryStateStore`.
@@ -118,15 +132,19 @@ class PlacementLedger:
     :param durable: whether ``store`` survives task retries (False for the in-memory stand-in).
     :param blind: a retry with no store at all: what earlier tries placed cannot be accounted for,
         so every order counts as possibly placed.
+    :param retry: whether this is a retry (a try number above 1): only then can first-release
+        per-order values exist for this task.
     """
 
-    def __init__(self, store: StateStore, scope: str | None = None, durable: bool = True, blind: bool = False):
+    def __init__(self, store: StateStore, scope: str | None = None, durable: bool = True, blind: bool = False,
+                 retry: bool = False):
         self.store = store
         self.scope = scope
         self.durable = durable
         self.blind = blind
-        self._prefix = KEY_PREFIX if scope is None else f"{KEY_PREFIX}{quote(scope, safe='')}/"
-        self._index_key = UNRESOLVED_PREFIX if scope is None else f"{UNRESOLVED_PREFIX}.{quote(scope, safe='')}"
+        self.retry = retry
+        self._prefix = PAGE_PREFIX if scope is None else f"{PAGE_PREFIX}{quote(scope, safe='')}."
+        self._pages: int | None = None  # pages in the store, once loaded
         self._lock = threading.Lock()
 
     @classmethod
@@ -135,6 +153,7 @@ class PlacementLedger:
 
         Without any store, an in-memory ledger (``durable`` False), ``blind`` on a retry.
         """
+        retry = try_number(context) > 1
         if scope is not None:
             stores = context.get("asset_state_store")
             if stores is None:
@@ -144,72 +163,88 @@ class PlacementLedger:
             return cls(stores[asset], scope=check_scope(scope))
         store = store_of(context)
         if store is None:
-            return cls(MemoryStateStore(), durable=False, blind=try_number(context) > 1)
-        return cls(store)
+            return cls(MemoryStateStore(), durable=False, blind=retry)
+        return cls(store, retry=retry)
 
     @property
     def where(self) -> str:
         """How messages name the ledger: ``ledger scope 'black_friday'`` or ``this task's ledger``."""
         return f"ledger scope {self.scope!r}" if self.scope is not None else "this task's ledger"
 
-    def get(self, key: str) -> LedgerEntry | None:
-        """What an earlier try or run recorded for the order with this key, if anything."""
+    def load(self, keys: Iterable[str] = ()) -> dict[str, LedgerEntry]:
+        """Every key's latest entry, reading the pages in order (one read per page, plus one).
+
+        On a retry of a per-task ledger that has no pages yet, the first release's per-order values
+        of ``keys`` are read too.
+        """
+        entries: dict[str, LedgerEntry] = {}
+        page = 0
         with self._lock:
-            return LedgerEntry.from_json(self.store.get(self._prefix + key))
+            while (rows := self.store.get(f"{self._prefix}{page}")) is not None:
+                for row in rows if isinstance(rows, list) else ():
+                    parsed = LedgerEntry.from_row(row)
+                    if parsed is not None:
+                        entries[parsed[0]] = parsed[1]
+                page += 1
+            self._pages = page
+            if page == 0 and self.retry and self.scope is None:
+                for key in keys:
+                    legacy = LedgerEntry.from_json(self.store.get(LEGACY_PREFIX + key))
+                    if legacy is not None:
+                        entries[key] = legacy
+        return entries
 
-    def _write(self, key: str, entry: LedgerEntry) -> None:
+    def append(self, entries: Mapping[str, LedgerEntry]) -> int:
+        """Write ``entries`` as a new page (one write); its number, for :meth:`rewrite`.
+
+        At most :data:`PAGE_SIZE` entries. Once it returns, the entries are in the ledger: for
+        ``sending`` marks, call it before sending, never after.
+        """
+        if len(entries) > PAGE_SIZE:
+            raise ValueError(f"a ledger page holds at most {PAGE_SIZE} entries, got {len(entries)}")
+        if self._pages is None:
+            self.load()
         with self._lock:
-            self.store.set(self._prefix + key, entry.to_json())
+            number = self._pages or 0
+            self.store.set(f"{self._prefix}{number}", [entry.row(key) for key, entry in entries.items()])
+            self._pages = number + 1
+        return number
 
-    def sending(self, key: str, digest: str) -> None:
-        """Record that the order is about to be sent. Call it before the request, never after."""
-        self._write(key, LedgerEntry(LedgerState.SENDING, digest))
-
-    def placed(self, key: str, digest: str, order_id: int, cost: float | None) -> None:
-        """Record the order ID the panel returned."""
-        self._write(key, LedgerEntry(LedgerState.PLACED, digest, order_id, cost))
-
-    def unknown(self, key: str, digest: str, error: str) -> None:
-        """Record that the add may have reached the panel but no order ID came back."""
-        self._write(key, LedgerEntry(LedgerState.UNKNOWN, digest, error=error[:_MAX_ERROR]))
-
-    def refused(self, key: str, digest: str, error: str) -> None:
-        """Record that the order certainly was not placed (panel refusal, never sent)."""
-        self._write(key, LedgerEntry(LedgerState.REFUSED, digest, error=error[:_MAX_ERROR]))
-
-    # -- the unresolved index ----------------------------------------------------------------------
-
-    def unresolved(self) -> list[str]:
-        """The keys of this scope whose outcome is unknown, as far as the index knows."""
+    def rewrite(self, number: int, entries: Mapping[str, LedgerEntry]) -> None:
+        """Replace page ``number`` (from :meth:`append`) with ``entries``: the outcomes of its orders."""
         with self._lock:
-            keys = self.store.get(self._index_key)
-        return [str(key) for key in keys] if isinstance(keys, list) else []
+            self.store.set(f"{self._prefix}{number}", [entry.row(key) for key, entry in entries.items()])
 
-    def update_unresolved(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
-        """Add keys to the unresolved index and remove others (one write, none when nothing changes)."""
-        current = self.unresolved()
-        keys = [key for key in current if key not in set(remove)]
-        keys += [key for key in dict.fromkeys(add) if key not in keys]
-        if keys != current:
-            with self._lock:
-                self.store.set(self._index_key, keys)
+    def unresolved(self) -> dict[str, LedgerEntry]:
+        """The keys whose outcome nobody knows (``sending`` or ``unknown``), with their entries."""
+        return {key: entry for key, entry in self.load().items() if entry.state.unresolved}
 
-    def resolve(self, key: str, order_id: int | None) -> LedgerEntry:
-        """Record what a user found on the panel: the key's order ID, or (None) that it was not placed.
+    def resolve(self, resolutions: Mapping[str, int | None],
+                confirm: Callable[[Mapping[str, int]], None] | None = None) -> dict[str, LedgerEntry]:
+        """Record what a user found on the panel: each key's order ID, or (None) that it was not placed.
 
         A key resolved as placed is returned as placed by later tries and runs, without a request;
-        one resolved as not placed is placed by the next try or run that has it.
+        one resolved as not placed is placed by the next try or run that has it. Keys without an
+        entry, and placed keys given another order ID, are refused before anything is written;
+        then ``confirm`` is called with the order IDs given (it raises to refuse them).
         """
-        entry = self.get(key)
-        if entry is None:
-            raise MirPanelInputError(f"key {key!r} has no entry in {self.where}: nothing to resolve")
-        if entry.state is LedgerState.PLACED and entry.order != order_id:
-            raise MirPanelInputError(f"key {key!r} is already recorded as order {entry.order} in {self.where}; "
-                                     "it is not changed")
-        if order_id is not None:
-            resolved = LedgerEntry(LedgerState.PLACED, entry.digest, order_id, entry.cost)
-        else:
-            resolved = LedgerEntry(LedgerState.REFUSED, entry.digest, error="resolved by a user: not placed")
-        self._write(key, resolved)
-        self.update_unresolved(remove=[key])
+        entries = self.load()
+        missing = [key for key in resolutions if key not in entries]
+        if missing:
+            raise MirPanelInputError(f"keys {', '.join(map(repr, missing))} have no entry in {self.where}: nothing to "
+                                     "resolve; nothing was written")
+        for key, order_id in resolutions.items():
+            entry = entries[key]
+            if entry.state is LedgerState.PLACED and entry.order != order_id:
+                raise MirPanelInputError(f"key {key!r} is already recorded as order {entry.order} in {self.where}; "
+                                         "nothing was written")
+        if confirm is not None:
+            confirm({key: order_id for key, order_id in resolutions.items() if order_id is not None})
+        resolved = {key: LedgerEntry(LedgerState.PLACED, entries[key].digest, order_id, entries[key].cost)
+                    if order_id is not None else
+                    LedgerEntry(LedgerState.REFUSED, entries[key].digest, error="resolved by a user: not placed")
+                    for key, order_id in resolutions.items()}
+        items = list(resolved.items())
+        for start in range(0, len(items), PAGE_SIZE):
+            self.append(dict(items[start:start + PAGE_SIZE]))
         return resolved

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from airflow_provider_mirpanel.exceptions import (
     MirPanelInsufficientFundsError,
     MirPanelTransientError,
 )
-from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger
+from airflow_provider_mirpanel.ledger import PAGE_SIZE, LedgerEntry, LedgerState, PlacementLedger
 from airflow_provider_mirpanel.order_rows import (
     OrderSpec,
     OrderState,
@@ -94,8 +95,11 @@ class PlacementOptions:
     on_invalid: str = "fail"
     check_balance: bool = False
     concurrency: int = 8
+    window: int = 50
 
     def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or not 1 <= self.window <= PAGE_SIZE:
+            raise MirPanelInputError(f"ledger_window must be 1..{PAGE_SIZE}, got {self.window!r}; no order was sent")
         for name, allowed in (("on_unknown", ON_UNKNOWN), ("on_invalid", ON_INVALID)):
             if getattr(self, name) not in allowed:
                 raise MirPanelInputError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
@@ -125,8 +129,7 @@ class PlacementRun:
         self.stop_reason: str | None = None
         self.balance_note = ""
         self._stop = threading.Lock()
-        self._resent: list[str] = []  # unresolved keys sent again (on_unknown="resend")
-        self._new_unknown: list[str] = []  # keys whose outcome this try left unknown
+        self._causes: dict[int, str] = {}  # why each order of unknown outcome is unknown, for the ledger
 
     def execute(self) -> list[Record]:
         """Place what needs placing; the records of every row, in input order."""
@@ -147,11 +150,10 @@ class PlacementRun:
     def _triage(self) -> list[OrderSpec]:
         """Settle the orders an earlier try or run dealt with; return those to send on this try."""
         to_send: list[OrderSpec] = []
-        unresolved: list[str] = []
-        for spec in self.specs:
-            if spec.error is not None:
-                continue
-            entry = self._earlier_entry(spec)
+        valid = [spec for spec in self.specs if spec.error is None]
+        earlier = {} if self.ledger.blind else self.ledger.load(spec.key for spec in valid)
+        for spec in valid:
+            entry = self._blind_entry(spec) if self.ledger.blind else earlier.get(spec.key)
             if entry is None or entry.state is LedgerState.REFUSED:
                 to_send.append(spec)
             elif entry.digest != spec.digest:
@@ -165,21 +167,17 @@ class PlacementRun:
                 self.records[spec.index] = order_record(spec, OrderState.PLACED, entry.order, cost=entry.cost)
             elif self.options.on_unknown == "resend":
                 self.log.warning("Resending %s (outcome unknown earlier) as on_unknown='resend' asks", spec.label)
-                self._resent.append(spec.key)
                 to_send.append(spec)
             else:
-                unresolved.append(spec.key)
                 state = OrderState.SKIPPED if self.options.on_unknown == "skip" else OrderState.UNKNOWN
                 self.records[spec.index] = order_record(spec, state, error=_unknown_text(entry.error))
-        if self.ledger.durable:
-            self.ledger.update_unresolved(add=unresolved)
         return to_send
 
-    def _earlier_entry(self, spec: OrderSpec) -> LedgerEntry | None:
-        if self.ledger.blind:  # a retry with no store: whatever earlier tries sent is unaccounted for
-            return LedgerEntry(LedgerState.UNKNOWN, spec.digest, error="this retry has no task_state_store, so "
-                               "what earlier tries placed cannot be known")
-        return self.ledger.get(spec.key)
+    @staticmethod
+    def _blind_entry(spec: OrderSpec) -> LedgerEntry:
+        """A retry with no store: whatever earlier tries sent is unaccounted for."""
+        return LedgerEntry(LedgerState.UNKNOWN, spec.digest,
+                           error="this retry has no task_state_store, so what earlier tries placed cannot be known")
 
     def _refuse_invalid(self) -> None:
         """With ``on_invalid="fail"``, refuse every order if any is invalid; else record the invalid ones."""
@@ -206,62 +204,72 @@ class PlacementRun:
     # -- sending -----------------------------------------------------------------------------------
 
     def _place(self, to_send: list[OrderSpec]) -> None:
-        workers = max(1, min(self.options.concurrency, len(to_send)))
-        try:
-            if workers == 1:
-                placed = [self._place_one(spec) for spec in to_send]
-            else:
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirpanel-add") as pool:
-                    placed = list(pool.map(self._place_one, to_send))
-        finally:
-            self._index_outcomes()
-        for spec, record in zip(to_send, placed, strict=True):
-            self.records[spec.index] = record
+        """Send the orders a window at a time: each window's ``sending`` marks in one page before any of
+        its orders leaves, its outcomes in one rewrite of the page once they are all back.
 
-    def _index_outcomes(self) -> None:
-        """List the orders whose outcome this try left unknown; unlist the resent ones that got one."""
-        settled = [key for key in self._resent if key not in self._new_unknown]
-        if self.ledger.durable:
-            self.ledger.update_unresolved(add=self._new_unknown, remove=settled)
+        At most two windows are marked and unfinished at once, so the next window's orders are queued
+        for the workers while the last of the previous one are on the wire, and a crash leaves at most
+        two windows ``sending``.
+        """
+        window = self.options.window
+        workers = max(1, min(self.options.concurrency, len(to_send)))
+        pending: deque[tuple[int, list[OrderSpec], list[Future[Record]]]] = deque()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirpanel-add") as pool:
+            try:
+                for start in range(0, len(to_send), window):
+                    if len(pending) == 2:
+                        self._finish(*pending.popleft())
+                    specs = to_send[start:start + window]
+                    page = self.ledger.append({spec.key: LedgerEntry(LedgerState.SENDING, spec.digest)
+                                               for spec in specs})
+                    pending.append((page, specs, [pool.submit(self._send, spec) for spec in specs]))
+                while pending:
+                    self._finish(*pending.popleft())
+            except BaseException:  # a failed ledger write, or the try is dying: send nothing more
+                self._stop_all("placing was interrupted")
+                for _, _, futures in pending:
+                    for future in futures:
+                        future.cancel()
+                raise
+
+    def _finish(self, page: int, specs: list[OrderSpec], futures: list[Future[Record]]) -> None:
+        """Collect a window's records and write its outcomes (a lost write leaves them ``sending``)."""
+        for spec, future in zip(specs, futures, strict=True):
+            self.records[spec.index] = future.result()
+        try:
+            self.ledger.rewrite(page, {spec.key: _outcome(spec, self.records[spec.index], self._causes.get(spec.index))
+                                       for spec in specs})
+        except Exception:
+            self.log.exception("The outcomes of %d orders could not be written to the ledger: later tries will "
+                               "report them as unknown", len(specs))
 
     def _stop_all(self, reason: str) -> None:
         with self._stop:
             self.stop_reason = self.stop_reason or reason
 
-    def _place_one(self, spec: OrderSpec) -> Record:
-        """Send one order, recording in the ledger that it started before sending anything."""
+    def _send(self, spec: OrderSpec) -> Record:
+        """Send one order (its ``sending`` mark is in the ledger already); its record."""
         if self.stop_reason:
             return order_record(spec, OrderState.NOT_SENT, error=f"not sent: placing stopped ({self.stop_reason})")
         assert spec.form is not None and spec.service is not None
-        self.ledger.sending(spec.key, spec.digest)
         try:
             placed = self.hook.add_order(spec.service, **spec.params)
         except Exception as error:
             return self._failed(spec, error)
-        try:
-            self.ledger.placed(spec.key, spec.digest, placed["order"], spec.cost)
-        except Exception:
-            self.log.exception("Order %s of %s was placed but the ledger could not record it: a retry will "
-                               "report it as unknown", placed["order"], spec.label)
         return order_record(spec, OrderState.PLACED, placed["order"])
 
     def _failed(self, spec: OrderSpec, error: Exception) -> Record:
-        """Record a failed add: refused and never-sent orders may be placed again, anything else not."""
+        """The record of a failed add: refused and never-sent orders may be placed again, anything else not."""
         if isinstance(error, (MirPanelInsufficientFundsError, MirPanelAuthError)):
             self._stop_all(error.panel_message)
         if isinstance(error, MirPanelAPIError):
-            state, text = OrderState.REFUSED, error.panel_message
-        elif isinstance(error, MirPanelTransientError) and not error.request_sent:
-            state, text = OrderState.NOT_SENT, f"not sent: {error}"
-        elif isinstance(error, MirPanelInputError):
-            state, text = OrderState.INVALID, str(error)
-        else:
-            cause = _cause(error)
-            self.ledger.unknown(spec.key, spec.digest, cause)
-            self._new_unknown.append(spec.key)
-            return order_record(spec, OrderState.UNKNOWN, error=_unknown_text(cause))
-        self.ledger.refused(spec.key, spec.digest, text)
-        return order_record(spec, state, error=text)
+            return order_record(spec, OrderState.REFUSED, error=error.panel_message)
+        if isinstance(error, MirPanelTransientError) and not error.request_sent:
+            return order_record(spec, OrderState.NOT_SENT, error=f"not sent: {error}")
+        if isinstance(error, MirPanelInputError):
+            return order_record(spec, OrderState.INVALID, error=str(error))
+        self._causes[spec.index] = _cause(error)
+        return order_record(spec, OrderState.UNKNOWN, error=_unknown_text(self._causes[spec.index]))
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -323,6 +331,16 @@ class PlacementRun:
         return (hint + f", or record what you found with ResolveOrdersOperator(ledger_scope={self.ledger.scope!r}, "
                 "resolutions={key: order_id, or 'not_placed'}); later runs of the scope then place only what is "
                 "missing.")
+
+
+def _outcome(spec: OrderSpec, record: Record, cause: str | None) -> LedgerEntry:
+    """What the ledger keeps of a sent order's record: placed, unknown, or known not placed."""
+    state = OrderState(record["state"])
+    if state is OrderState.PLACED:
+        return LedgerEntry(LedgerState.PLACED, spec.digest, record["order"], spec.cost)
+    if state is OrderState.UNKNOWN:
+        return LedgerEntry(LedgerState.UNKNOWN, spec.digest, error=cause)
+    return LedgerEntry(LedgerState.REFUSED, spec.digest, error=record["error"])
 
 
 def _cause(error: Exception) -> str:

@@ -8,14 +8,13 @@ list is the evidence. ``test_examples.py`` shows the same with real ``airflow da
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.ledger import LedgerState, PlacementLedger, ledger_asset
+from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger, ledger_asset
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.placement import OrdersNotPlacedError, OrdersUnresolvedError
 from airflow_provider_mirpanel.sandbox import SandboxPanel
@@ -202,9 +201,8 @@ def test_the_unknown_keys_of_a_scope_are_listed(panel: SandboxPanel) -> None:
     listed = resolve(assets)
 
     assert [(r["key"], r["state"]) for r in listed] == [("row-1", "unknown"), ("row-4", "unknown")]
-    assert all("outcome unknown" not in (r["error"] or "") and r["error"] for r in listed)
+    assert all(r["error"] and "connection lost" in r["error"] for r in listed)
     assert panel.count() == 0
-
 
 def test_resolved_keys_are_placed_or_not_by_the_next_run_as_the_user_said(panel: SandboxPanel) -> None:
     assets = MemoryAssetStores()
@@ -238,39 +236,38 @@ def test_a_resolution_the_panel_cannot_confirm_writes_nothing(panel: SandboxPane
     assert [r["key"] for r in resolve(assets)] == ["row-1", "row-4"]
 
 
-def test_a_placed_key_cannot_be_resolved_to_another_order(panel: SandboxPanel) -> None:
-    store = MemoryStateStore()
-    ledger = PlacementLedger(store, scope="s")
-    ledger.placed("k", "d", 1001, None)
+def test_a_placed_key_cannot_be_resolved_to_another_order() -> None:
+    ledger = PlacementLedger(MemoryStateStore(), scope="s")
+    ledger.append({"k": LedgerEntry(LedgerState.PLACED, "d", 1001)})
 
     with pytest.raises(MirPanelInputError, match="already recorded as order 1001"):
-        ledger.resolve("k", 2002)
-    assert ledger.resolve("k", 1001).state is LedgerState.PLACED
+        ledger.resolve({"k": 2002})
+    assert ledger.resolve({"k": 1001})["k"].state is LedgerState.PLACED
 
 
-def test_scoped_keys_are_namespaced_and_safe_for_any_scope_name() -> None:
+def test_scoped_pages_are_namespaced_and_safe_for_any_scope_name() -> None:
     store = MemoryStateStore()
-    PlacementLedger(store, scope="a/b c").sending("k", "d")
-    PlacementLedger(store, scope="a").sending("b c/k", "d")
+    PlacementLedger(store, scope="a.b c").append({"k": LedgerEntry(LedgerState.SENDING, "d")})
+    PlacementLedger(store, scope="a").append({"b c/k": LedgerEntry(LedgerState.SENDING, "d")})
 
-    assert sorted(store.values) == ["mirpanel.order.a%2Fb%20c/k", "mirpanel.order.a/b c/k"]
-    assert PlacementLedger(store, scope="a").get("k") is None
+    assert sorted(store.values) == ["mirpanel.ledger.a.0", "mirpanel.ledger.a.b%20c.0"]
+    assert list(PlacementLedger(store, scope="a").load()) == ["b c/k"]
+    assert list(PlacementLedger(store, scope="a.b c").load()) == ["k"]
     with pytest.raises(MirPanelInputError, match="ledger_scope must be text"):
         PlacementLedger.from_context({"asset_state_store": MemoryAssetStores()}, scope=" ", asset=ledger_asset("x"))
 
 
-def test_a_killed_try_is_listed_once_a_later_try_or_run_has_seen_it(panel: SandboxPanel) -> None:
-    """A try that died between 'sending' and the reply left no unknown entry; the next one lists it."""
+def test_a_killed_try_is_listed_at_once(panel: SandboxPanel) -> None:
+    """A try that died between marking its orders and their replies left them 'sending': listed, not resent."""
     orders = rows(panel, 2)
     assets = MemoryAssetStores()
-    scoped: Mapping[str, Any] = assets[ledger_asset("mirpanel_default")]
     from airflow_provider_mirpanel.order_rows import order_specs
 
-    PlacementLedger(scoped, scope="spring").sending("row-1", order_specs(orders)[1].digest)  # type: ignore[arg-type]
-    assert resolve(assets) == []
+    ledger = PlacementLedger(assets[ledger_asset("mirpanel_default")], scope="spring")
+    ledger.append({"row-1": LedgerEntry(LedgerState.SENDING, order_specs(orders)[1].digest)})
+    assert [(r["key"], r["state"]) for r in resolve(assets)] == [("row-1", "sending")]
 
     records, error = run(orders, assets)
 
     assert isinstance(error, OrdersUnresolvedError) and states(records) == ["placed", "unknown"]
-    assert [(r["key"], r["state"]) for r in resolve(assets)] == [("row-1", "sending")]
     assert panel.count("add") == 1

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk.serde import deserialize, serialize
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
-from airflow_provider_mirpanel.ledger import KEY_PREFIX, PlacementLedger
+from airflow_provider_mirpanel.ledger import PAGE_PREFIX, LedgerEntry, LedgerState, PlacementLedger
 from airflow_provider_mirpanel.operators.mirpanel import (
     BalanceCheckOperator,
     CancelOrdersOperator,
@@ -53,6 +53,11 @@ def orders_by_link(panel: SandboxPanel) -> Counter[str]:
 
 def link_ends(suffix: str) -> Any:
     return lambda form: form.get("link", "").endswith(suffix)
+
+
+def sending(store: MemoryStateStore, key: str, digest: str) -> None:
+    """What a try that died after marking an order ``sending`` leaves in the task's ledger."""
+    PlacementLedger(store).append({key: LedgerEntry(LedgerState.SENDING, digest)})
 
 
 def xcom_round_trip(value: Any) -> Any:
@@ -259,8 +264,9 @@ def test_twenty_orders_are_placed_exactly_once_across_a_retry(panel: SandboxPane
     first_states = {r["key"]: r["state"] for r in first.value.records}
     assert first_states.pop("7") == "unknown" and first_states.pop("12") == "refused"
     assert set(first_states.values()) == {"placed"}
-    assert store.values[KEY_PREFIX + "7"]["state"] == "unknown"
-    assert store.values[KEY_PREFIX + "12"]["state"] == "refused"
+    ledger = PlacementLedger(store).load()
+    assert ledger["7"].state is LedgerState.UNKNOWN and ledger["12"].state is LedgerState.REFUSED
+    assert set(store.values) == {PAGE_PREFIX + "0"}, "20 orders: one page, marked then rewritten"
 
     panel.requests.clear()
     with pytest.raises(OrdersNotPlacedError) as retry:
@@ -294,20 +300,20 @@ def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxP
 def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 2)
     store = MemoryStateStore()
-    PlacementLedger(store).sending("1", order_specs(orders)[1].digest)  # an earlier try died mid-send
+    sending(store, "1", order_specs(orders)[1].digest)  # an earlier try died mid-send
 
     records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="resend").execute(
         {"task_state_store": store})
 
     assert [r["state"] for r in records] == ["placed", "placed"]
     assert sorted(added_links(panel)) == [o["link"] for o in orders]
-    assert store.values[KEY_PREFIX + "1"]["state"] == "placed"
+    assert PlacementLedger(store).load()["1"].state is LedgerState.PLACED
 
 
 def test_an_order_whose_try_died_mid_send_is_not_resent(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 3)
     store = MemoryStateStore()
-    PlacementLedger(store).sending("2", order_specs(orders)[2].digest)
+    sending(store, "2", order_specs(orders)[2].digest)
 
     with pytest.raises(OrdersNotPlacedError) as failed:
         PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
@@ -325,7 +331,7 @@ def test_user_keys_name_orders_and_must_be_unique(panel: SandboxPanel) -> None:
     records = PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
 
     assert [r["key"] for r in records] == ["spring-0", "spring-1"]
-    assert set(store.values) == {KEY_PREFIX + "spring-0", KEY_PREFIX + "spring-1"}
+    assert set(PlacementLedger(store).load()) == {"spring-0", "spring-1"}
     with pytest.raises(MirPanelInputError, match="key 'same' is used by 2 orders"):
         PlaceOrderOperator(task_id="place", orders=[{**o, "key": "same"} for o in orders]).execute({})
 

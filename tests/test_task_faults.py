@@ -128,6 +128,14 @@ def check_consistent(panel: SandboxPanel, records: list[dict[str, Any]], orders:
     assert set(links) <= accounted, f"panel orders missing from the result: {set(links) - accounted}"
 
 
+#: The ledger writes the ``sending`` marks of this many orders at once in these tests (the default is 50).
+WINDOW = 5
+
+
+def unknown_links(records: list[dict[str, Any]]) -> set[str]:
+    return {record["link"] for record in records if record["state"] in ("unknown", "skipped")}
+
+
 @pytest.mark.parametrize("die", [SystemExit, KeyboardInterrupt])
 def test_a_50_order_run_whose_worker_dies_three_times_places_nothing_twice(quick: SandboxPanel,
                                                                             die: type[BaseException]) -> None:
@@ -137,29 +145,33 @@ def test_a_50_order_run_whose_worker_dies_three_times_places_nothing_twice(quick
 
     deaths = [("after_send", 10), ("before_send", 10), ("after_send", 10)]
     for number, (when, survive) in enumerate(deaths, start=1):
-        records, error = run_try(panel, orders, store, survive, max_concurrency=1, die=die, when=when)
+        records, error = run_try(panel, orders, store, survive, max_concurrency=1, die=die, when=when,
+                                 ledger_window=WINDOW)
         assert records is None and isinstance(error, die), f"try {number} died"
+        links = panel_links(panel)
+        assert max(links.values()) == 1, f"try {number} placed an order twice"
+        assert panel.count("add") == len(panel.state.orders), "every add that reached the panel placed one order"
     # 10 placed + 1 sent at each death after sending; the 'before_send' death sent nothing
-    assert panel.count("add") == 10 + 1 + 10 + 10 + 1
-    assert len(panel.state.orders) == 32
+    assert len(panel.state.orders) == 10 + 1 + 10 + 10 + 1
 
-    records, error = run_try(panel, orders, store, None, max_concurrency=1)  # try 4 survives
-    assert isinstance(error, OrdersNotPlacedError) and records is not None
-    states = Counter(record["state"] for record in records)
-    assert states == {"placed": 47, "unknown": 3}
-    unknown = [index for index, record in enumerate(records) if record["state"] == "unknown"]
-    assert unknown == [10, 21, 32], "the order in flight at each death"
-    assert panel.count("add") == 32 + 17, "try 4 sent only the 17 orders no try had started"
-    assert len(panel.state.orders) == 49  # 47 placed + the two sent when a worker died after sending
+    records, error = run_try(panel, orders, store, None, max_concurrency=1, ledger_window=WINDOW)  # try 4 survives
+    assert isinstance(error, OrdersUnresolvedError) and records is not None
     check_consistent(panel, records, orders)
-    assert "3 orders may exist on the panel: look for them in the panel's order list" in str(error)
+    states = Counter(record["state"] for record in records)
+    assert states["placed"] + states["unknown"] == 50
+    # Each death leaves at most two windows marked and unanswered: the one in flight and the next.
+    assert states["unknown"] <= len(deaths) * 2 * WINDOW
+    sent_unanswered = set(panel_links(panel)) - {r["link"] for r in records if r["state"] == "placed"}
+    assert sent_unanswered <= unknown_links(records), "sent, but the ledger never heard back: unknown, not resent"
+    assert "orders may exist on the panel: look for them in the panel's order list" in str(error)
     assert isinstance(error, OrdersUnresolvedError), "a retry could not settle them: no retries"
 
     # The operator checks the panel's order list, then accepts the unknown ones: nothing is sent.
-    records, error = run_try(panel, orders, store, None, max_concurrency=1, on_unknown="skip")
+    before = panel.count("add")
+    records, error = run_try(panel, orders, store, None, max_concurrency=1, on_unknown="skip", ledger_window=WINDOW)
     assert error is None and records is not None
-    assert Counter(record["state"] for record in records) == {"placed": 47, "skipped": 3}
-    assert panel.count("add") == 49
+    assert Counter(record["state"] for record in records) == {"placed": states["placed"], "skipped": states["unknown"]}
+    assert panel.count("add") == before
     check_consistent(panel, records, orders)
 
 
@@ -169,7 +181,7 @@ def test_concurrent_placement_dying_repeatedly_never_duplicates_and_loses_no_ord
     store = MemoryStateStore()
     records: list[dict[str, Any]] | None = None
     for tries, survive in enumerate((7, 5, 12, 3, None), start=1):
-        records, error = run_try(panel, orders, store, survive, max_concurrency=8)
+        records, error = run_try(panel, orders, store, survive, max_concurrency=8, ledger_window=WINDOW)
         if survive is not None:
             assert isinstance(error, SystemExit)
             links = panel_links(panel)
@@ -181,6 +193,60 @@ def test_concurrent_placement_dying_repeatedly_never_duplicates_and_loses_no_ord
     assert len(placed) + len(unknown) == 50
     assert len(placed) <= len(panel.state.orders) <= 50
     assert panel.count("add") == len(panel.state.orders), "every add that reached the panel placed one order"
+
+
+class CountingStore(MemoryStateStore):
+    """A task_state_store that counts the trips a real one makes to the api-server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = self.sets = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.gets += 1
+        return super().get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.sets += 1
+        super().set(key, value)
+
+
+def test_the_ledger_writes_two_values_per_window_not_per_order(quick: SandboxPanel) -> None:
+    panel = quick
+    orders = campaign(panel, 1000)
+    store = CountingStore()
+
+    records, error = run_try(panel, orders, store, None, max_concurrency=8)
+
+    assert error is None and records is not None and panel.count("add") == 1000
+    assert (store.gets, store.sets) == (1, 2 * 1000 // 50), "one lookup; a mark and an outcome per window of 50"
+    assert max(len(json.dumps(value)) for value in store.values.values()) < 64 * 1024
+    store.gets = store.sets = 0
+    panel.requests.clear()
+
+    records, error = run_try(panel, orders, store, None)  # a retry: every order known, nothing sent or written
+
+    assert error is None and [r["state"] for r in records or []] == ["placed"] * 1000
+    assert (store.gets, store.sets, panel.count("add")) == (20 + 1, 0, 0)
+
+
+def test_a_death_in_a_window_leaves_only_two_windows_unknown(quick: SandboxPanel) -> None:
+    """Marks go ahead at most one window: after a death, what was placed before is known, the rest resent."""
+    panel = quick
+    orders = campaign(panel, 40)
+    store = MemoryStateStore()
+
+    _, error = run_try(panel, orders, store, 12, max_concurrency=1, ledger_window=WINDOW)  # dies sending order 12
+    assert isinstance(error, SystemExit)
+    records, error = run_try(panel, orders, store, None, max_concurrency=1, ledger_window=WINDOW, on_unknown="skip")
+
+    assert error is None and records is not None
+    skipped = [index for index, record in enumerate(records) if record["state"] == "skipped"]
+    assert {10, 11, 12} <= set(skipped) <= set(range(5, 20)), "the window of order 12 and its neighbours, at most"
+    assert [r["state"] for r in records[:5]] == ["placed"] * 5, "the first window's outcomes were written"
+    check_consistent(panel, records, orders)
+    assert len(skipped) + sum(r["state"] == "placed" for r in records) == 40
+    assert len(panel.state.orders) == 40 - len(skipped) + 3, "each placed once; 10-12 were sent by the first try"
 
 
 def test_a_bug_in_the_placement_loop_is_recorded_as_unknown_and_not_resent(quick: SandboxPanel,
