@@ -283,7 +283,7 @@ def _status_replies(n: int) -> tuple[list[tuple[bytes, list[int]]], str, list[st
     from airflow_provider_mirpanel.sandbox import SandboxPanel
     from airflow_provider_mirpanel.sandbox.actions import PanelApi
 
-    panel = SandboxPanel(speed=0)  # never started: only its state and API answer
+    panel = SandboxPanel(speed=0, first_order_id=1000)  # never started: only its state and API answer
     ids: list[int] = []
     statuses: list[str] = []
     for index, status in enumerate(STATUS_MIX):

@@ -27,10 +27,11 @@ def panel(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPanel]:
 
     It sells the packaged real catalogue (parsed once per process), starts with a balance of 1000
     USD and a random key, and follows the default ``Lifecycle`` (every 5th order ends Partial, every
-    4th refill is Rejected). ``AIRFLOW_CONN_MIRPANEL_DEFAULT`` is set for the test's duration.
+    4th refill is Rejected). Its IDs are the same in every run: orders from 1000, refills from 1.
+    ``AIRFLOW_CONN_MIRPANEL_DEFAULT`` is set for the test's duration.
     """
     from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 
-    with SandboxPanel(speed=FAST_SPEED) as sandbox:
+    with SandboxPanel(speed=FAST_SPEED, first_order_id=1000, first_refill_id=1) as sandbox:
         monkeypatch.setenv(CONN_ENV_VAR, sandbox.connection_json())
         yield sandbox

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -47,8 +48,8 @@ Call = Callable[..., requests.Response]
 
 @pytest.fixture
 def frozen() -> Iterator[SandboxPanel]:
-    """A panel whose clock only moves with advance(), selling CATALOGUE."""
-    with SandboxPanel(speed=0, catalogue=CATALOGUE, lifecycle=STEADY) as sandbox:
+    """A panel whose clock only moves with advance(), selling CATALOGUE; order IDs from 1000."""
+    with SandboxPanel(speed=0, catalogue=CATALOGUE, lifecycle=STEADY, first_order_id=1000) as sandbox:
         yield sandbox
 
 
@@ -190,7 +191,7 @@ def test_add_refuses_invalid_orders_with_panel_texts(frozen: SandboxPanel, call:
 
 
 def test_add_without_funds_is_refused_and_charges_nothing() -> None:
-    with SandboxPanel(speed=0, catalogue=CATALOGUE, balance=1.0) as panel:
+    with SandboxPanel(speed=0, catalogue=CATALOGUE, balance=1.0, first_order_id=1000) as panel:
         call = caller(panel)
         assert call(action="add", service=1, link="https://x/1", quantity=1000).json() == {"order": 1000}
         reply = call(action="add", service=1, link="https://x/2", quantity=1000).json()
@@ -560,6 +561,73 @@ def test_a_keep_alive_session_is_one_connection(frozen: SandboxPanel) -> None:
         requests.post(frozen.url, data={"key": frozen.api_key, "action": "balance"}, timeout=5)
     assert frozen.connections == 4
     assert len({entry.peer for entry in frozen.requests}) == 4
+
+
+# -- IDs across restarts ----------------------------------------------------------------------
+
+
+def issued(panel: SandboxPanel) -> tuple[list[int], list[int]]:
+    """Orders placed over HTTP and in bulk, and refills of them: the IDs a panel hands out."""
+    call = caller(panel)
+    placed = [add(call, link=f"https://x/{n}") for n in range(3)]
+    bulk = panel.create_orders(5, service=1, status="Completed")
+    refills = [int(call(action="refill", order=order).json()["refill"]) for order in bulk[:2]]
+    return placed + bulk, refills
+
+
+def test_a_restarted_panel_never_hands_out_an_id_it_handed_out_before() -> None:
+    with SandboxPanel(speed=0, catalogue=CATALOGUE) as first:
+        orders, refills = issued(first)
+    with SandboxPanel(speed=0, catalogue=CATALOGUE) as second:
+        later_orders, later_refills = issued(second)
+
+    assert orders == sorted(orders) and later_orders == sorted(later_orders)
+    assert min(later_orders) > max(orders) and min(later_refills) > max(refills)
+    assert 10**13 < min(orders) < 2**53  # microseconds since 2026-01-01: exact in any JSON reader
+
+
+def test_with_an_id_file_a_restarted_panel_continues_its_numbering(tmp_path: Path) -> None:
+    id_file = tmp_path / "sandbox-ids.json"
+    with SandboxPanel(speed=0, catalogue=CATALOGUE, id_file=id_file) as first:
+        orders, refills = issued(first)
+        assert json.loads(id_file.read_text()) == {"order": 1008, "refill": 3}  # written as IDs are handed out
+    with SandboxPanel(speed=0, catalogue=CATALOGUE, id_file=id_file) as second:
+        later_orders, later_refills = issued(second)
+
+    assert (orders, refills) == (list(range(1000, 1008)), [1, 2])
+    assert (later_orders, later_refills) == (list(range(1008, 1016)), [3, 4])
+
+
+def test_first_ids_give_the_same_ids_in_every_run() -> None:
+    runs = []
+    for _ in range(2):
+        with SandboxPanel(speed=0, catalogue=CATALOGUE, first_order_id=500, first_refill_id=7) as panel:
+            runs.append(issued(panel))
+    assert runs[0] == runs[1] == (list(range(500, 508)), [7, 8])
+
+
+def test_a_restarted_cli_sandbox_never_hands_out_an_id_it_handed_out_before(tmp_path: Path) -> None:
+    def order_from_a_fresh_sandbox(*options: str) -> int:
+        port = _free_port()
+        command = [sys.executable, "-m", "airflow_provider_mirpanel.sandbox", "--port", str(port), "--key", "k",
+                   *options]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+            try:
+                assert process.stdout is not None and "listening" in process.stdout.readline()
+                service = default_catalogue().first_of_type("Default")
+                reply = requests.post(f"http://127.0.0.1:{port}/api/v2", timeout=5, data={
+                    "key": "k", "action": "add", "service": service["service"], "link": "https://x/1",
+                    "quantity": service["min"]})
+                return int(reply.json()["order"])
+            finally:
+                process.terminate()
+                process.wait(10)
+
+    clock = [order_from_a_fresh_sandbox() for _ in range(2)]
+    counted = [order_from_a_fresh_sandbox("--id-file", str(tmp_path / "ids.json")) for _ in range(2)]
+
+    assert clock[1] > clock[0]
+    assert counted == [1000, 1001]
 
 
 # -- Airflow connection -----------------------------------------------------------------------

@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=float, default=DEFAULT_SPEED,
                         help=f"sandbox seconds per real second (default {DEFAULT_SPEED:g})")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply (default 0)")
+    parser.add_argument("--id-file", default=None,
+                        help="JSON file keeping the next order and refill IDs, so that a restarted sandbox "
+                             "continues its numbering from 1000 (default: IDs from the clock, which a "
+                             "restarted sandbox never hands out again either)")
     return parser
 
 
@@ -37,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     panel = SandboxPanel(host=args.host, port=args.port, api_key=args.key, balance=args.balance,
-                         speed=args.speed, latency=args.latency)
+                         speed=args.speed, latency=args.latency, id_file=args.id_file)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with panel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
@@ -16,6 +17,14 @@ from airflow_provider_mirpanel.sandbox.actions import PanelApi
 from airflow_provider_mirpanel.sandbox.catalogue import Catalogue, default_catalogue
 from airflow_provider_mirpanel.sandbox.clock import SandboxClock
 from airflow_provider_mirpanel.sandbox.faults import Faults
+from airflow_provider_mirpanel.sandbox.ids import (
+    FIRST_ORDER_ID,
+    FIRST_REFILL_ID,
+    ClockIds,
+    CountingIds,
+    IdFile,
+    IdSource,
+)
 from airflow_provider_mirpanel.sandbox.log import RequestEntry
 from airflow_provider_mirpanel.sandbox.server import SandboxServer
 from airflow_provider_mirpanel.sandbox.state import Lifecycle, Order, PanelState, Refill, Remains
@@ -34,6 +43,18 @@ def require_loopback(host: str) -> None:
         loopback = False
     if not loopback:
         raise ValueError(f"the sandbox panel only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}")
+
+
+def _id_sources(id_file: str | os.PathLike[str] | None, first_order_id: int | None,
+                first_refill_id: int | None) -> tuple[IdSource, IdSource]:
+    """Where the panel's order and refill IDs come from (see :class:`SandboxPanel`)."""
+    first = {"order": first_order_id or FIRST_ORDER_ID, "refill": first_refill_id or FIRST_REFILL_ID}
+    if id_file is not None:
+        ids = IdFile(id_file, first)
+        return ids.source("order"), ids.source("refill")
+    if first_order_id is not None or first_refill_id is not None:
+        return CountingIds(first["order"]), CountingIds(first["refill"])
+    return ClockIds("order"), ClockIds("refill")
 
 
 class SandboxPanel:
@@ -55,6 +76,15 @@ class SandboxPanel:
             packaged real 4,156-service catalogue.
         lifecycle: how fast orders and refills progress, and which end Partial/Rejected.
         latency: seconds added to every reply (settable later as :attr:`latency`).
+        id_file: a JSON file keeping the next order and refill IDs: a panel started with the same file
+            continues where the last one stopped (a new file starts at 1000 and 1, or at
+            ``first_order_id`` / ``first_refill_id``). One running panel per file.
+        first_order_id, first_refill_id: without ``id_file``, count IDs up from these: the same IDs
+            in every run, for tests that name them (a restarted panel hands them out again).
+
+    Without ``id_file`` or a first ID, IDs come from the clock (microseconds since 2026-01-01 UTC,
+    e.g. ``29001234567890``): a panel started later never hands out an ID an earlier one did, so
+    orders of a restarted sandbox never collide with those already in a warehouse.
 
     ``state`` holds orders, refills and balance, ``faults`` the fault rules, ``requests`` the
     request log (a list of :class:`RequestEntry`; ``panel.requests.clear()`` empties it).
@@ -71,6 +101,9 @@ class SandboxPanel:
         catalogue: Catalogue | Iterable[Mapping[str, Any]] | None = None,
         lifecycle: Lifecycle | None = None,
         latency: float = 0.0,
+        id_file: str | os.PathLike[str] | None = None,
+        first_order_id: int | None = None,
+        first_refill_id: int | None = None,
     ):
         require_loopback(host)
         self.api_key = api_key if api_key is not None else secrets.token_hex(16)
@@ -78,7 +111,8 @@ class SandboxPanel:
             catalogue = default_catalogue()
         self.catalogue = catalogue if isinstance(catalogue, Catalogue) else Catalogue(catalogue)
         self.clock = SandboxClock(speed)
-        self.state = PanelState(self.clock, lifecycle or Lifecycle(), balance, currency)
+        order_ids, refill_ids = _id_sources(id_file, first_order_id, first_refill_id)
+        self.state = PanelState(self.clock, lifecycle or Lifecycle(), balance, currency, order_ids, refill_ids)
         self.faults = Faults()
         self.requests: list[RequestEntry] = []
         self._server = SandboxServer(PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests,

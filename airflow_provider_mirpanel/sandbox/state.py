@@ -8,7 +8,6 @@ holding 100,000 orders costs nothing while idle. Every change happens under ``Pa
 from __future__ import annotations
 
 import heapq
-import itertools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import NamedTuple
 
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES, REFILL_TERMINAL_STATUSES, canonical_status
 from airflow_provider_mirpanel.sandbox.clock import SandboxClock
+from airflow_provider_mirpanel.sandbox.ids import FIRST_ORDER_ID, FIRST_REFILL_ID, CountingIds, IdSource
 
 PENDING = "Pending"
 IN_PROGRESS = "In progress"
@@ -23,9 +23,6 @@ COMPLETED = "Completed"
 PARTIAL = "Partial"
 CANCELED = "Canceled"
 REJECTED = "Rejected"
-
-FIRST_ORDER_ID = 1000
-FIRST_REFILL_ID = 1
 
 Remains = int | str  # panels also report "Unknown"; set_order() can reproduce that
 
@@ -228,10 +225,13 @@ class PanelState:
     """The panel's orders, refills and balance.
 
     ``orders`` and ``refills`` are dicts keyed by ID; iterate over a copy (``list(state.orders)``)
-    while the server is running.
+    while the server is running. New IDs come from ``order_ids`` and ``refill_ids`` (default: from
+    1000 and 1); which orders end Partial and which refills are Rejected depends only on how many
+    came before them in this panel, not on their IDs.
     """
 
-    def __init__(self, clock: SandboxClock, lifecycle: Lifecycle, balance: float, currency: str):
+    def __init__(self, clock: SandboxClock, lifecycle: Lifecycle, balance: float, currency: str,
+                 order_ids: IdSource | None = None, refill_ids: IdSource | None = None):
         self.lock = threading.RLock()
         self.clock = clock
         self.lifecycle = lifecycle
@@ -239,8 +239,10 @@ class PanelState:
         self.orders: dict[int, Order] = {}
         self.refills: dict[int, Refill] = {}
         self._balance = float(balance)
-        self._order_ids = itertools.count(FIRST_ORDER_ID)
-        self._refill_ids = itertools.count(FIRST_REFILL_ID)
+        self._order_ids = order_ids or CountingIds(FIRST_ORDER_ID)
+        self._refill_ids = refill_ids or CountingIds(FIRST_REFILL_ID)
+        self._orders_created = 0
+        self._refills_created = 0
         # (finishes_at, order ID) of orders that will end Partial: their refunds are credited when due.
         self._partials: list[tuple[float, int]] = []
 
@@ -273,8 +275,8 @@ class PanelState:
         with self.lock:
             now = self.clock.now()
             ids = []
-            for _ in range(count):
-                order = self._new_order(service, None, quantity, {}, cost, now, paid=False)
+            for order_id in self._order_ids.take(count):
+                order = self._new_order(service, None, quantity, {}, cost, now, paid=False, order_id=order_id)
                 order.link = link.replace("{id}", str(order.id))
                 if status is not None:
                     order._forced = (status, _default_remains(order, status) if remains is None else remains)
@@ -282,11 +284,13 @@ class PanelState:
             return ids
 
     def _new_order(self, service: int, link: str | None, quantity: int | None, params: dict[str, str],
-                   cost: float, now: float, paid: bool) -> Order:
-        order_id = next(self._order_ids)
+                   cost: float, now: float, paid: bool, order_id: int | None = None) -> Order:
+        if order_id is None:
+            [order_id] = self._order_ids.take()
+        self._orders_created += 1
         order = Order(order_id, service, link, quantity, params, cost, now, self.clock, self.lifecycle)
         order.paid = paid
-        order.ends_partial = order.units >= 2 and _every(order_id - FIRST_ORDER_ID + 1, self.lifecycle.partial_every)
+        order.ends_partial = order.units >= 2 and _every(self._orders_created, self.lifecycle.partial_every)
         self.orders[order_id] = order
         if order.ends_partial and paid:
             heapq.heappush(self._partials, (order.finishes_at, order_id))
@@ -318,8 +322,9 @@ class PanelState:
     def create_refill(self, order: Order) -> Refill:
         """Start a refill of an order."""
         with self.lock:
-            refill_id = next(self._refill_ids)
-            rejected = _every(refill_id - FIRST_REFILL_ID + 1, self.lifecycle.reject_refill_every)
+            [refill_id] = self._refill_ids.take()
+            self._refills_created += 1
+            rejected = _every(self._refills_created, self.lifecycle.reject_refill_every)
             refill = Refill(refill_id, order.id, self.clock.now(), rejected, self.clock, self.lifecycle)
             self.refills[refill_id] = refill
             return refill
