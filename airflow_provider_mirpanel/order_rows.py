@@ -68,8 +68,8 @@ class OrderSpec:
         return f"row {self.index}" if self.key == str(self.index) else f"row {self.index} (key {self.key!r})"
 
 
-def parse_order_rows(orders: Any) -> list[Mapping[str, Any]]:
-    """The list of order rows from what ``orders=`` rendered to (a list of dicts, or its JSON/repr text)."""
+def parse_order_rows(orders: Any, name: str = "orders") -> list[Mapping[str, Any]]:
+    """The list of rows from what a template field rendered to (a list of dicts, or its JSON/repr text)."""
     if isinstance(orders, str):
         try:
             orders = json.loads(orders)
@@ -77,12 +77,12 @@ def parse_order_rows(orders: Any) -> list[Mapping[str, Any]]:
             try:
                 orders = ast.literal_eval(orders)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # "{[]: 1}": unhashable key
-                raise MirPanelInputError("orders must be a list of dicts, got text that is neither JSON nor a "
+                raise MirPanelInputError(f"{name} must be a list of dicts, got text that is neither JSON nor a "
                                          "Python literal") from None
     if isinstance(orders, Mapping):
         orders = [orders]
     if not isinstance(orders, (list, tuple)) or not all(isinstance(row, Mapping) for row in orders):
-        raise MirPanelInputError(f"orders must be a list of dicts, got {type(orders).__name__}")
+        raise MirPanelInputError(f"{name} must be a list of dicts, got {type(orders).__name__}")
     return list(orders)
 
 

@@ -114,11 +114,14 @@ class PlacementRun:
     :param ledger: the exactly-once ledger of the placement's scope.
     :param options: the placement's options.
     :param log: where the run logs.
+    :param catalogue: the services to check orders against (``services`` records); None asks the panel.
     """
 
     def __init__(self, hook: OrderPlacer, rows: Iterable[Mapping[str, Any]], ledger: PlacementLedger,
-                 options: PlacementOptions, log: logging.Logger | Any):
+                 options: PlacementOptions, log: logging.Logger | Any,
+                 catalogue: list[Mapping[str, Any]] | None = None):
         self.hook = hook
+        self.catalogue = catalogue
         self.specs = order_specs(list(rows))
         self.ledger = ledger
         self.options = options
@@ -135,8 +138,8 @@ class PlacementRun:
         """Place what needs placing; the records of every row, in input order."""
         to_send = self._triage()
         if to_send:
-            services = {service["service"]: service for service in self.hook.get_services()}
-            check_against_catalogue(to_send, services)
+            catalogue = self.catalogue if self.catalogue is not None else self.hook.get_services()
+            check_against_catalogue(to_send, {service["service"]: service for service in catalogue})
         self._refuse_invalid()
         to_send = [spec for spec in to_send if spec.error is None]
         if to_send and self.options.check_balance:

@@ -176,6 +176,7 @@ with DAG(
         check_balance=True,
         ledger_scope="{{ params.campaign }}",
         on_unknown="{{ params.on_unknown }}",
+        services=services.output,  # the catalogue rows read above: no second services request
         retries=3,
         on_failure_callback=record_paid_orders,
     )

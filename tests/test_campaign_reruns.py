@@ -93,6 +93,7 @@ def test_lost_replies_then_a_new_run_then_resolved(panel: SandboxPanel, env: dic
     assert first.returncode != 0
     assert "2 orders may exist on the panel" in first.stdout + first.stderr
     assert panel.count("add") == 6
+    assert panel.count("services") == 1, "place_orders checks against the services task's catalogue rows"
     assert_one_order_per_row(panel)
     assert "A retry cannot change this" in first.stdout + first.stderr and panel.count("add") == 6, "no retries"
     assert set(warehouse_orders(env, "lost_replies")) == {row["key"] for row in CAMPAIGN} - set(LOST)

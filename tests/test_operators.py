@@ -546,3 +546,41 @@ def test_cost_estimates_by_service_type() -> None:
     assert estimated_cost({"type": "Custom Comments", "rate": 10}, {"service": "1", "comments": "a\nb"}) == 0.02
     assert estimated_cost({"type": "Subscriptions", "rate": 1}, {"service": "1", "username": "u"}) is None
     assert estimated_cost({"type": "Default"}, {"service": "1", "quantity": "5"}) is None
+
+
+def test_a_services_operator_result_is_the_catalogue_of_many_placements(panel: SandboxPanel) -> None:
+    """20 placements (as mapped tasks would be) checked against one ServicesOperator result: one services call."""
+    service = service_of(panel)
+    catalogue = xcom_round_trip(ServicesOperator(task_id="s", service_ids=[service["service"]]).execute({}))
+
+    for n in range(20):
+        orders = [{**order, "link": f"{order['link']}/{n}"} for order in campaign(service, 2)]
+        records = PlaceOrderOperator(task_id="place", orders=orders, services=catalogue).execute({})
+        assert [r["state"] for r in records] == ["placed", "placed"]
+
+    assert panel.count("services") == 1 and panel.count("add") == 40
+    other = service_of(panel, "Package")
+    with pytest.raises(MirPanelInputError, match=f"service {other['service']} is not in the panel's catalogue"):
+        PlaceOrderOperator(task_id="place", services=json.dumps(catalogue), service=other["service"],
+                           link="https://example.com/x").execute({})
+    with pytest.raises(MirPanelInputError, match="services must be a list of dicts"):
+        PlaceOrderOperator(task_id="place", services="nonsense", orders=campaign(service, 1)).execute({})
+    assert panel.count("add") == 40
+
+
+class _Retry:
+    try_number = 2
+
+
+def test_a_retry_after_an_upgrade_reads_the_first_release_ledger(panel: SandboxPanel) -> None:
+    """The first release kept one value per order: a retry that finds no pages reads those, sends nothing twice."""
+    orders = campaign(service_of(panel), 2)
+    store = MemoryStateStore()
+    store.set("mirpanel.order.0", {"state": "placed", "digest": order_specs(orders)[0].digest, "order": 4242})
+    store.set("mirpanel.order.1", {"state": "sending", "digest": order_specs(orders)[1].digest})
+
+    with pytest.raises(OrdersNotPlacedError) as failed:
+        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store, "ti": _Retry()})
+
+    assert [(r["state"], r["order"]) for r in failed.value.records] == [("placed", 4242), ("unknown", None)]
+    assert panel.count("add") == 0

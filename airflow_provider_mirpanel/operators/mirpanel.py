@@ -189,11 +189,15 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         crash, the orders of at most two windows — those in flight, and those marked to go next —
         are of unknown outcome (never resent); most of them were never sent. A smaller window means
         fewer orders to look up after a crash, a larger one less overhead.
+    :param services: (templated) the catalogue to check the orders against — ``ServicesOperator``
+        records, e.g. ``services=services_task.output`` — instead of asking the panel on every try:
+        one ``services`` request can serve many placements (mapped tasks, retries), as panels allow
+        only a few an hour. An order whose service is not in it is invalid.
     :param max_concurrency: orders in flight at once (default: the connection's ``concurrency``).
     """
 
     template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders", "on_unknown",
-                                      "ledger_scope")
+                                      "ledger_scope", "services")
     template_fields_renderers = {"order_parameters": "json", "orders": "json"}
     ui_color = "#f7d08a"
 
@@ -211,6 +215,7 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         ledger_scope: str | None = None,
         ledger_asset: Any = None,
         ledger_window: int = 50,
+        services: Any = None,
         max_concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -234,6 +239,7 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         self.ledger_scope = ledger_scope
         self.ledger_asset = ledger_asset
         self.ledger_window = ledger_window
+        self.services = services
         self.max_concurrency = max_concurrency
 
     def _rows(self) -> list[Mapping[str, Any]]:
@@ -247,6 +253,15 @@ class PlaceOrderOperator(MirPanelBaseOperator):
                                                      ("quantity", self.quantity)) if value is not None})
         return [row]
 
+    def _catalogue(self) -> list[Mapping[str, Any]] | None:
+        if self.services is None:
+            return None
+        catalogue = parse_order_rows(self.services, "services")
+        if any(to_int(service.get("service")) is None for service in catalogue):
+            raise MirPanelInputError("services must be ServicesOperator records (each with its 'service' ID); "
+                                     "no order was sent")
+        return [{**service, "service": to_int(service["service"])} for service in catalogue]
+
     def execute(self, context: Context) -> list[Record]:
         options = PlacementOptions(on_unknown=str(self.on_unknown).strip(), on_invalid=self.on_invalid,
                                    check_balance=self.check_balance, window=self.ledger_window,
@@ -257,7 +272,7 @@ class PlaceOrderOperator(MirPanelBaseOperator):
             self.log.warning("No task_state_store in the context: orders placed on this try cannot be guarded "
                              "against a second placement on a retry%s",
                              "; this is a retry, so every order counts as possibly placed" if ledger.blind else "")
-        run = PlacementRun(self.hook, rows, ledger, options, self.log)
+        run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=self._catalogue())
         records = run.execute()
         self.log.info(run.summary())
         failure = run.failure()
