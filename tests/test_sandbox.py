@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import re
@@ -26,6 +27,10 @@ from airflow_provider_mirpanel.sandbox import (
     SandboxPanel,
     default_catalogue,
 )
+from airflow_provider_mirpanel.sandbox.__main__ import _parser
+from airflow_provider_mirpanel.sandbox.panel import DEFAULT_SPEED
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A small catalogue in the real format (rate as a string, min/max as ints, JSON booleans).
 CATALOGUE: list[dict[str, Any]] = [
@@ -254,6 +259,24 @@ def test_the_fast_clock_completes_orders_in_real_time(panel: SandboxPanel) -> No
     while call(action="status", order=order).json()["status"] != "Completed":
         assert time.monotonic() < deadline, "the order did not complete on the fast clock"
         time.sleep(0.02)
+
+
+def test_at_the_default_speed_orders_outlast_a_schedulers_first_check() -> None:
+    """``make sandbox`` runs at the default speed: the example campaign's orders stay Pending for half a
+    minute (a scheduler needs seconds from placing them to the sensor's check, which then defers) and
+    end within the first few polls of the example DAGs' 60 s poke interval."""
+    rows = list(csv.DictReader((ROOT / "dags_examples" / "data" / "campaign.csv").open()))
+    with SandboxPanel() as panel:
+        call = caller(panel)
+        orders = [panel.state.orders[int(call(action="add", service=row["service"], link=row["link"],
+                                                quantity=row["quantity"]).json()["order"])] for row in rows]
+        assert {order.status for order in orders} == {"Pending"}
+
+    assert panel.speed == DEFAULT_SPEED == _parser().parse_args([]).speed
+    for order in orders:
+        pending = panel.state.lifecycle.pending_seconds / panel.speed
+        total = (order.finishes_at - order.created) / panel.speed
+        assert pending >= 30 and 40 <= total <= 180, (order.quantity, pending, total)
 
 
 def test_every_nth_order_ends_partial_with_the_rest_refunded() -> None:

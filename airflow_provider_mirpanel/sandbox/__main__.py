@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", default=None, help="the API key clients must send (default: a random one)")
     parser.add_argument("--balance", type=float, default=1000.0, help="starting balance (default 1000)")
     parser.add_argument("--speed", type=float, default=DEFAULT_SPEED,
-                        help=f"sandbox seconds per real second (default {DEFAULT_SPEED:g})")
+                        help=f"sandbox seconds per real second (default {DEFAULT_SPEED:g}: an order is "
+                             "Pending for 30 s and ends within 3 minutes)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply (default 0)")
     parser.add_argument("--id-file", default=None,
                         help="JSON file keeping the next order and refill IDs, so that a restarted sandbox "

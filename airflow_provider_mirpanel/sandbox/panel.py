@@ -30,7 +30,11 @@ from airflow_provider_mirpanel.sandbox.server import SandboxServer
 from airflow_provider_mirpanel.sandbox.state import Lifecycle, Order, PanelState, Refill, Remains
 
 CONN_ENV_VAR = "AIRFLOW_CONN_MIRPANEL_DEFAULT"
-DEFAULT_SPEED = 60.0  # one real second is one sandbox minute: a demo order ends within seconds
+#: Sandbox seconds per real second by default (``make sandbox``). With the default :class:`Lifecycle` an
+#: order is Pending for 30 s and ends within 3 minutes (1,000 units: 80 s), as slow as a fast real panel:
+#: a sensor run by a scheduler finds it unfinished at its check on the worker and defers. Tests and
+#: ``make demo`` pick a faster clock.
+DEFAULT_SPEED = 2.0
 
 
 def require_loopback(host: str) -> None:
@@ -71,7 +75,8 @@ class SandboxPanel:
         api_key: the key clients must send; a random one by default.
         balance: starting balance.
         currency: currency of ``status`` and ``balance`` replies.
-        speed: sandbox seconds per real second; 0 freezes the clock (move it with :meth:`advance`).
+        speed: sandbox seconds per real second (default :data:`DEFAULT_SPEED`, 2: orders take a minute
+            or two); 0 freezes the clock (move it with :meth:`advance`), 1000 ends orders within 0.3 s.
         catalogue: services to sell (a list of service dicts or a :class:`Catalogue`); default the
             packaged real 4,156-service catalogue.
         lifecycle: how fast orders and refills progress, and which end Partial/Rejected.
