@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest bench bench-quick demo sandbox clean
+.PHONY: install test lint typecheck pytest bench bench-quick demo sandbox clean e2e
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+E2E_STAMP := $(VENV)/.installed-e2e
+
+$(E2E_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,e2e]"
+	touch $(E2E_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,6 +37,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+# A real Airflow deployment on 127.0.0.1 (PostgreSQL, api-server, scheduler, dag-processor, triggerer)
+# driven through issue 11's five scenarios, in .e2e/ (a few minutes; README: "Production deployment").
+e2e: $(E2E_STAMP)
+	$(BIN)/pytest -m e2e tests/e2e -q -p no:cacheprovider
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py

@@ -1,0 +1,137 @@
+"""Fixtures of ``make e2e``: one sandbox panel and one real Airflow deployment for the whole session.
+
+The deployment (``deployment.py``) is stopped by a finalizer that runs on success, on failure, on
+Ctrl-C and on SIGTERM/SIGHUP (turned into KeyboardInterrupt here), and then checks that no process
+and no port is left and that the panel's API key is in no log file. Each scenario leaves one line
+with its numbers in :data:`LINES`, printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from deployment import ROOT, Deployment, Scenario, describe, marked_processes, port_in_use
+
+if TYPE_CHECKING:
+    from airflow_provider_mirpanel.sandbox import SandboxPanel
+
+#: The build folder: PostgreSQL's cluster, AIRFLOW_HOME, every process's log, the scenarios' files.
+BUILD = ROOT / ".e2e"
+#: One line per scenario (and the deployment), printed by pytest_terminal_summary.
+LINES: list[str] = []
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxPanel]:
+    """The sandbox panel, in this process (its fault rules, clock and order list are ours to steer and read).
+
+    The clock starts frozen: each scenario sets the speed it needs.
+    """
+    from airflow_provider_mirpanel.sandbox import SandboxPanel
+
+    panel = SandboxPanel(speed=0, balance=1000)
+    panel.start()
+    port = panel.port
+    try:
+        yield panel
+    finally:
+        panel.stop()
+        assert not port_in_use(port), f"the sandbox's port {port} is still open"
+
+
+@pytest.fixture(scope="session")
+def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """PostgreSQL + api-server, scheduler, dag-processor, triggerer; ``mirpanel_default`` → the sandbox."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    deployment = Deployment(BUILD)
+    try:
+        deployment.start()
+        api = deployment.api
+        assert api is not None
+        # As a user would: the connection through the REST API (stored encrypted in the metadata DB).
+        api.call("POST", "/connections", expect=(201,), json={
+            "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": sandbox.url,
+            "password": sandbox.api_key, "description": "the sandbox panel of make e2e"})
+        api.set_paused("mirpanel_campaign", False)
+        sockets = deployment.listening()
+        assert sockets and all(address == "127.0.0.1" for _, address, _ in sockets), sockets
+        postgres = deployment.postgres
+        assert postgres is not None
+        timings = deployment.timings
+        LINES.append(
+            f"deployment: PostgreSQL {postgres.version.split()[2]} + Airflow {deployment.airflow_version} "
+            f"api-server, scheduler (LocalExecutor), dag-processor, triggerer up in {timings['total']:.1f} s "
+            f"(PostgreSQL {timings['postgres']:.1f} s, "
+            f"db migrate {timings['migrate']:.1f} s, services healthy {timings['services']:.1f} s); listening: "
+            + ", ".join(sorted(f"{address}:{port} ({name})" for name, address, port in sockets)))
+        yield deployment
+    finally:
+        started = time.monotonic()
+        try:
+            killed = deployment.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        problems = _leftovers(deployment, sandbox.api_key)
+        LINES.append(f"cleanup: every process stopped in {time.monotonic() - started:.1f} s"
+                     + (f" ({len(killed)} needed SIGKILL: {killed})" if killed else "")
+                     + (f"; PROBLEMS: {problems}" if problems else "; no process, no port, no API key in the logs"))
+        assert not problems, problems
+
+
+def _leftovers(deployment: Deployment, api_key: str) -> list[str]:
+    """Processes or ports the deployment left, and log files holding the panel's API key."""
+    problems = [f"process left: {describe(process)}" for process in marked_processes(deployment.home)]
+    ports = [deployment.api_port] + ([deployment.postgres.port] if deployment.postgres else [])
+    problems += [f"port {port} still listening" for port in ports if port and port_in_use(port)]
+    key = api_key.encode()
+    for folder in (deployment.logs, deployment.airflow_home / "logs"):
+        for path in sorted(folder.rglob("*")) if folder.exists() else []:
+            if path.is_file() and key in path.read_bytes():
+                problems.append(f"the API key is in {path.relative_to(deployment.home)}")
+    return problems
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
+    """The scenario's measurements; its line goes to the summary whatever the outcome."""
+    marker = request.node.get_closest_marker("scenario")
+    assert marker is not None, "mark e2e tests with @pytest.mark.scenario(number, title)"
+    record = Scenario(*marker.args)
+    yield record
+    report = getattr(request.node, "rep_call", None)
+    outcome = "PASSED" if report is not None and report.passed else "FAILED"
+    if outcome == "FAILED" and report is not None and report.longrepr is not None:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = crash.message if crash is not None else str(report.longrepr)
+        record.note("why: " + " ".join(message.split())[:400])
+    LINES.append(record.line(outcome))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "scenario(number, title): a numbered scenario of issue 11")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if LINES:
+        terminalreporter.section("make e2e: a real Airflow deployment")
+        for line in LINES:
+            terminalreporter.write_line(line)
+        (BUILD / "summary.txt").write_text("\n".join(LINES) + "\n")
+

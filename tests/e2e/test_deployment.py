@@ -1,0 +1,374 @@
+"""Issue 11's five scenarios on a real Airflow deployment (``make e2e``; see ``deployment.py``).
+
+Airflow is driven only as a user drives it — ``airflow dags trigger``, the REST API, ``kill -9`` of
+real processes — and every outcome is checked where it lands: the panel's own order list and
+request log (the sandbox runs in this process), the warehouse the example DAGs write, and the
+metadata DB. The sandbox clock is the panel's pace: frozen while a scenario needs orders to stay
+open (so a sensor must defer), fast when they may finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from deployment import Deployment, Scenario, expected_requests, polls, wait_for
+
+from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
+from airflow_provider_mirpanel.sandbox import SandboxPanel
+
+pytestmark = pytest.mark.e2e
+
+CAMPAIGN = "mirpanel_campaign"
+ALERT = "mirpanel_balance_alert"
+#: The sandbox clock while orders may finish: 10 sandbox minutes per second.
+FAST = 600.0
+#: Services of the example campaign file, cycled through by the generated campaigns.
+SERVICES = ((8094, "https://www.tiktok.com/@mirpanel.e2e/video/{tag}-{n}", 1000),
+            (4663, "https://t.me/mirpanel_e2e/{tag}-{n}", 500),
+            (7276, "https://www.tiktok.com/@mirpanel.e2e/live/{tag}-{n}", 300))
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def write_campaign(folder: Path, tag: str, rows: int) -> tuple[Path, list[dict[str, Any]]]:
+    """A campaign file of ``rows`` orders whose links are unique and carry ``tag``."""
+    orders = []
+    for n in range(1, rows + 1):
+        service, link, quantity = SERVICES[(n - 1) % len(SERVICES)]
+        orders.append({"key": f"{tag}-{n:03d}", "service": service, "link": link.format(tag=tag, n=n),
+                       "quantity": quantity})
+    path = folder / "campaigns" / f"{tag}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["key", "service", "link", "quantity"])
+        writer.writeheader()
+        writer.writerows(orders)
+    return path, orders
+
+
+def example_campaign() -> list[dict[str, Any]]:
+    with (Path(__file__).resolve().parents[2] / "dags_examples" / "data" / "campaign.csv").open() as file:
+        return [{**row, "service": int(row["service"]), "quantity": int(row["quantity"])}
+                for row in csv.DictReader(file)]
+
+
+def panel_orders(panel: SandboxPanel, rows: Iterable[dict[str, Any]]) -> dict[str, list[int]]:
+    """The panel's order IDs for each campaign row (matched on service, link and quantity)."""
+    wanted = {(row["service"], row["link"], row["quantity"]): row["key"] for row in rows}
+    found: dict[str, list[int]] = {key: [] for key in wanted.values()}
+    for order in list(panel.state.orders.values()):
+        key = wanted.get((order.service, order.link, order.quantity))
+        if key is not None:
+            found[key].append(order.id)
+    return found
+
+
+def bought_twice(orders: dict[str, list[int]]) -> int:
+    return sum(max(0, len(ids) - 1) for ids in orders.values())
+
+
+def request_counts(entries: Sequence[Any]) -> str:
+    counts = Counter(entry.action for entry in entries)
+    return ", ".join(f"{action} {count}" for action, count in sorted(counts.items())) or "none"
+
+
+def settled(count: Any) -> Any:
+    """A probe that is true once ``count()`` returned the same value twice in a row (one poll apart)."""
+    last: list[Any] = []
+
+    def probe() -> bool:
+        last.append(count())
+        return len(last) >= 2 and last[-1] == last[-2]
+
+    return probe
+
+
+def trigger_row(deployment: Deployment, run_id: str, task_id: str) -> tuple[Any, ...] | None:
+    """(trigger id, classpath, triggerer job id, job type, job state) of a deferred task instance."""
+    rows = deployment.meta(
+        "SELECT t.id, t.classpath, t.triggerer_id, j.job_type, j.state FROM task_instance ti "
+        "JOIN trigger t ON t.id = ti.trigger_id LEFT JOIN job j ON j.id = t.triggerer_id "
+        "WHERE ti.dag_id = %s AND ti.run_id = %s AND ti.task_id = %s", CAMPAIGN, run_id, task_id)
+    return rows[0] if rows else None
+
+
+def assigned_trigger(deployment: Deployment, run_id: str, task_id: str,
+                     not_job: int | None = None) -> tuple[Any, ...] | None:
+    row = trigger_row(deployment, run_id, task_id)
+    if row is None or row[2] is None or row[2] == not_job:
+        return None
+    return row
+
+
+def full_poll_since(panel: SandboxPanel, start: int, ids: int) -> int | None:
+    """The request index after the first complete poll (``ids`` IDs asked) since request ``start``."""
+    asked: set[int] = set()
+    entries = list(panel.requests)
+    for index in range(start, len(entries)):
+        if entries[index].action == "status":
+            asked |= set(entries[index].ids)
+            if len(asked) >= ids:
+                return index + 1
+    return None
+
+
+def poll_shape(groups: list[list[Any]]) -> str:
+    """``3×(300 IDs in 3 requests), 1×(120 IDs in 2 requests)``: polls of the same size run-length coded."""
+    sizes = [(len({i for entry in poll for i in entry.ids}), len(poll)) for poll in groups]
+    return ", ".join(f"{len(list(run))}×({ids} IDs in {reqs} requests)" for (ids, reqs), run in groupby(sizes))
+
+
+def check_final_statuses(panel: SandboxPanel, records: list[dict[str, Any]], rows: list[dict[str, Any]],
+                         order_ids: Iterable[int]) -> None:
+    """Sensor records and warehouse rows hold each order's final status, as the panel has it."""
+    expected = set(order_ids)
+    assert {record["order"] for record in records} == expected
+    for record in records:
+        assert record["status"] in ORDER_TERMINAL_STATUSES, record
+        assert record["status"] == panel.state.orders[record["order"]].status, record
+        assert not record.get("error"), record
+    assert {row["order_id"] for row in rows} == expected
+    for row in rows:
+        order = panel.state.orders[row["order_id"]]
+        assert row["status"] == order.status, (row, order)
+        assert float(row["charge"]) == pytest.approx(order.charge, abs=1e-5), (row, order)
+
+
+# -- the scenarios --------------------------------------------------------------------------------
+
+
+@pytest.mark.scenario(1, "campaign → orders → deferred sensor → warehouse")
+@pytest.mark.timeout(420)
+def test_campaign_defers_and_loads_final_statuses(deployment: Deployment, sandbox: SandboxPanel,
+                                                  scenario: Scenario) -> None:
+    api = deployment.api
+    assert api is not None
+    run_id, start = "e2e_campaign", len(sandbox.requests)
+    rows = example_campaign()
+    sandbox.speed = 0  # orders stay Pending: the sensor's first check cannot succeed, it must defer
+    scenario.started = time.monotonic()
+    deployment.trigger(CAMPAIGN, run_id, {"campaign": "e2e_launch", "max_spend": 100})
+
+    deployment.wait_task(CAMPAIGN, run_id, "wait_for_orders", lambda ti: ti["state"] == "deferred",
+                         "deferred", timeout=240)
+    deferred_at, deferred_index = time.monotonic(), len(sandbox.requests)
+    scenario.note(f"wait_for_orders deferred {deferred_at - scenario.started:.1f} s after the trigger")
+    trigger = wait_for("the trigger assigned to a triggerer",
+                       lambda: assigned_trigger(deployment, run_id, "wait_for_orders"), 60, check=deployment.check)
+    trigger_id, classpath, job_id, job_type, job_state = trigger
+    assert classpath.endswith("OrderStatusTrigger"), classpath
+    assert (job_type, job_state) == ("TriggererJob", "running"), trigger
+    wait_for("a poll by the trigger", lambda: full_poll_since(sandbox, deferred_index, len(rows)), 60,
+             check=deployment.check)
+    sandbox.speed = FAST  # now the orders finish; the trigger sees it and the sensor resumes
+
+    run = deployment.wait_run(CAMPAIGN, run_id, timeout=180)
+    entries = list(sandbox.requests)[start:]
+    placed = panel_orders(sandbox, rows)
+    scenario.note(f"{sum(map(len, placed.values()))} orders at the panel for {len(rows)} rows, "
+                  f"{bought_twice(placed)} bought twice")
+    trigger_polls = polls(entries[deferred_index - start:])
+    scenario.note(f"trigger {trigger_id} ran in triggerer job {job_id}: {len(trigger_polls)} polls")
+    scenario.note(f"requests: {request_counts(entries)}")
+    assert run["state"] == "success", {k: v["state"] for k, v in api.task_instances(CAMPAIGN, run_id).items()}
+    assert all(len(ids) == 1 for ids in placed.values()), placed
+
+    records = api.xcom(CAMPAIGN, run_id, "wait_for_orders")
+    warehouse = deployment.warehouse("SELECT * FROM orders WHERE campaign = %s", "e2e_launch")
+    order_ids = [ids[0] for ids in placed.values()]
+    check_final_statuses(sandbox, records, warehouse, order_ids)
+    assert sorted(row["order_key"] for row in warehouse) == sorted(placed)
+    scenario.note(f"final statuses in the warehouse: {dict(Counter(row['status'] for row in warehouse))}")
+    assert trigger_row(deployment, run_id, "wait_for_orders") is None  # the trigger is cleaned up
+
+
+@pytest.mark.scenario(2, "task process killed mid-placement → retry → re-trigger")
+@pytest.mark.timeout(600)
+def test_killed_placement_then_retrigger_buys_nothing_twice(deployment: Deployment, sandbox: SandboxPanel,
+                                                             scenario: Scenario) -> None:
+    api = deployment.api
+    assert api is not None
+    path, rows = write_campaign(deployment.home, "e2e-kill", 12)
+    conf = {"campaign": "e2e_kill", "campaign_csv": str(path), "wait_for_completion": False, "max_spend": 100}
+    run_id, start = "e2e_kill", len(sandbox.requests)
+    sandbox.speed = FAST
+    # A slow panel: every add of this campaign is processed at once and its reply held back, so the
+    # task process is killed with orders paid for but not confirmed (as many as it has in flight).
+    slow = sandbox.faults.add("add", "delay_after_processing", seconds=600, times=None,
+                              when=lambda form: "e2e-kill" in form.get("link", ""))
+    try:
+        scenario.started = time.monotonic()
+        deployment.trigger(CAMPAIGN, run_id, conf)
+        wait_for("adds in flight at the panel", lambda: slow.applied, 240, check=deployment.check)
+        wait_for("the task to send all it sends at once", settled(lambda: slow.applied), 60, interval=0.5)
+        ti = api.task_instance(CAMPAIGN, run_id, "place_orders")
+        assert ti["state"] == "running" and ti["pid"], ti
+        task = psutil.Process(ti["pid"])
+        command = " ".join(task.cmdline())
+        # The task process (the supervisor's child): its title names the task instance.
+        assert "airflow worker" in command and ti["id"] in command, command
+        os.kill(ti["pid"], signal.SIGKILL)
+        killed_at, killed_try = time.monotonic(), ti["try_number"]
+        sandbox.faults.remove(slow)
+        in_flight = slow.applied
+        scenario.note(f"task process {ti['pid']} (try {killed_try}) killed {killed_at - scenario.started:.1f} s "
+                      f"after the trigger with {in_flight} adds in flight")
+        assert 0 < in_flight < len(rows), in_flight
+
+        run = deployment.wait_run(CAMPAIGN, run_id, timeout=300)
+    finally:
+        if slow in sandbox.faults:
+            sandbox.faults.remove(slow)
+    ti = api.task_instance(CAMPAIGN, run_id, "place_orders")
+    placed = panel_orders(sandbox, rows)
+    scenario.note(f"first run {run['state']} after {ti['try_number']} tries of place_orders "
+                  f"({time.monotonic() - killed_at:.0f} s after the kill); {sum(map(len, placed.values()))} "
+                  f"orders at the panel for {len(rows)} rows, {bought_twice(placed)} bought twice")
+    assert ti["try_number"] > killed_try, "Airflow did not retry the killed task"
+    assert bought_twice(placed) == 0, {key: ids for key, ids in placed.items() if len(ids) > 1}
+
+    # The orders whose add was in flight (paid, reply never read) are reported as unknown by the retry.
+    unknown_keys = {row["key"] for row in rows
+                    if any(entry.fault == "delay_after_processing" and entry.form.get("link") == row["link"]
+                           for entry in list(sandbox.requests)[start:])}
+    assert len(unknown_keys) == in_flight
+    retry_log = api.task_log(CAMPAIGN, run_id, "place_orders", killed_try + 1)
+    unreported = sorted(key for key in unknown_keys if key not in retry_log)
+    scenario.note(f"the retry (try {killed_try + 1}) reported {in_flight - len(unreported)} of the {in_flight} "
+                  "in-flight orders as unknown, by key")
+    assert "unknown" in retry_log and not unreported, f"not reported by the retry: {unreported}"
+
+    # The same campaign again, as docs/examples.md invites: it must buy nothing twice either.
+    rerun_id = "e2e_kill_again"
+    deployment.trigger(CAMPAIGN, rerun_id, conf)
+    rerun = deployment.wait_run(CAMPAIGN, rerun_id, timeout=240)
+    placed = panel_orders(sandbox, rows)
+    twice = bought_twice(placed)
+    missing = sorted(key for key, ids in placed.items() if not ids)
+    scenario.note(f"re-triggered run {rerun['state']}: {sum(map(len, placed.values()))} orders at the panel "
+                  f"for {len(rows)} rows, {twice} bought twice, {len(missing)} rows without an order "
+                  "(left unknown for the user to resolve)")
+    scenario.note(f"requests: {request_counts(list(sandbox.requests)[start:])}")
+    assert twice == 0, f"bought twice after the re-trigger: {({k: v for k, v in placed.items() if len(v) > 1})}"
+
+
+@pytest.mark.scenario(3, "triggerer killed while a sensor waits on 300 orders")
+@pytest.mark.timeout(480)
+def test_triggerer_killed_and_restarted(deployment: Deployment, sandbox: SandboxPanel, scenario: Scenario) -> None:
+    api = deployment.api
+    assert api is not None
+    count = 300
+    path, rows = write_campaign(deployment.home, "e2e-wait", count)
+    run_id, start = "e2e_wait", len(sandbox.requests)
+    sandbox.speed = 0
+    scenario.started = time.monotonic()
+    deployment.trigger(CAMPAIGN, run_id, {"campaign": "e2e_wait", "campaign_csv": str(path), "max_spend": 100})
+    deployment.wait_task(CAMPAIGN, run_id, "wait_for_orders", lambda ti: ti["state"] == "deferred",
+                         "deferred", timeout=300)
+    deferred_index = len(sandbox.requests)
+    scenario.note(f"{count} orders placed and the sensor deferred in {time.monotonic() - scenario.started:.1f} s")
+    first = wait_for("the trigger assigned to a triggerer",
+                     lambda: assigned_trigger(deployment, run_id, "wait_for_orders"), 60, check=deployment.check)
+    wait_for("a full poll by the trigger", lambda: full_poll_since(sandbox, deferred_index, count), 60,
+             check=deployment.check)
+
+    killed = deployment.services["triggerer"].kill9()
+    killed_at, killed_index = time.monotonic(), len(sandbox.requests)
+    assert trigger_row(deployment, run_id, "wait_for_orders") is not None
+    assert api.task_instance(CAMPAIGN, run_id, "wait_for_orders")["state"] == "deferred"
+    deployment.restart("triggerer")
+    second = wait_for("the trigger picked up by the restarted triggerer",
+                      lambda: assigned_trigger(deployment, run_id, "wait_for_orders", not_job=first[2]), 120,
+                      check=deployment.check)
+    wait_for("a full poll by the restarted triggerer", lambda: full_poll_since(sandbox, killed_index, count), 60,
+             check=deployment.check)
+    scenario.note(f"triggerer killed (kill -9 of {len(killed)} processes), restarted, trigger {second[0]} back "
+                  f"in triggerer job {second[2]} (was {first[2]}) polling after {time.monotonic() - killed_at:.1f} s")
+    sandbox.speed = FAST / 20  # orders of 300, 500 and 1,000 units end 3, 4 and 5 s from now: polls shrink
+
+    run = deployment.wait_run(CAMPAIGN, run_id, timeout=240)
+    entries = list(sandbox.requests)[start:]
+    placed = panel_orders(sandbox, rows)
+    scenario.note(f"{sum(map(len, placed.values()))} orders at the panel for {count} rows, "
+                  f"{bought_twice(placed)} bought twice")
+    trigger_polls = polls(entries[deferred_index - start:])
+    scenario.note(f"{len(trigger_polls)} polls by the triggers with "
+                  f"{sum(len(poll) for poll in trigger_polls)} status requests: {poll_shape(trigger_polls)}")
+    scenario.note(f"requests: {request_counts(entries)}")
+    assert run["state"] == "success", {k: v["state"] for k, v in api.task_instances(CAMPAIGN, run_id).items()}
+    assert all(len(ids) == 1 for ids in placed.values())
+    for poll in trigger_polls:
+        asked = {order for entry in poll for order in entry.ids}
+        assert all(len(entry.ids) <= 100 for entry in poll), [len(entry.ids) for entry in poll]
+        assert len(poll) == expected_requests(len(asked)), (len(asked), [len(entry.ids) for entry in poll])
+
+    records = api.xcom(CAMPAIGN, run_id, "wait_for_orders")
+    warehouse = deployment.warehouse("SELECT * FROM orders WHERE campaign = %s", "e2e_wait")
+    check_final_statuses(sandbox, records, warehouse, [ids[0] for ids in placed.values()])
+    scenario.note(f"sensor records and warehouse: {dict(Counter(record['status'] for record in records))}")
+
+
+@pytest.mark.scenario(4, "manual run of the balance alert")
+@pytest.mark.timeout(300)
+def test_manual_balance_alert_is_delivered(deployment: Deployment, sandbox: SandboxPanel,
+                                           scenario: Scenario) -> None:
+    api = deployment.api
+    assert api is not None
+    run_id, start = "e2e_alert", len(sandbox.requests)
+    threshold = round(sandbox.balance + 1000)
+    scenario.started = time.monotonic()
+    # From the REST API, as the UI's Trigger button does: a manual run has no logical date.
+    created = api.trigger(ALERT, run_id, {"min_balance": threshold})
+    assert created["logical_date"] is None, created
+    api.set_paused(ALERT, False)
+    try:
+        run = deployment.wait_run(ALERT, run_id, timeout=180)
+    finally:
+        api.set_paused(ALERT, True)
+    ti = api.task_instance(ALERT, run_id, "check_balance")
+    log = api.task_log(ALERT, run_id, "check_balance", ti["try_number"])
+    alerts = [line for line in log.splitlines() if "ALERT:" in line]
+    scenario.note(f"run {run['state']} (balance {sandbox.balance:,.2f} < min_balance {threshold:,}), "
+                  f"check_balance {ti['state']} after {ti['try_number']} try; {len(alerts)} alert line(s) "
+                  f"in its log; requests: {request_counts(list(sandbox.requests)[start:])}")
+    assert ti["state"] == "failed" and ti["try_number"] == 1, ti  # a low balance fails at once, no retries
+    callback_errors = [line for line in log.splitlines()
+                       if "Failed to run task callback" in line or "UndefinedError" in line]
+    assert not callback_errors, f"the alert was not delivered: {callback_errors[:3]}"
+    assert alerts and "MirPanel balance alert" in alerts[0], log[-2000:]
+    scenario.note(f"delivered: {alerts[0].split('ALERT:', 1)[1].strip()[:160]}")
+
+
+@pytest.mark.scenario(5, "connection test through the REST API")
+@pytest.mark.timeout(120)
+def test_connection_test_through_rest_api(deployment: Deployment, sandbox: SandboxPanel,
+                                          scenario: Scenario) -> None:
+    api = deployment.api
+    assert api is not None
+    start = len(sandbox.requests)
+    scenario.started = time.monotonic()
+    good = api.call("POST", "/connections/test", json={"connection_id": "mirpanel_default", "conn_type": "mirpanel"})
+    bad_key = "e2e-not-the-key-" + os.urandom(4).hex()
+    bad = api.call("POST", "/connections/test", json={
+        "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": sandbox.url, "password": bad_key})
+    entries = list(sandbox.requests)[start:]
+    scenario.note(f"stored connection: {json.dumps(good['status'])} ({good['message']!r}); bad key: "
+                  f"{json.dumps(bad['status'])} ({bad['message']!r}); requests: {request_counts(entries)}")
+    assert good["status"] is True, good
+    assert bad["status"] is False, bad
+    assert "key" in bad["message"].lower(), bad
+    for reply in (good, bad):
+        assert sandbox.api_key not in reply["message"] and bad_key not in reply["message"], reply
+    assert [entry.action for entry in entries] == ["balance", "balance"], entries
