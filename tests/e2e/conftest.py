@@ -50,7 +50,10 @@ def sandbox() -> Iterator[SandboxPanel]:
 @pytest.fixture(scope="session")
 def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterator[Deployment]:
     """PostgreSQL + api-server, scheduler, dag-processor, triggerer; ``mirpanel_default`` → the sandbox."""
+    # Ctrl-C, SIGTERM and SIGHUP all end the run through the finalizer below (SIGINT even where the
+    # shell started us with it ignored, as non-interactive shells do for background jobs).
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     deployment = Deployment(BUILD)
     try:
         deployment.start()
