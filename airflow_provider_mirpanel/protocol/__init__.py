@@ -1,0 +1,166 @@
+"""The Perfect Panel API v2 protocol: the one place that owns its rules.
+
+What each action sends, which order types take which parameters, how every reply shape becomes
+flat records, which panel texts mean which error, and which calls are safe to retry. The hooks, the
+placement logic and the sandbox panel all call this package; none of them re-implements it.
+Nothing here does I/O.
+
+One module per concern (each name below is importable from here, where callers should take it):
+
+- :mod:`.actions` — the actions, their ID fields, request forms, statuses;
+- :mod:`.orders` — order types, the ``add`` form and the catalogue checks;
+- :mod:`.values` — numbers, flags, texts and IDs as panels and users spell them;
+- :mod:`.decode` — a reply's body and status to a payload or a typed exception;
+- :mod:`.replies` — payloads to records (field tuples and ``TypedDict``\\ s);
+- :mod:`.retry` — what may be retried and the backoff.
+"""
+
+from airflow_provider_mirpanel.protocol.actions import (
+    MAX_IDS_PER_REQUEST,
+    MULTI_ID_FIELD,
+    ORDER_TERMINAL_STATUSES,
+    READ_ONLY_ACTIONS,
+    REFILL_TERMINAL_STATUSES,
+    SINGLE_ID_FIELD,
+    Action,
+    action_form,
+    batches,
+    canonical_status,
+    multi_form,
+    single_form,
+)
+from airflow_provider_mirpanel.protocol.decode import (
+    MAX_PANEL_TEXT,
+    classify_error,
+    decode_reply,
+    parse_retry_after,
+)
+from airflow_provider_mirpanel.protocol.orders import (
+    INT_PARAMS,
+    MULTILINE_PARAMS,
+    ORDER_PARAMS,
+    ORDER_TYPES,
+    SUBSCRIPTION_DELAYS,
+    OrderType,
+    build_add_form,
+    order_cost,
+    order_problems,
+    order_type,
+)
+from airflow_provider_mirpanel.protocol.replies import (
+    BALANCE_FIELDS,
+    CANCEL_FIELDS,
+    MISSING_FROM_REPLY,
+    MULTI_PARSERS,
+    ORDER_STATUS_FIELDS,
+    REFILL_FIELDS,
+    REFILL_STATUS_FIELDS,
+    SERVICE_FIELDS,
+    AddOrderRecord,
+    BalanceRecord,
+    CancelRecord,
+    OrderStatusRecord,
+    RefillRecord,
+    RefillStatusRecord,
+    ServiceRecord,
+    cancel_record,
+    order_status_record,
+    parse_add,
+    parse_balance,
+    parse_cancels,
+    parse_order_status,
+    parse_orders_status,
+    parse_refill,
+    parse_refill_status,
+    parse_refills,
+    parse_refills_status,
+    parse_services,
+    refill_record,
+    refill_status_record,
+)
+from airflow_provider_mirpanel.protocol.retry import (
+    RetryPolicy,
+    WarningLogger,
+    may_retry,
+    outcome_unknown,
+    retry_arguments,
+)
+from airflow_provider_mirpanel.protocol.values import (
+    MAX_WHOLE,
+    normalize_id,
+    normalize_ids,
+    to_bool,
+    to_float,
+    to_int,
+    to_text,
+)
+
+__all__ = [
+    "BALANCE_FIELDS",
+    "CANCEL_FIELDS",
+    "INT_PARAMS",
+    "MAX_IDS_PER_REQUEST",
+    "MAX_PANEL_TEXT",
+    "MAX_WHOLE",
+    "MISSING_FROM_REPLY",
+    "MULTILINE_PARAMS",
+    "MULTI_ID_FIELD",
+    "MULTI_PARSERS",
+    "ORDER_PARAMS",
+    "ORDER_STATUS_FIELDS",
+    "ORDER_TERMINAL_STATUSES",
+    "ORDER_TYPES",
+    "READ_ONLY_ACTIONS",
+    "REFILL_FIELDS",
+    "REFILL_STATUS_FIELDS",
+    "REFILL_TERMINAL_STATUSES",
+    "SERVICE_FIELDS",
+    "SINGLE_ID_FIELD",
+    "SUBSCRIPTION_DELAYS",
+    "Action",
+    "AddOrderRecord",
+    "BalanceRecord",
+    "CancelRecord",
+    "OrderStatusRecord",
+    "OrderType",
+    "RefillRecord",
+    "RefillStatusRecord",
+    "RetryPolicy",
+    "ServiceRecord",
+    "WarningLogger",
+    "action_form",
+    "batches",
+    "build_add_form",
+    "cancel_record",
+    "canonical_status",
+    "classify_error",
+    "decode_reply",
+    "may_retry",
+    "multi_form",
+    "normalize_id",
+    "normalize_ids",
+    "order_cost",
+    "order_problems",
+    "order_status_record",
+    "order_type",
+    "outcome_unknown",
+    "parse_add",
+    "parse_balance",
+    "parse_cancels",
+    "parse_order_status",
+    "parse_orders_status",
+    "parse_refill",
+    "parse_refill_status",
+    "parse_refills",
+    "parse_refills_status",
+    "parse_retry_after",
+    "parse_services",
+    "refill_record",
+    "refill_status_record",
+    "retry_arguments",
+    "single_form",
+    "to_bool",
+    "to_float",
+    "to_int",
+    "to_text",
+]
