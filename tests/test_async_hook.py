@@ -101,12 +101,13 @@ def test_extras_are_settings_never_headers_and_the_key_only_travels_in_the_body(
 
     async def read(hook: MirPanelAsyncHook) -> tuple[Any, Any]:
         await hook.get_balance()
-        return await hook.config(), await hook.get_settings()
+        session = await hook.get_conn()
+        return dict(session.headers), await hook.get_settings()
 
-    config, settings = with_hook(read)
+    headers, settings = with_hook(read)
 
-    assert config.headers is not None and set(config.headers) == {"User-Agent", "Accept"}
-    assert config.auth is None and config.base_url == panel.url
+    assert set(headers) == {"User-Agent", "Accept"}
+    assert settings.url == panel.url
     assert (settings.timeout, settings.concurrency, settings.connect_timeout) == (5.0, 2, 3.0)
     entry = panel.requests[-1]
     assert entry.path == "/api/v2" and "key" not in entry.form and entry.status == 200

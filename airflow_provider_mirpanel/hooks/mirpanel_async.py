@@ -1,9 +1,11 @@
 """``MirPanelAsyncHook``: the Perfect Panel API v2 reads over aiohttp, for triggers.
 
 The async twin of :class:`~airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook` for the reads a
-trigger needs (order and refill statuses, balance). Request forms, reply parsing, error
-classification and retry rules all come from :mod:`airflow_provider_mirpanel.protocol`; this module
-only moves bytes. Nothing in it blocks the event loop.
+trigger needs (order and refill statuses, balance). It owns its ``aiohttp.ClientSession`` and only
+moves bytes: the connection, the multi-ID plan, decoding and merging are
+:mod:`airflow_provider_mirpanel.core`'s, every rule of the API :mod:`airflow_provider_mirpanel.protocol`'s,
+so it gives the same records and raises the same exceptions as the sync hook. Nothing in it blocks
+the event loop.
 """
 
 from __future__ import annotations
@@ -11,39 +13,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
-from airflow.providers.http.hooks.http import AsyncHttpSession, HttpAsyncHook, SessionConfig
 from airflow.sdk import BaseHook
 from airflow.sdk.log import amask_secret
 from tenacity import AsyncRetrying
 
-from airflow_provider_mirpanel.exceptions import (
-    MirPanelAuthError,
-    MirPanelError,
-    MirPanelInputError,
-    MirPanelTransientError,
-)
-from airflow_provider_mirpanel.hooks.mirpanel import USER_AGENT
+from airflow_provider_mirpanel.core import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
+from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol import (
-    MULTI_PARSERS,
     READ_ONLY_ACTIONS,
     Action,
-    batches,
-    decode_reply,
-    multi_form,
-    normalize_ids,
+    BalanceRecord,
+    OrderStatusRecord,
+    RefillStatusRecord,
+    action_form,
     parse_balance,
     retry_arguments,
 )
 from airflow_provider_mirpanel.ratelimit import RateLimiter
 from airflow_provider_mirpanel.settings import ClientSettings
 
-Record = dict[str, Any]
+__all__ = ["KEEPALIVE_SECONDS", "REDACTED", "MirPanelAsyncHook", "most_serious", "transport_error"]
 
 KEEPALIVE_SECONDS = 30.0  # idle pooled connections stay open this long between requests and polls
-REDACTED = "***"
 
 
 def transport_error(error: BaseException, action: Action) -> MirPanelError:
@@ -66,21 +60,7 @@ def transport_error(error: BaseException, action: Action) -> MirPanelError:
     return MirPanelError(f"request to the panel failed ({name}): {type(error).__name__}: {error}")
 
 
-def most_serious(errors: list[BaseException]) -> BaseException:
-    """The error to raise for a multi call whose batches failed: a bug, then a bad key, then any
-    other refusal or malformed reply, and a transient failure only when nothing worse happened."""
-
-    def rank(error: BaseException) -> int:
-        if not isinstance(error, MirPanelError):
-            return 0
-        if isinstance(error, MirPanelAuthError):
-            return 1
-        return 3 if isinstance(error, MirPanelTransientError) else 2
-
-    return min(errors, key=rank)
-
-
-class MirPanelAsyncHook(HttpAsyncHook):
+class MirPanelAsyncHook(BaseHook):
     """Read order and refill statuses and the balance from a panel, asynchronously.
 
     Uses the same ``mirpanel`` connection as :class:`MirPanelHook` (host = API URL, password = API
@@ -99,14 +79,11 @@ class MirPanelAsyncHook(HttpAsyncHook):
     hook_name = "MirPanel (async)"
 
     def __init__(self, mirpanel_conn_id: str = default_conn_name) -> None:
-        # One attempt per request here: the protocol's rules decide the retries, not HttpAsyncHook's.
-        super().__init__(method="POST", http_conn_id=mirpanel_conn_id, auth_type=None, retry_limit=1)
+        super().__init__()
         self.mirpanel_conn_id = mirpanel_conn_id
-        self._settings: ClientSettings | None = None
-        self._key: str | None = None
+        self._panel: PanelConnection | None = None
         self._limiter = RateLimiter()
         self._session: aiohttp.ClientSession | None = None
-        self._http: AsyncHttpSession | None = None
         self._reading = asyncio.Lock()  # concurrent first calls read the connection once
 
     def __repr__(self) -> str:
@@ -122,86 +99,60 @@ class MirPanelAsyncHook(HttpAsyncHook):
 
     # -- connection and session ------------------------------------------------------------------
 
-    async def config(self) -> SessionConfig:
-        """Read the connection once: settings from ``ClientSettings``, no extra sent as a header."""
+    async def get_panel(self) -> PanelConnection:
+        """The connection, read once per hook (settings and key)."""
         async with self._reading:
-            if self._config is None:
-                self._config = await self._read_connection()
-        return self._config
-
-    async def _read_connection(self) -> SessionConfig:
-        conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
-        if not conn.password:
-            raise MirPanelInputError(
-                f"connection {self.mirpanel_conn_id!r} has no API key: put it in the password field"
-            )
-        await amask_secret(conn.password)
-        extra = await conn.aextra_dejson()
-        settings = ClientSettings.from_connection(conn.host, conn.schema, conn.port, extra)
-        self._key, self._settings = conn.password, settings
-        self._limiter = RateLimiter(settings.rate_limit)
-        self.base_url = settings.url
-        return SessionConfig(base_url=settings.url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+            if self._panel is None:
+                conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
+                panel = PanelConnection.read(self.mirpanel_conn_id, conn, await conn.aextra_dejson())
+                await amask_secret(panel.key)
+                self._limiter = RateLimiter(panel.settings.rate_limit)
+                self._panel = panel
+        return self._panel
 
     async def get_settings(self) -> ClientSettings:
         """The client settings of the connection (read once per hook)."""
-        await self.config()
-        assert self._settings is not None
-        return self._settings
+        return (await self.get_panel()).settings
 
     def redact(self, text: str) -> str:
         """``text`` with the API key replaced, for messages that leave the hook (events, logs)."""
-        return text.replace(self._key, REDACTED) if self._key else text
+        return self._panel.redact(text) if self._panel is not None else text
 
-    async def _get_http(self) -> AsyncHttpSession:
-        config = await self.config()
+    async def get_conn(self) -> aiohttp.ClientSession:
+        """The hook's ``aiohttp.ClientSession`` (made on first use): at most ``concurrency``
+        keep-alive connections, TLS verified, the provider's headers."""
         settings = await self.get_settings()
-        if self._http is None:
-            connector = aiohttp.TCPConnector(
-                limit=settings.concurrency,
-                keepalive_timeout=KEEPALIVE_SECONDS,
-                ssl=settings.verify,
-            )
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS,
+                                             ssl=settings.verify)
             timeout = aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=settings.timeout)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=True)
-            self._http = AsyncHttpSession(hook=self, request=self._session.post, config=config)
-        return self._http
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS,
+                                                  trust_env=True)
+        return self._session
 
     async def close(self) -> None:
         """Close the pooled connections (the hook opens them again when used)."""
-        session, self._session, self._http = self._session, None, None
+        session, self._session = self._session, None
         if session is not None:
             await session.close()
 
-    # -- one request -----------------------------------------------------------------------------
+    # -- moving bytes ----------------------------------------------------------------------------
 
     async def _send(self, action: Action, form: dict[str, str]) -> Any:
         """Send one request once and decode its reply."""
-        http = await self._get_http()
+        session, panel = await self.get_conn(), await self.get_panel()
         delay = self._limiter.reserve()
         if delay:
             await asyncio.sleep(delay)
         failure: MirPanelError | None = None
         try:
-            response = await http.run(
-                data={"key": self._key or "", **form},
-                extra_options={"check_response": False, "allow_redirects": False},
-            )
-            async with response:
-                body = await response.read()
+            async with session.post(panel.settings.url, data=panel.body(form), allow_redirects=False) as response:
+                status, headers, body = response.status, response.headers, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             failure = transport_error(error, action)
         if failure is not None:
             raise failure  # outside the except block, so the transport's exception is not its __context__
-        return decode_reply(
-            body,
-            response.status,
-            action,
-            content_type=response.headers.get("Content-Type"),
-            retry_after=response.headers.get("Retry-After"),
-            location=response.headers.get("Location"),
-            secret=self._key,
-        )
+        return panel.decode(action, status, headers, body)
 
     async def _call(self, action: Action, form: dict[str, str]) -> Any:
         """Send a request, retrying what the protocol allows to be retried."""
@@ -211,32 +162,31 @@ class MirPanelAsyncHook(HttpAsyncHook):
                 return await self._send(action, form)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _multi(self, action: Action, ids: Iterable[Any], what: str) -> list[Record]:
+    async def _multi(self, action: Action, ids: Iterable[Any], what: str) -> list[Any]:
         """One record per distinct ID, in input order, from concurrent requests of at most 100 IDs."""
         if action not in READ_ONLY_ACTIONS:
             raise MirPanelInputError(f"the async hook only reads; {action.value!r} is not a read")
-        distinct = normalize_ids(ids, what)
-        if not distinct:
+        call = MultiCall.plan(action, ids, what)
+        if not call.chunks:
             return []
-        settings = await self.get_settings()
-        await self._get_http()
-        parse = MULTI_PARSERS[action]
-        slots = asyncio.Semaphore(settings.concurrency)
+        slots = asyncio.Semaphore((await self.get_settings()).concurrency)
+        await self.get_conn()  # one pool for all batches, made before they start
 
-        async def batch(chunk: list[int]) -> list[Record]:
-            async with slots:
-                payload = await self._call(action, multi_form(action, chunk))
-            return parse(payload, chunk)
+        async def batch(chunk: list[int], form: dict[str, str]) -> list[Any]:
+            try:
+                async with slots:
+                    reply = await self._call(action, form)
+            except Exception as error:  # the core decides what a failed chunk gives
+                reply = error
+            return call.records(chunk, reply)
 
-        results = await asyncio.gather(*(batch(chunk) for chunk in batches(distinct)), return_exceptions=True)
-        errors = [result for result in results if isinstance(result, BaseException)]
-        if errors:
-            raise most_serious(errors)
-        return [record for chunk in results if isinstance(chunk, list) for record in chunk]
+        results = await asyncio.gather(*(batch(chunk, form) for chunk, form in call.requests),
+                                       return_exceptions=True)
+        return call.merge(list(results))
 
     # -- the API ---------------------------------------------------------------------------------
 
-    async def get_orders_status(self, order_ids: Iterable[int | str]) -> list[Record]:
+    async def get_orders_status(self, order_ids: Iterable[int | str]) -> list[OrderStatusRecord]:
         """Status records of any number of orders (``order, status, charge, start_count, remains,
         currency, error``), one per distinct ID in input order; an unknown ID is a record with an error.
 
@@ -244,13 +194,13 @@ class MirPanelAsyncHook(HttpAsyncHook):
         :raises MirPanelResponseError: a reply is not what the API promises.
         :raises MirPanelTransientError: a batch still failed after the retries.
         """
-        return await self._multi(Action.STATUS, order_ids, "order")
+        return cast(list[OrderStatusRecord], await self._multi(Action.STATUS, order_ids, "order"))
 
-    async def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[Record]:
+    async def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[RefillStatusRecord]:
         """Statuses of any number of refills (``refill, status, error``), one per distinct ID in input
         order. Raises like :meth:`get_orders_status`."""
-        return await self._multi(Action.REFILL_STATUS, refill_ids, "refill")
+        return cast(list[RefillStatusRecord], await self._multi(Action.REFILL_STATUS, refill_ids, "refill"))
 
-    async def get_balance(self) -> Record:
+    async def get_balance(self) -> BalanceRecord:
         """The account balance: ``balance, currency``."""
-        return parse_balance(await self._call(Action.BALANCE, {"action": Action.BALANCE.value}))
+        return parse_balance(await self._call(Action.BALANCE, action_form(Action.BALANCE)))
