@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from airflow_provider_mirpanel.protocol import (
     BALANCE_FIELDS,
@@ -44,7 +44,12 @@ TEXT = "string"
 TIMESTAMP = "datetime64[ns, UTC]"
 
 #: When a record was read from the panel (UTC, ISO-8601 in XCom).
-CHECKED_AT = "checked_at"
+CHECKED_AT: Final = "checked_at"
+
+#: A record of any kind, for code that handles every kind alike (the waits, the XCom plumbing).
+#: Each kind's shape is a ``TypedDict`` next to its field tuple: the hooks' records in
+#: :mod:`airflow_provider_mirpanel.protocol.replies`, the placement's :class:`PlacedOrderRecord` here.
+Record = dict[str, Any]
 
 def utc_now() -> str:
     """The current UTC time as ISO-8601 text: what ``checked_at`` holds in XCom."""
@@ -53,6 +58,19 @@ def utc_now() -> str:
 
 #: Columns every placed-order record has (the type parameters it was sent with follow).
 PLACED_ORDER_FIELDS = ("key", "state", "order", "service", "link", "quantity", "cost", "error")
+
+
+class PlacedOrderRecord(TypedDict):
+    """What ``PlaceOrderOperator`` returns per order (the other parameters it was sent with follow)."""
+
+    key: str  # the order's key in the placement ledger
+    state: str  # placed, refused, not_sent, unknown, skipped, invalid or conflict
+    order: int | None  # the panel's order ID once placed
+    service: int
+    link: str | None
+    quantity: int | None
+    cost: float | None
+    error: str | None
 
 #: The kinds of records and the columns each always has, in display order.
 KIND_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -24,7 +24,16 @@ from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, Placement
 from airflow_provider_mirpanel.ledger import ledger_asset as ledger_asset_of
 from airflow_provider_mirpanel.order_rows import Record, parse_order_rows
 from airflow_provider_mirpanel.placement import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
-from airflow_provider_mirpanel.protocol import normalize_ids, to_float, to_int, to_text
+from airflow_provider_mirpanel.protocol import (
+    BalanceRecord,
+    CancelRecord,
+    OrderStatusRecord,
+    RefillRecord,
+    normalize_ids,
+    to_float,
+    to_int,
+    to_text,
+)
 from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
 from airflow_provider_mirpanel.reporting import errors_by, listing
 
@@ -403,7 +412,7 @@ class OrderStatusOperator(_OrderIdsOperator):
     :param order_ids: the order IDs (a list, an ``XComArg``, or text such as ``"1,2,3"``).
     """
 
-    def execute(self, context: Context) -> list[Record]:
+    def execute(self, context: Context) -> list[OrderStatusRecord]:
         records = self.hook.get_orders_status(self._ids())
         checked_at = utc_now()
         for record in records:
@@ -412,11 +421,14 @@ class OrderStatusOperator(_OrderIdsOperator):
         return records
 
 
-def _status_counts(records: list[Record]) -> str:
+def _status_counts(records: Sequence[Mapping[str, Any]]) -> str:
     counts = Counter(str(record["status"]) for record in records if not record.get("error"))
     text = ", ".join(f"{status} {count}" for status, count in counts.most_common()) or "none known"
     errors = errors_by(records, "order")
     return text + (f"; not checked: {errors}" if errors else "")
+
+
+_Reported = TypeVar("_Reported", RefillRecord, CancelRecord)
 
 
 class _WriteOperator(_OrderIdsOperator):
@@ -428,7 +440,7 @@ class _WriteOperator(_OrderIdsOperator):
         super().__init__(**kwargs)
         self.fail_on_error = fail_on_error
 
-    def _report(self, records: list[Record]) -> list[Record]:
+    def _report(self, records: list[_Reported]) -> list[_Reported]:
         refused = [record for record in records if record.get("error")]
         line = f"{self.verb} {len(records) - len(refused)} of {len(records)} orders"
         if refused:
@@ -452,7 +464,7 @@ class RefillOperator(_WriteOperator):
 
     verb = "refill requested for"
 
-    def execute(self, context: Context) -> list[Record]:
+    def execute(self, context: Context) -> list[RefillRecord]:
         return self._report(self.hook.refill_orders(self._ids()))
 
 
@@ -468,7 +480,7 @@ class CancelOrdersOperator(_WriteOperator):
 
     verb = "cancel accepted for"
 
-    def execute(self, context: Context) -> list[Record]:
+    def execute(self, context: Context) -> list[CancelRecord]:
         return self._report(self.hook.cancel_orders(self._ids()))
 
 
@@ -496,8 +508,9 @@ class BalanceCheckOperator(MirPanelBaseOperator):
         self.min_balance = min_balance
         self.on_low = _choice("on_low", on_low, ON_LOW)
 
-    def execute(self, context: Context) -> Record:
-        record = {**self.hook.get_balance(), CHECKED_AT: utc_now()}
+    def execute(self, context: Context) -> BalanceRecord:
+        record = self.hook.get_balance()
+        record[CHECKED_AT] = utc_now()
         threshold = self._threshold()
         currency = f" {record['currency']}" if record["currency"] else ""
         if threshold is None or record["balance"] >= threshold:

@@ -24,17 +24,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.protocol import normalize_ids
-from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
+from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
 
-Record = dict[str, Any]
 Payload = dict[str, Any]
 
 
@@ -184,7 +183,7 @@ class OrderStatusTrigger(_StatusTrigger):
         return self.ids
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
-        return await hook.get_orders_status(ids)
+        return cast(list[Record], await hook.get_orders_status(ids))  # read alike by the wait logic
 
 
 class RefillStatusTrigger(_StatusTrigger):
@@ -218,7 +217,7 @@ class RefillStatusTrigger(_StatusTrigger):
         return self.ids
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
-        return await hook.get_refills_status(ids)
+        return cast(list[Record], await hook.get_refills_status(ids))
 
 
 def ends_wait(error: MirPanelError) -> bool:
