@@ -15,20 +15,23 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, cast
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+)
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.protocol import ORDER_STATUS_FIELDS, REFILL_STATUS_FIELDS
-from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
+from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.taskstate import RecordPages, digest, store_of
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger, ends_wait
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress
-
-Record = dict[str, Any]
 
 #: Prefix of the sensors' keys in ``task_state_store`` (finished records kept across pokes).
 STATE_PREFIX = "mirpanel.wait."
@@ -98,9 +101,23 @@ class _PanelWaitSensor(BaseSensorOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
+        """Poke until done (``poke``/``reschedule`` mode), or check once and defer to the trigger.
+
+        :raises AirflowFailException: an ID is unknown or ended in a failed status (no retries).
+        """
         self._progress = None  # a new try (or a new reschedule poke) starts from the state store
         self._deadline = time.time() + self.timeout  # where a deferred wait times out
-        return super().execute(context)
+        if not self.deferrable:
+            return super().execute(context)
+        try:
+            result = self.poke(context)
+        except AirflowFailException as error:
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(f"{error} (skipped: soft_fail/never_fail)") from error
+            raise
+        if result.is_done:
+            return result.xcom_value
+        self._defer(self._restore(context))
 
     # -- the wait ----------------------------------------------------------------------------------
 
@@ -130,6 +147,11 @@ class _PanelWaitSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=False)
 
     def poke(self, context: Context) -> PokeReturnValue:
+        """One check of the pending IDs: done with the final records, or not yet.
+
+        A transient failure outlasting the hook's retries (outage, 5xx, 429) is "not yet": like the
+        trigger, the wait goes on and the next poke (or the trigger) asks again, until the timeout.
+        """
         progress = self._restore(context)
         try:
             outcome = self.check(progress)
@@ -137,20 +159,16 @@ class _PanelWaitSensor(BaseSensorOperator):
             if ends_wait(error):
                 raise
             if self.deferrable:
-                self.log.warning("%s", progress.poll_failed(str(error), "the triggerer asks again"))
-                self._defer(progress)
-            # A transient failure (outage, 5xx, 429) outlasting the hook's retries: like the trigger,
-            # the wait goes on and the next poke asks again, until the sensor's timeout.
-            then = ("asking again at the next poke" if self.exponential_backoff
-                    else f"asking again in {self.poke_interval:.3g} s")
+                then = "the triggerer asks again"
+            elif self.exponential_backoff:
+                then = "asking again at the next poke"
+            else:
+                then = f"asking again in {self.poke_interval:.3g} s"
             self.log.warning("%s", progress.poll_failed(str(error), then))
             self._remember(progress)
             return PokeReturnValue(is_done=False)
         self._remember(progress)
-        result = self.conclude(outcome, progress)
-        if self.deferrable and not result.is_done:
-            self._defer(progress)
-        return result
+        return self.conclude(outcome, progress)
 
     # -- deferrable mode ---------------------------------------------------------------------------
 
@@ -277,7 +295,7 @@ class OrderStatusSensor(_PanelWaitSensor):
         return self.order_ids
 
     def _fetch(self, ids: list[int]) -> list[Record]:
-        return self.hook.get_orders_status(ids)
+        return cast(list[Record], self.hook.get_orders_status(ids))  # read alike by the wait logic
 
 
 class RefillStatusSensor(_PanelWaitSensor):
@@ -306,4 +324,4 @@ class RefillStatusSensor(_PanelWaitSensor):
         return self.refill_ids
 
     def _fetch(self, ids: list[int]) -> list[Record]:
-        return self.hook.get_refills_status(ids)
+        return cast(list[Record], self.hook.get_refills_status(ids))
