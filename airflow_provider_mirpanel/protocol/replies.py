@@ -43,8 +43,37 @@ class ServiceRecord(TypedDict):
     dripfeed: bool | None
 
 
-class AddOrderRecord(TypedDict):
-    """A placed order: its ID, the service and the parameters sent (as further keys)."""
+class _OrderParams(TypedDict, total=False):
+    """The ``add`` parameters an order was sent with (those of its service type; see ``orders``)."""
+
+    link: str
+    quantity: int
+    runs: int
+    interval: int
+    comments: str
+    usernames: str
+    hashtags: str
+    hashtag: str
+    username: str
+    media: str
+    answer_number: int
+    groups: str
+    min: int
+    max: int
+    posts: int
+    old_posts: int
+    delay: int
+    expiry: str
+    country: str
+    device: int
+    type_of_traffic: int
+    google_keyword: str
+    referring_url: str
+    keywords: str
+
+
+class AddOrderRecord(_OrderParams):
+    """A placed order: its ID, the service and the parameters sent."""
 
     order: int
     service: int

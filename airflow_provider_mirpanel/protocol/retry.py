@@ -15,6 +15,7 @@ from tenacity import RetryCallState, retry_if_exception, stop_after_attempt
 from airflow_provider_mirpanel.exceptions import MirPanelAPIError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol.actions import READ_ONLY_ACTIONS, Action
 
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How transient failures are retried: ``retries`` more attempts, exponential backoff with jitter."""
