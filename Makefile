@@ -24,10 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy airflow_provider_mirpanel
+	$(BIN)/mypy  # the files of [tool.mypy] in pyproject.toml: package, tests, benchmarks, scripts, example DAGs
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not e2e"  # everything but the e2e deployment test; a bare `pytest` also skips the slow tests
 
 test: lint typecheck pytest bench-quick
 

@@ -15,7 +15,7 @@ import os
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -34,7 +34,7 @@ from benchmarks.panel_process import PanelProcess
 from benchmarks.table import Row
 
 T = TypeVar("T")
-Record = dict[str, Any]
+Record = Mapping[str, Any]  # a record of any kind, read alike here
 
 #: The statuses orders are frozen in where a realistic mix matters (parsing, memory).
 STATUS_MIX = ("Completed", "In progress", "Partial", "Pending", "Canceled")
@@ -111,7 +111,8 @@ def request_counts(panel: PanelProcess, config: Config) -> list[Row]:
     hook = new_hook(panel)
     rows = []
 
-    def measure(action: Action, call: Callable[[], list[Record]], ids: Sequence[int], id_field: str) -> list[Record]:
+    def measure(action: Action, call: Callable[[], Sequence[Record]], ids: Sequence[int], id_field: str
+                ) -> Sequence[Record]:
         panel.reset()
         records, wall = timed(call)
         row = Row(f"requests: {action.value}", n, wall=wall, ideal=ideal_seconds(n, panel.latency, slots),
@@ -125,7 +126,7 @@ def request_counts(panel: PanelProcess, config: Config) -> list[Row]:
 
     measure(Action.STATUS, lambda: hook.get_orders_status(completed), completed, "order")
     refills = measure(Action.REFILL, lambda: hook.refill_orders(completed), completed, "order")
-    refill_ids = [record["refill"] for record in refills]
+    refill_ids = [int(record["refill"]) for record in refills]
     measure(Action.REFILL_STATUS, lambda: hook.get_refills_status(refill_ids), refill_ids, "refill")
     measure(Action.CANCEL, lambda: hook.cancel_orders(running), running, "order")
     hook.close()
@@ -199,7 +200,7 @@ class _CountingTrigger(OrderStatusTrigger):
 
     waiting: _Waiting
 
-    async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+    async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[dict[str, Any]]:
         panel = self.waiting.panel
         panel.reset()
         records = await super().fetch(hook, ids)
@@ -324,7 +325,7 @@ def parse_cost(config: Config) -> list[Row]:
     def loads() -> list[Any]:
         return [json.loads(body) for body, _ in replies]
 
-    def to_records() -> list[Record]:
+    def to_records() -> Sequence[Record]:
         return [record for body, chunk in replies for record in parse_orders_status(
             decode_reply(body, 200, Action.STATUS, content_type="application/json", secret=key), chunk)]
 
@@ -350,7 +351,7 @@ def _services_parse(config: Config, repeats: int) -> Row:
 
     catalogue = default_catalogue()
 
-    def parse() -> list[Record]:
+    def parse() -> Sequence[Record]:
         return parse_services(decode_reply(catalogue.reply, 200, Action.SERVICES, secret="k" * 32))
 
     services = parse()

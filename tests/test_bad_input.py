@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG
+from task_context import task_context
 
 from airflow_provider_mirpanel import protocol
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
@@ -22,7 +23,6 @@ from airflow_provider_mirpanel.operators.mirpanel import (
     RefillOperator,
 )
 from airflow_provider_mirpanel.sandbox import SandboxPanel
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
 
 LINK = "https://example.com/p/1"
 
@@ -296,10 +296,10 @@ def test_order_fields_rendering_to_wrong_types_are_refused_before_any_request(
     render(op, values)
     if native and params == {"quantity": None}:  # None is "not given": a catalogue check, after reading it
         with pytest.raises(MirPanelInputError, match="missing 'quantity' for a Default service"):
-            op.execute({"task_state_store": MemoryStateStore()})
+            op.execute(task_context())
         assert [entry.action for entry in panel.requests] == ["services"] and not panel.state.orders
         return
-    message = refused(panel, lambda: op.execute({"task_state_store": MemoryStateStore()}), named)
+    message = refused(panel, lambda: op.execute(task_context()), named)
     assert "no order was sent" in message
 
 
@@ -320,7 +320,7 @@ def test_place_order_operator_checks_min_max_and_required_parameters_against_the
     ]
     op = PlaceOrderOperator(task_id="place", orders=orders)
     with pytest.raises(MirPanelInputError) as caught:
-        op.execute({"task_state_store": MemoryStateStore()})
+        op.execute(task_context())
     message = str(caught.value)
     assert "5 of 6 orders are invalid; no order was sent" in message
     assert f"row 1: quantity {low - 1} is below the service minimum {low}" in message
@@ -341,12 +341,12 @@ def test_place_order_operator_checks_min_max_and_required_parameters_against_the
 def test_orders_text_that_is_not_a_list_of_rows_is_refused_before_any_request(panel: SandboxPanel,
                                                                             orders: str) -> None:
     op = PlaceOrderOperator(task_id="place", orders=orders)
-    refused(panel, lambda: op.execute({"task_state_store": MemoryStateStore()}), "orders must be a list of dicts")
+    refused(panel, lambda: op.execute(task_context()), "orders must be a list of dicts")
 
 
 def test_rows_with_non_text_parameter_names_are_refused_by_name(panel: SandboxPanel) -> None:
     service = default_service(panel)
     rows = [{"service": service["service"], "link": LINK, "quantity": service["min"], 1: 2, "colour": "red"}]
     op = PlaceOrderOperator(task_id="place", orders=rows)
-    refused(panel, lambda: op.execute({"task_state_store": MemoryStateStore()}),
+    refused(panel, lambda: op.execute(task_context()),
             "row 0: unknown order parameter(s) ['colour', 1]")

@@ -139,7 +139,7 @@ def big_catalogue() -> bytes:
         "cancel": "1",
         "desc": "x" * 100,
     }
-    entries = []
+    entries: list[Any] = []
     size = 2
     while size < TEN_MB:
         service["service"] = len(entries) + 1

@@ -54,6 +54,7 @@ def start_clock(panel: SandboxPanel) -> None:
     panel.speed = 1.0
 
 
+@pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_every_operator_and_sensor_in_a_real_dag_run(slow_panel: SandboxPanel, airflow_env: dict[str, str],
                                                       tmp_path: Path) -> None:
     panel = slow_panel

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk import Context
 from airflow.sdk.exceptions import (
     AirflowException,
     AirflowFailException,
@@ -27,6 +28,7 @@ from airflow.sdk.exceptions import (
 )
 from airflow_cli import airflow_home, run_airflow
 from steering import once
+from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
@@ -46,10 +48,10 @@ def orders_sensor(**kwargs: Any) -> OrderStatusSensor:
     return OrderStatusSensor(task_id="wait", deferrable=True, poke_interval=0.05, **kwargs)
 
 
-def deferral(sensor: Sensor, context: dict[str, Any]) -> TaskDeferred:
+def deferral(sensor: Sensor, context: Context) -> TaskDeferred:
     """The TaskDeferred the sensor's execute raises."""
     with pytest.raises(TaskDeferred) as caught:
-        sensor.execute(context)  # type: ignore[arg-type]
+        sensor.execute(context)
     return caught.value
 
 
@@ -60,9 +62,9 @@ def trigger_event(deferred: TaskDeferred) -> dict[str, Any]:
     return asyncio.run(first())
 
 
-def resume(sensor: Sensor, context: dict[str, Any], deferred: TaskDeferred, event: dict[str, Any] | None) -> Any:
+def resume(sensor: Sensor, context: Context, deferred: TaskDeferred, event: dict[str, Any] | None) -> Any:
     """What the task runner does when the trigger fired: call ``next_method`` with the event."""
-    return sensor.resume_execution(deferred.method_name, {"event": event}, context)  # type: ignore[arg-type]
+    return sensor.resume_execution(deferred.method_name, {"event": event}, context)
 
 
 def without_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,15 +85,15 @@ def test_deferred_wait_returns_the_same_records_as_poke_mode(panel: SandboxPanel
     panel.set_order(ids[4], "cancelled")
     store = MemoryStateStore()
 
-    deferred = deferral(orders_sensor(order_ids=ids), {"task_state_store": store})
+    deferred = deferral(orders_sensor(order_ids=ids), task_context(store))
     pending = [ids[0], ids[2], ids[3], ids[5]]
     assert isinstance(deferred.trigger, OrderStatusTrigger) and deferred.trigger.order_ids == pending
     panel.set_order(ids[0], "Partial")
     panel.complete_all()
     event = trigger_event(deferred)
-    records = resume(orders_sensor(order_ids=ids), {"task_state_store": store}, deferred, event)
+    records = resume(orders_sensor(order_ids=ids), task_context(store), deferred, event)
 
-    poked = OrderStatusSensor(task_id="poke", order_ids=ids, poke_interval=0.05).execute({})  # type: ignore[arg-type]
+    poked = OrderStatusSensor(task_id="poke", order_ids=ids, poke_interval=0.05).execute(task_context())
     assert [record["order"] for record in records] == ids
     assert [record["status"] for record in records] == ["Partial", "Completed", "Completed", "Completed",
                                                         "Canceled", "Completed"]
@@ -108,7 +110,7 @@ def test_the_trigger_watches_until_the_sensor_timeout_at_the_sensor_poke_interva
                                failed_statuses=["cancelled"], terminal_statuses=["Completed"])
 
     started = time.time()
-    deferred = deferral(sensor, {"task_state_store": MemoryStateStore()})
+    deferred = deferral(sensor, task_context())
     ended = time.time()
 
     classpath, kwargs = deferred.trigger.serialize()
@@ -138,7 +140,7 @@ def test_statuses_rendered_as_text_reach_the_trigger_as_lists(panel: SandboxPane
 
 def test_orders_already_done_on_the_worker_never_defer(panel: SandboxPanel) -> None:
     ids = panel.create_orders(3, status="Completed")
-    records = orders_sensor(order_ids=ids).execute({"task_state_store": MemoryStateStore()})  # type: ignore[arg-type]
+    records = orders_sensor(order_ids=ids).execute(task_context())
     assert [record["order"] for record in records] == ids and panel.count("status") == 1
 
 
@@ -164,7 +166,7 @@ def test_reschedule_mode_defers_too(panel: SandboxPanel) -> None:
         def get_first_reschedule_date(self, context: Any) -> None:
             return None
 
-    assert deferral(sensor, {"ti": FirstTry(), "task_state_store": MemoryStateStore()}).trigger.order_ids == ids
+    assert deferral(sensor, task_context(ti=FirstTry())).trigger.order_ids == ids
 
 
 def test_a_transient_failure_on_the_worker_defers_anyway(panel: SandboxPanel) -> None:
@@ -172,7 +174,7 @@ def test_a_transient_failure_on_the_worker_defers_anyway(panel: SandboxPanel) ->
     ids = panel.create_orders(2, status="Completed")
     panel.faults.add("status", "html", times=2)  # the worker's check and its one retry
 
-    deferred = deferral(orders_sensor(order_ids=ids), {"task_state_store": MemoryStateStore()})
+    deferred = deferral(orders_sensor(order_ids=ids), task_context())
     assert deferred.trigger.order_ids == ids
     records = resume(orders_sensor(order_ids=ids), {}, deferred, trigger_event(deferred))
 
@@ -186,10 +188,10 @@ def test_refill_sensor_defers_to_the_refill_trigger(panel: SandboxPanel) -> None
     store = MemoryStateStore()
     sensor = RefillStatusSensor(task_id="wait", refill_ids=refills, deferrable=True, poke_interval=0.05)
 
-    deferred = deferral(sensor, {"task_state_store": store})
+    deferred = deferral(sensor, task_context(store))
     assert isinstance(deferred.trigger, RefillStatusTrigger) and deferred.trigger.refill_ids == refills
     panel.speed = 1000  # refills end within 0.1 s; every 4th is rejected
-    records = resume(sensor, {"task_state_store": store}, deferred, trigger_event(deferred))
+    records = resume(sensor, task_context(store), deferred, trigger_event(deferred))
 
     assert [record["refill"] for record in records] == refills
     assert [record["status"] for record in records] == ["Completed", "Completed", "Completed", "Rejected"]
@@ -202,21 +204,21 @@ def test_a_failed_status_seen_by_the_trigger_fails_like_poke_mode(panel: Sandbox
     panel.speed = 0
     ids = panel.create_orders(3)
     store = MemoryStateStore()
-    deferred = deferral(orders_sensor(order_ids=ids, failed_statuses=["Canceled"]), {"task_state_store": store})
+    deferred = deferral(orders_sensor(order_ids=ids, failed_statuses=["Canceled"]), task_context(store))
     panel.set_order(ids[1], "Canceled")
     event = trigger_event(deferred)
 
     with pytest.raises(AirflowFailException) as deferred_failure:
         resume(orders_sensor(order_ids=ids, failed_statuses=["Canceled"]), {}, deferred, event)
     with pytest.raises(AirflowFailException) as poke_failure:
-        OrderStatusSensor(task_id="poke", order_ids=ids, failed_statuses=["Canceled"]).execute({})  # type: ignore[arg-type]
+        OrderStatusSensor(task_id="poke", order_ids=ids, failed_statuses=["Canceled"]).execute(task_context())
 
     assert str(deferred_failure.value) == str(poke_failure.value) == f"1 order(s) ended Canceled: {ids[1]}"
 
 
 def test_unknown_orders_fail_on_the_worker_without_deferring(panel: SandboxPanel) -> None:
     with pytest.raises(AirflowFailException, match="Incorrect order ID"):
-        orders_sensor(order_ids=[1, 2]).execute({})  # type: ignore[arg-type]
+        orders_sensor(order_ids=[1, 2]).execute(task_context())
 
 
 def test_the_sensor_timeout_ends_a_deferred_wait_with_sensor_timeout(panel: SandboxPanel) -> None:
@@ -235,12 +237,12 @@ def test_the_sensor_timeout_ends_a_deferred_wait_with_sensor_timeout(panel: Sand
 def test_a_scheduler_side_deferral_timeout_is_a_sensor_timeout_too(panel: SandboxPanel) -> None:
     sensor = orders_sensor(order_ids=[1])
     with pytest.raises(AirflowSensorTimeout):
-        sensor.resume_execution("__fail__", {"error": "Trigger timeout"}, {})  # type: ignore[arg-type]
+        sensor.resume_execution("__fail__", {"error": "Trigger timeout"}, task_context())
 
 
 def test_an_error_event_fails_the_task_with_the_panel_message(panel: SandboxPanel) -> None:
     with pytest.raises(MirPanelError, match="Invalid API key"):
-        orders_sensor(order_ids=[1]).execute_complete({}, {"status": "error", "message": "Invalid API key"})  # type: ignore[arg-type]
+        orders_sensor(order_ids=[1]).execute_complete(task_context(), {"status": "error", "message": "Invalid API key"})
 
 
 @pytest.mark.parametrize(
@@ -251,7 +253,7 @@ def test_an_error_event_fails_the_task_with_the_panel_message(panel: SandboxPane
 )
 def test_a_missing_or_unexpected_event_fails_loudly(panel: SandboxPanel, event: Any) -> None:
     with pytest.raises(AirflowException) as caught:
-        orders_sensor(order_ids=[1]).execute_complete({}, event)  # type: ignore[arg-type]
+        orders_sensor(order_ids=[1]).execute_complete(task_context(), event)
     assert type(caught.value) is AirflowException
 
 
@@ -306,6 +308,7 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return airflow_home(home, dags, AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="True")
 
 
+@pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_a_dag_run_with_deferrable_sensors_completes_and_pushes_the_final_records(
     airflow_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -162,6 +162,7 @@ def rows(engine: Any, table: Any) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in conn.execute(select(table))]
 
 
+@pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_campaign_pipeline_then_status_etl(panel: SandboxPanel, airflow_env: dict[str, str], warehouse: ModuleType,
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     connection = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")})

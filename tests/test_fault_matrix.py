@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import urllib3
@@ -54,8 +54,8 @@ class Scenario:
 
 def writable_service(panel: SandboxPanel) -> dict[str, Any]:
     """A Default service that takes refills and cancels."""
-    return next(service for service in panel.catalogue.services
-                if service.get("type") == "Default" and service.get("refill") is True and service.get("cancel") is True)
+    return dict(next(service for service in panel.catalogue.services if service.get("type") == "Default"
+                     and service.get("refill") is True and service.get("cancel") is True))
 
 
 def scenario(action: str, panel: SandboxPanel, hook: MirPanelHook) -> Scenario:
@@ -85,7 +85,7 @@ def scenario(action: str, panel: SandboxPanel, hook: MirPanelHook) -> Scenario:
     if action == "refill_status":
         orders = panel.create_orders(2, service=service["service"], status="Completed")
         refills = [record["refill"] for record in hook.refill_orders(orders)]
-        return Scenario(lambda hook: hook.get_refills_status(refills),
+        return Scenario(lambda hook: hook.get_refills_status(cast(list[int], refills)),
                         lambda records: [r["refill"] for r in records] == refills
                         and all(r["status"] and r["error"] is None for r in records))
     if action == "services":
@@ -163,7 +163,7 @@ def check_result(result: str, outcome: Any, case: Scenario) -> None:
     else:
         assert not isinstance(outcome, Exception), f"raised {outcome!r}"
         [record] = outcome
-        assert record["order"] == (case.ids or [None])[0]
+        assert record["order"] == (case.ids[0] if case.ids else None)
         assert record.get("refill") is None and record.get("cancel") in (None, False)
         prefix = {UNKNOWN_PER_ID: "outcome unknown: ", NOT_SENT_PER_ID: "not sent: ",
                   REFUSED_PER_ID: "Incorrect request"}[result]

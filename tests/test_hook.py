@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pytest
@@ -94,9 +94,9 @@ def test_refills_and_refill_statuses(hook: MirPanelHook, panel: SandboxPanel) ->
     assert [r["order"] for r in multi] == [orders[1], orders[2], 424242]
     assert multi[2]["refill"] is None and multi[2]["error"]
     refill_ids = [single["refill"], multi[0]["refill"], multi[1]["refill"]]
-    status = hook.get_refill_status(refill_ids[0])
+    status = hook.get_refill_status(cast(int, refill_ids[0]))
     assert status["refill"] == refill_ids[0] and status["status"] in {"Pending", "In progress", "Completed"}
-    statuses = hook.get_refills_status([*refill_ids, 777_777])
+    statuses = hook.get_refills_status([*cast(list[int], refill_ids), 777_777])
     assert [r["refill"] for r in statuses] == [*refill_ids, 777_777]
     assert statuses[-1]["error"] == "Refill not found"
 
@@ -202,7 +202,7 @@ def test_every_order_types_parameters_reach_the_panel(every_type_panel: SandboxP
         held = every_type_panel.state.orders[record["order"]]
         sent = {key: "\n".join(value) if isinstance(value, list) else str(value) for key, value in params.items()}
         assert {key: str(value) for key, value in held.params.items()} == sent, name
-        assert {key: record[key] for key in params} == {
+        assert {key: cast(dict[str, Any], record)[key] for key in params} == {
             key: "\n".join(value) if isinstance(value, list) else value for key, value in params.items()}
 
 
@@ -273,7 +273,7 @@ def test_refill_and_cancel_batches_that_fail_become_per_id_errors(hook: MirPanel
     panel.faults.add("cancel", "http_status", status=503, times=None)
     records = hook.cancel_orders([1, 2])
     assert [r["cancel"] for r in records] == [False, False]
-    assert all(r["error"].startswith("outcome unknown") for r in records)
+    assert all(str(r["error"]).startswith("outcome unknown") for r in records)
     assert panel.count("cancel") == 1
 
 

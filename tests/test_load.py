@@ -12,11 +12,12 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
+from task_context import task_context
 
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
@@ -61,7 +62,7 @@ def check_pass(asked: list[list[int]], pending: list[int]) -> None:
     assert len(flat) == len(pending) and set(flat) == set(pending)
 
 
-def check_against_panel(panel: SandboxPanel, records: list[dict[str, Any]], ids: list[int]) -> None:
+def check_against_panel(panel: SandboxPanel, records: Sequence[Mapping[str, Any]], ids: list[int]) -> None:
     """Every order accounted for, each record as the panel holds the order."""
     assert [record["order"] for record in records] == ids
     for record in records:
@@ -77,7 +78,7 @@ def test_100000_orders_tracked_with_get_orders_status_take_1000_requests_a_pass(
 ) -> None:
     panel, ids = lifecycle
     hook = MirPanelHook()
-    final: dict[int, dict[str, Any]] = {}
+    final: dict[int, Mapping[str, Any]] = {}
     pending = ids
     per_pass = []
     while pending:
@@ -108,13 +109,13 @@ def test_100000_orders_waited_for_by_the_sensor_ask_only_about_pending_ones(
         if mode == "reschedule":
             sensor = OrderStatusSensor(task_id="wait", order_ids=ids, mode=mode, poke_interval=60, timeout=3600)
         before = len(status_requests(panel))
-        result = sensor.poke({"task_state_store": store})
+        result = sensor.poke(task_context(store))
         per_poke.append(len(status_requests(panel)) - before)
         assert result.is_done == (number == 3)
         between_passes(panel, number)
     assert per_poke == PASS_REQUESTS
     assert result is not None
-    check_against_panel(panel, result.xcom_value, ids)
+    check_against_panel(panel, result.xcom_value or [], ids)
     assert max(len(json.dumps(value)) for value in store.values.values()) < 64 * 1024, "small state-store values"
 
 
@@ -131,7 +132,7 @@ def test_100000_orders_waited_for_by_the_trigger_ask_only_about_pending_ones(
             between_passes(panel, number)
 
     async def wait() -> dict[str, Any]:
-        task = asyncio.create_task(anext(trigger.run()))
+        task = asyncio.ensure_future(anext(trigger.run()))
         await steer()
         return (await task).payload
 
@@ -157,7 +158,7 @@ def test_2000_orders_placed_concurrently_are_all_accounted_for_and_charges_add_u
     store = MemoryStateStore()
 
     place = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=16)
-    records = place.execute({"task_state_store": store})
+    records = place.execute(task_context(store))
 
     assert [record["state"] for record in records] == ["placed"] * 2000
     assert panel.count("add") == 2000 and len(panel.state.orders) == 2000
@@ -168,18 +169,18 @@ def test_2000_orders_placed_concurrently_are_all_accounted_for_and_charges_add_u
 
     hook = MirPanelHook()
     ids = [record["order"] for record in records]
-    charged = sum(record["charge"] for record in hook.get_orders_status(ids))
+    charged = sum(record["charge"] or 0.0 for record in hook.get_orders_status(ids))
     assert opening - hook.get_balance()["balance"] == pytest.approx(charged, abs=1e-6)
     assert sum(record["cost"] for record in records) == pytest.approx(charged, rel=1e-3), "estimates match charges"
 
     panel.advance(3600)  # every order ends; Partial ones are refunded their undelivered part
     statuses = hook.get_orders_status(ids)
     assert Counter(record["status"] for record in statuses) == {"Completed": 1600, "Partial": 400}
-    refunded_charges = sum(record["charge"] for record in statuses)
+    refunded_charges = sum(record["charge"] or 0.0 for record in statuses)
     assert refunded_charges < charged
     assert opening - hook.get_balance()["balance"] == pytest.approx(refunded_charges, abs=1e-6)
 
     panel.requests.clear()  # a retry of the same task sends nothing
-    again = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=16).execute({"task_state_store": store})
+    again = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=16).execute(task_context(store))
     assert [record["order"] for record in again] == ids
     assert panel.count("add") == 0 and len(panel.state.orders) == 2000

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk.serde import deserialize, serialize
+from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
 from airflow_provider_mirpanel.ledger import PAGE_PREFIX, LedgerEntry, LedgerState, PlacementLedger
@@ -113,7 +114,7 @@ def test_place_one_order_returns_its_record(panel: SandboxPanel) -> None:
     op = PlaceOrderOperator(task_id="place", service=service["service"], link="https://example.com/a",
                             quantity=service["min"], order_parameters={"runs": 2, "interval": 30})
 
-    [record] = op.execute({"task_state_store": MemoryStateStore()})
+    [record] = op.execute(task_context())
 
     order = panel.state.orders[record["order"]]
     assert record == {"key": "0", "state": "placed", "order": order.id, "service": service["service"],
@@ -127,7 +128,7 @@ def test_place_many_orders_concurrently_each_once(panel: SandboxPanel) -> None:
     panel.latency = 0.05
     orders = campaign(service, 24)
 
-    records = PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": MemoryStateStore()})
+    records = PlaceOrderOperator(task_id="place", orders=orders).execute(task_context())
 
     assert [r["state"] for r in records] == ["placed"] * 24
     assert [r["link"] for r in records] == [o["link"] for o in orders]  # input order kept
@@ -153,7 +154,7 @@ def test_invalid_orders_are_refused_naming_rows_before_any_add(panel: SandboxPan
     orders[4]["colour"] = "red"
 
     with pytest.raises(MirPanelInputError) as refused:
-        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": MemoryStateStore()})
+        PlaceOrderOperator(task_id="place", orders=orders).execute(task_context())
 
     message = str(refused.value)
     assert "4 of 5 orders are invalid" in message
@@ -218,7 +219,7 @@ def test_not_enough_funds_stops_placing_the_rest_and_a_retry_finishes(panel: San
     op = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1)
 
     with pytest.raises(OrdersNotPlacedError) as failed:
-        op.execute({"task_state_store": store})
+        op.execute(task_context(store))
 
     states = [r["state"] for r in failed.value.records]
     assert states == ["placed"] * 3 + ["refused", "not_sent", "not_sent"]
@@ -228,7 +229,7 @@ def test_not_enough_funds_stops_placing_the_rest_and_a_retry_finishes(panel: San
     panel.state.balance = 100.0
     panel.requests.clear()
     records = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1).execute(
-        {"task_state_store": store})
+        task_context(store))
 
     assert [r["state"] for r in records] == ["placed"] * 6
     assert added_links(panel) == [o["link"] for o in orders[3:]]
@@ -259,7 +260,7 @@ def test_twenty_orders_are_placed_exactly_once_across_a_retry(panel: SandboxPane
     store = MemoryStateStore()  # task_state_store survives retries: one store for both tries
 
     with pytest.raises(OrdersNotPlacedError) as first:
-        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+        PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
 
     first_states = {r["key"]: r["state"] for r in first.value.records}
     assert first_states.pop("7") == "unknown" and first_states.pop("12") == "refused"
@@ -270,7 +271,7 @@ def test_twenty_orders_are_placed_exactly_once_across_a_retry(panel: SandboxPane
 
     panel.requests.clear()
     with pytest.raises(OrdersNotPlacedError) as retry:
-        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+        PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
 
     assert added_links(panel) == ["https://example.com/post/12"]  # no request for the placed ones, none for 7
     records = retry.value.records
@@ -287,11 +288,11 @@ def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxP
     panel.faults.add("add", "drop_after_processing", when=link_ends("/1"))
     store = MemoryStateStore()
     with pytest.raises(OrdersNotPlacedError):
-        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+        PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
     panel.requests.clear()
 
     records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="skip").execute(
-        {"task_state_store": store})
+        task_context(store))
 
     assert [r["state"] for r in records] == ["placed", "skipped", "placed"]
     assert panel.count() == 0
@@ -300,10 +301,10 @@ def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxP
 def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 2)
     store = MemoryStateStore()
-    sending(store, "1", order_specs(orders)[1].digest)  # an earlier try died mid-send
+    sending(store, "1", order_specs(cast(list[Mapping[str, Any]], orders))[1].digest)  # an earlier try died mid-send
 
     records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="resend").execute(
-        {"task_state_store": store})
+        task_context(store))
 
     assert [r["state"] for r in records] == ["placed", "placed"]
     assert sorted(added_links(panel)) == [o["link"] for o in orders]
@@ -313,10 +314,10 @@ def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -
 def test_an_order_whose_try_died_mid_send_is_not_resent(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 3)
     store = MemoryStateStore()
-    sending(store, "2", order_specs(orders)[2].digest)
+    sending(store, "2", order_specs(cast(list[Mapping[str, Any]], orders))[2].digest)
 
     with pytest.raises(OrdersNotPlacedError) as failed:
-        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+        PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
 
     assert [r["state"] for r in failed.value.records] == ["placed", "placed", "unknown"]
     assert "the try ended between sending it and recording the reply" in failed.value.records[2]["error"]
@@ -328,7 +329,7 @@ def test_user_keys_name_orders_and_must_be_unique(panel: SandboxPanel) -> None:
     orders = [{**order, "key": f"spring-{i}"} for i, order in enumerate(campaign(service, 2))]
     store = MemoryStateStore()
 
-    records = PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store})
+    records = PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
 
     assert [r["key"] for r in records] == ["spring-0", "spring-1"]
     assert set(PlacementLedger(store).load()) == {"spring-0", "spring-1"}
@@ -339,12 +340,12 @@ def test_user_keys_name_orders_and_must_be_unique(panel: SandboxPanel) -> None:
 def test_a_key_reused_for_other_parameters_is_a_conflict_not_a_new_order(panel: SandboxPanel) -> None:
     service = service_of(panel)
     store = MemoryStateStore()
-    PlaceOrderOperator(task_id="place", orders=campaign(service, 1)).execute({"task_state_store": store})
+    PlaceOrderOperator(task_id="place", orders=campaign(service, 1)).execute(task_context(store))
     changed = [{**campaign(service, 1)[0], "link": "https://example.com/other"}]
     panel.requests.clear()
 
     with pytest.raises(OrdersNotPlacedError) as failed:
-        PlaceOrderOperator(task_id="place", orders=changed).execute({"task_state_store": store})
+        PlaceOrderOperator(task_id="place", orders=changed).execute(task_context(store))
 
     [record] = failed.value.records
     assert record["state"] == "conflict" and "other parameters" in record["error"]
@@ -431,7 +432,7 @@ def test_refill_records_hold_refill_ids_or_the_panels_reason(panel: SandboxPanel
 
     assert [r["order"] for r in records] == [*done, *running, 7]
     assert all(isinstance(r["refill"], int) and r["error"] is None for r in records[:2])
-    assert records[2]["refill"] is None and "not eligible" in records[2]["error"].lower()
+    assert records[2]["refill"] is None and "not eligible" in str(records[2]["error"]).lower()
     assert records[3]["error"] == "Incorrect order ID"
     assert set(panel.state.refills) == {r["refill"] for r in records[:2]}
     assert str(to_dataframe(xcom_round_trip(records))["refill"].dtype) == "Int64"

@@ -148,7 +148,7 @@ def test_real_catalogue_parses_into_4156_typed_records() -> None:
     assert len(records) == 4156
     first = records[0]
     assert isinstance(first["rate"], float) and isinstance(first["min"], int) and isinstance(first["refill"], bool)
-    assert max(r["max"] for r in records) == 2147483647
+    assert max(r["max"] or 0 for r in records) == 2147483647
     frame = pd.DataFrame(records)
     assert frame["service"].dtype == "int64" and frame["rate"].dtype == "float64"
 

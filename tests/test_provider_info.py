@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from airflow_cli import airflow_home, run_airflow
 
 from airflow_provider_mirpanel import DEFAULT_API_URL
@@ -29,6 +30,7 @@ def test_connection_type_is_declared_with_relabelled_fields_and_conn_fields() ->
     assert {"timeout", "retries", "concurrency", "rate_limit"} <= set(conn["conn-fields"])
 
 
+@pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_airflow_lists_the_provider_its_hook_and_its_fields(tmp_path: Path) -> None:
     providers = json.loads(airflow_cli(tmp_path, "providers", "get", "airflow-provider-mirpanel", "-o", "json"))
     assert providers[0]["Provider"] == "airflow-provider-mirpanel"

@@ -745,6 +745,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_the_cli_serves_and_prints_url_key_and_connection() -> None:
     port = _free_port()
     command = [sys.executable, "-m", "airflow_provider_mirpanel.sandbox", "--port", str(port), "--key", "demo-key",
@@ -766,6 +767,7 @@ def test_the_cli_serves_and_prints_url_key_and_connection() -> None:
         assert process.wait(10) == 0
 
 
+@pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_the_cli_refuses_a_non_loopback_host() -> None:
     command = [sys.executable, "-m", "airflow_provider_mirpanel.sandbox", "--host", "0.0.0.0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)

@@ -15,12 +15,14 @@ import logging
 import pickle
 import traceback
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 import requests
 from airflow.sdk.exceptions import TaskDeferred
+from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
@@ -140,8 +142,8 @@ def scan(panel: SandboxPanel, debug_logging: Capture, capfd: pytest.CaptureFixtu
 
 def refillable(panel: SandboxPanel) -> dict[str, Any]:
     """A Default service that takes refills and cancels."""
-    return next(service for service in panel.catalogue.services
-                if service.get("type") == "Default" and service.get("refill") is True and service.get("cancel") is True)
+    return dict(next(service for service in panel.catalogue.services if service.get("type") == "Default"
+                     and service.get("refill") is True and service.get("cancel") is True))
 
 
 def urllib3_saw_requests(scan: Scan) -> bool:
@@ -282,7 +284,7 @@ def test_operators_keep_the_key_out_of_xcom_rendered_fields_and_errors(panel: Sa
     panel.faults.add("add", "drop_after_processing", when=lambda form: form.get("link", "").endswith("/3"))
     store = MemoryStateStore()
     place = PlaceOrderOperator(task_id="place", orders=orders)
-    scan.call(lambda: place.execute({"task_state_store": store}))
+    scan.call(lambda: place.execute(task_context(store)))
     scan.value(store.values)
     ids = [order.id for order in panel.state.orders.values()]
     operators = [
@@ -293,7 +295,7 @@ def test_operators_keep_the_key_out_of_xcom_rendered_fields_and_errors(panel: Sa
         BalanceCheckOperator(task_id="balance", min_balance=10**9),
     ]
     for op in operators:
-        scan.call(lambda op=op: op.execute({"task_state_store": MemoryStateStore()}))
+        scan.call(partial(op.execute, task_context()))
     for op in [place, *operators]:
         scan.value({name: getattr(op, name) for name in op.template_fields})
         scan.value(repr(op))
@@ -308,7 +310,7 @@ def test_sensors_and_triggers_keep_the_key_out_of_xcom_events_and_serialization(
     panel.complete_all()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.01, timeout=10)
     panel.faults.add("status", "http_status", status=503, times=1)
-    scan.call(lambda: sensor.poke({"task_state_store": MemoryStateStore()}))
+    scan.call(lambda: sensor.poke(task_context()))
     scan.call(lambda: RefillStatusSensor(task_id="wait_refills", refill_ids=[404]).poke({}))
     scan.value({name: getattr(sensor, name) for name in sensor.template_fields})
 
@@ -433,7 +435,7 @@ def test_a_deferred_sensor_keeps_the_key_out_of_its_trigger_and_its_result(panel
     store = MemoryStateStore()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.01, timeout=30, deferrable=True)
     with pytest.raises(TaskDeferred) as caught:  # TaskDeferred is a BaseException
-        sensor.execute({"task_state_store": store})
+        sensor.execute(task_context(store))
     deferred = caught.value
     scan.value([str(deferred), repr(deferred)])
     scan.value(deferred.trigger.serialize())
@@ -441,7 +443,7 @@ def test_a_deferred_sensor_keeps_the_key_out_of_its_trigger_and_its_result(panel
     panel.complete_all()
     event = asyncio.run(first_events(deferred.trigger))[0]
     scan.value(event.payload)
-    records = scan.call(lambda: sensor.execute_complete({"task_state_store": store}, event.payload))
+    records = scan.call(lambda: sensor.execute_complete(task_context(store), event.payload))
     assert [record["order"] for record in records] == ids
     scan.value(store.values)
     scan.check()

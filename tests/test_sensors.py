@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from airflow.sdk import PokeReturnValue
+from airflow.sdk import Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 from airflow.sdk.serde import deserialize, serialize
+from task_context import task_context
 
 from airflow_provider_mirpanel.operators.mirpanel import RefillOperator
 from airflow_provider_mirpanel.records import to_dataframe
@@ -30,8 +31,13 @@ def asked_ids(panel: SandboxPanel, action: str = "status") -> list[int]:
     return [item for entry in panel.requests if entry.action == action for item in entry.ids]
 
 
-def poke(sensor: OrderStatusSensor | RefillStatusSensor, context: dict[str, Any]) -> PokeReturnValue:
-    result = sensor.poke(context)  # type: ignore[arg-type]
+def final_records(result: PokeReturnValue) -> list[dict[str, Any]]:
+    assert isinstance(result.xcom_value, list)
+    return result.xcom_value
+
+
+def poke(sensor: OrderStatusSensor | RefillStatusSensor, context: Context) -> PokeReturnValue:
+    result = sensor.poke(context)
     assert isinstance(result, PokeReturnValue)
     return result
 
@@ -52,7 +58,7 @@ def test_each_poke_asks_only_about_orders_not_yet_finished(panel: SandboxPanel) 
     panel.set_order(ids[0], "Completed")
     panel.set_order(ids[1], "partial")
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids)
-    context: dict[str, Any] = {"task_state_store": MemoryStateStore()}
+    context = task_context()
 
     first = poke(sensor, context)
     assert not first.is_done and asked_ids(panel) == ids
@@ -63,7 +69,7 @@ def test_each_poke_asks_only_about_orders_not_yet_finished(panel: SandboxPanel) 
     second = poke(sensor, context)
 
     assert second.is_done and asked_ids(panel) == ids[2:]
-    records = second.xcom_value
+    records = final_records(second)
     assert [r["order"] for r in records] == ids
     assert [r["status"] for r in records] == ["Completed", "Partial", "Completed", "Completed", "Completed"]
     assert all(r["checked_at"] and r["error"] is None for r in records)
@@ -118,7 +124,7 @@ def test_poke_mode_waits_until_every_order_ends_and_returns_the_records(panel: S
     assert set(asked_ids(panel)) == set(ids) and panel.count("status") >= 1
     pulled = deserialize(json.loads(json.dumps(serialize(records))))
     assert pulled == records
-    frame = to_dataframe(pulled)
+    frame = to_dataframe(cast(list[dict[str, Any]], pulled))
     assert str(frame["checked_at"].dtype) == "datetime64[ns, UTC]" and str(frame["order"].dtype) == "Int64"
 
 
@@ -148,14 +154,14 @@ def test_terminal_statuses_are_configurable(panel: SandboxPanel) -> None:
 
     result = poke(sensor, {})
 
-    assert result.is_done and [r["status"] for r in result.xcom_value] == ["In progress", "Completed"]
+    assert result.is_done and [r["status"] for r in final_records(result)] == ["In progress", "Completed"]
 
 
 def test_reschedule_mode_keeps_finished_orders_in_the_task_state_store(panel: SandboxPanel) -> None:
     ids = frozen_orders(panel, 4)
     panel.set_order(ids[0], "Completed")
     store = MemoryStateStore()
-    context: dict[str, Any] = {"task_state_store": store, "ti": FakeTaskInstance()}
+    context = task_context(store, ti=FakeTaskInstance())
 
     def new_sensor() -> OrderStatusSensor:  # Airflow builds the sensor anew for every reschedule poke
         return OrderStatusSensor(task_id="wait", order_ids=ids, mode="reschedule", poke_interval=60)
@@ -185,7 +191,7 @@ def test_reschedule_mode_without_a_store_asks_about_every_order_again(panel: San
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     ids = frozen_orders(panel, 3)
     panel.set_order(ids[0], "Completed")
-    context: dict[str, Any] = {"ti": FakeTaskInstance()}
+    context = cast(Context, {"ti": FakeTaskInstance()})  # no task_state_store
     for _ in range(2):
         with pytest.raises(AirflowRescheduleException):
             OrderStatusSensor(task_id="wait", order_ids=ids, mode="reschedule").execute(context)
@@ -198,10 +204,10 @@ def test_stored_records_of_other_orders_are_not_taken(panel: SandboxPanel) -> No
     ids = frozen_orders(panel, 3)
     panel.set_order(ids[0], "Completed")
     store = MemoryStateStore()
-    poke(OrderStatusSensor(task_id="wait", order_ids=ids[:2]), {"task_state_store": store})
+    poke(OrderStatusSensor(task_id="wait", order_ids=ids[:2]), task_context(store))
     panel.requests.clear()
 
-    poke(OrderStatusSensor(task_id="wait", order_ids=ids), {"task_state_store": store})
+    poke(OrderStatusSensor(task_id="wait", order_ids=ids), task_context(store))
 
     assert asked_ids(panel) == ids
 
@@ -211,10 +217,10 @@ def test_thousands_of_finished_orders_are_stored_in_small_pages(panel: SandboxPa
     for order_id in ids[:-1]:
         panel.set_order(order_id, "Completed")
     store = MemoryStateStore()
-    poke(OrderStatusSensor(task_id="wait", order_ids=ids), {"task_state_store": store})
+    poke(OrderStatusSensor(task_id="wait", order_ids=ids), task_context(store))
     panel.requests.clear()
 
-    result = poke(OrderStatusSensor(task_id="wait", order_ids=ids), {"task_state_store": store})
+    result = poke(OrderStatusSensor(task_id="wait", order_ids=ids), task_context(store))
 
     assert not result.is_done and asked_ids(panel) == ids[-1:]
     assert max(len(json.dumps(value)) for value in store.values.values()) < 64_000
@@ -233,7 +239,7 @@ def test_order_ids_and_statuses_come_from_jinja_text(panel: SandboxPanel) -> Non
 
     sensor = OrderStatusSensor(task_id="wait", order_ids="{{ params.ids }}", failed_statuses="{{ params.bad }}")
     sensor.render_template_fields({"params": {"ids": ids, "bad": ["Canceled"]}})
-    assert [r["order"] for r in poke(sensor, {}).xcom_value] == ids
+    assert [r["order"] for r in final_records(poke(sensor, task_context()))] == ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,14 +254,14 @@ def refills(panel: SandboxPanel, n: int) -> list[int]:
     panel.speed = 0
     records = RefillOperator(task_id="refill", order_ids=orders).execute({})
     panel.requests.clear()
-    return [r["refill"] for r in records]
+    return [cast(int, r["refill"]) for r in records]
 
 
 def test_refill_sensor_waits_for_every_refill(panel: SandboxPanel) -> None:
     ids = refills(panel, 3)
     panel.set_refill(ids[0], "Completed")
     sensor = RefillStatusSensor(task_id="wait", refill_ids=ids)
-    context: dict[str, Any] = {"task_state_store": MemoryStateStore()}
+    context = task_context()
 
     assert not poke(sensor, context).is_done
     panel.set_refill(ids[1], "Rejected")
@@ -264,7 +270,7 @@ def test_refill_sensor_waits_for_every_refill(panel: SandboxPanel) -> None:
     done = poke(sensor, context)
 
     assert done.is_done and asked_ids(panel, "refill_status") == ids[1:]
-    assert [(r["refill"], r["status"]) for r in done.xcom_value] == [
+    assert [(r["refill"], r["status"]) for r in final_records(done)] == [
         (ids[0], "Completed"), (ids[1], "Rejected"), (ids[2], "Completed")]
     frame = to_dataframe(done.xcom_value)
     assert str(frame["refill"].dtype) == "Int64" and str(frame["status"].dtype) == "string"

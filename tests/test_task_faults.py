@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 from steering import wait_for
+from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
 from airflow_provider_mirpanel.placement import OrdersNotPlacedError, OrdersUnresolvedError
+from airflow_provider_mirpanel.protocol import AddOrderRecord
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
@@ -77,7 +79,7 @@ class Worker:
 
         return DyingStore()
 
-    def add_order(self, service: Any, **params: Any) -> dict[str, Any]:
+    def add_order(self, service: Any, **params: Any) -> AddOrderRecord:
         with self._lock:
             if self.dead:
                 raise self.die("worker died")
@@ -259,7 +261,7 @@ def test_a_bug_in_the_placement_loop_is_recorded_as_unknown_and_not_resent(quick
     real = op.hook.add_order
     calls = []
 
-    def buggy(service: Any, **params: Any) -> dict[str, Any]:
+    def buggy(service: Any, **params: Any) -> AddOrderRecord:
         calls.append(params["link"])
         placed = real(service, **params)
         if len(calls) == 3:
@@ -268,7 +270,7 @@ def test_a_bug_in_the_placement_loop_is_recorded_as_unknown_and_not_resent(quick
 
     op.hook.add_order = buggy  # type: ignore[method-assign]
     with pytest.raises(OrdersNotPlacedError) as failed:
-        op.execute({"task_state_store": store})
+        op.execute(task_context(store))
     assert [record["state"] for record in failed.value.records] == ["placed", "placed", "unknown", "placed", "placed"]
     assert "RuntimeError: bug after the add returned" in failed.value.records[2]["error"]
 
@@ -309,7 +311,7 @@ def test_poke_mode_wait_survives_an_outage_longer_than_the_hooks_retries(quick: 
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.1, timeout=30, mode="poke")
     thread = outage_mid_wait(panel, seconds=1.0)  # the hook gives up after ~0.1 s of retries
     started = time.monotonic()
-    records = sensor.execute({"task_state_store": MemoryStateStore()})
+    records = sensor.execute(task_context())
     thread.join()
     assert time.monotonic() - started >= 1.0
     assert [record["order"] for record in records] == ids
@@ -323,7 +325,7 @@ def test_deferrable_wait_survives_an_outage(quick: SandboxPanel) -> None:
     store = MemoryStateStore()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.1, timeout=30, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute({"task_state_store": store})
+        sensor.execute(task_context(store))
     trigger = deferred.value.trigger
     thread = outage_mid_wait(panel, seconds=1.0)  # the triggerer's polls meet a panel refusing connections
     started = time.monotonic()
@@ -331,7 +333,7 @@ def test_deferrable_wait_survives_an_outage(quick: SandboxPanel) -> None:
     thread.join()
     assert time.monotonic() - started >= 1.0
     assert event.payload["status"] == "success", event.payload
-    records = getattr(sensor, deferred.value.method_name)({"task_state_store": store}, event.payload)
+    records = getattr(sensor, deferred.value.method_name)(task_context(store), event.payload)
     assert [record["order"] for record in records] == ids
     assert {record["status"] for record in records} == {"Completed"}
 
@@ -348,7 +350,7 @@ def test_a_wait_that_outlasts_the_sensor_timeout_during_an_outage_times_out_clea
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.1, timeout=0.8, mode="poke")
     started = time.monotonic()
     with panel.outage(), pytest.raises(AirflowSensorTimeout):
-        sensor.execute({"task_state_store": MemoryStateStore()})
+        sensor.execute(task_context())
     assert time.monotonic() - started >= 0.8, "it waited out its timeout through the outage"
     assert panel.count("status") == 0
 
@@ -359,6 +361,6 @@ def test_a_refused_key_still_ends_a_poke_mode_wait_at_once(quick: SandboxPanel,
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "password": "wrong", "extra": QUICK}))
     sensor = OrderStatusSensor(task_id="wait", order_ids=[1], poke_interval=0.1, timeout=30, mode="poke")
     with pytest.raises(MirPanelError, match="Invalid API key"):
-        sensor.execute({"task_state_store": MemoryStateStore()})
+        sensor.execute(task_context())
     assert panel.count("status") == 1
 

@@ -48,7 +48,7 @@ def run_with(trigger: BaseTrigger, steer: Callable[[], Any]) -> dict[str, Any]:
     """Run the trigger while ``steer`` (a coroutine function) changes the panel under it."""
 
     async def both() -> dict[str, Any]:
-        task = asyncio.create_task(anext(trigger.run()))
+        task = asyncio.ensure_future(anext(trigger.run()))
         await steer()
         return (await task).payload
 

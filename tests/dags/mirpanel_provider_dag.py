@@ -37,7 +37,7 @@ with DAG(
     services = ServicesOperator(task_id="services", category="instagram", service_type="Default")
 
     @task
-    def campaign(catalogue: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def campaign(catalogue: Any) -> list[dict[str, Any]]:  # the services task's records (an XComArg here)
         """Three orders of the first refillable service: a campaign table's rows."""
         service = next(s for s in catalogue if s["refill"])
         return [{"service": service["service"], "link": f"https://example.com/dag/{i}", "quantity": service["min"]}
@@ -46,7 +46,7 @@ with DAG(
     place = PlaceOrderOperator(task_id="place", orders=campaign(services.output), check_balance=True, retries=1)
 
     @task
-    def order_ids(records: list[dict[str, Any]]) -> list[int]:
+    def order_ids(records: Any) -> list[int]:  # the placement's records (an XComArg here)
         return [record["order"] for record in records]
 
     ids = order_ids(place.output)

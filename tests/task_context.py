@@ -1,0 +1,18 @@
+"""The smallest task context the operators and sensors read: a ``task_state_store``.
+
+Airflow's ``Context`` is a ``TypedDict`` whose store is the Execution API's accessor; tests hand
+in an in-memory store with the same ``get``/``set``/``delete`` methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from airflow.sdk import Context
+
+from airflow_provider_mirpanel.taskstate import MemoryStateStore
+
+
+def task_context(store: Any = None, **more: Any) -> Context:
+    """A context whose ``task_state_store`` is ``store`` (a new ``MemoryStateStore`` when None)."""
+    return cast(Context, {"task_state_store": MemoryStateStore() if store is None else store, **more})
