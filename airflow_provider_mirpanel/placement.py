@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +39,7 @@ from airflow_provider_mirpanel.order_rows import (
     order_specs,
     parse_order_rows,
 )
+from airflow_provider_mirpanel.protocol import AddOrderRecord, BalanceRecord, ServiceRecord
 from airflow_provider_mirpanel.reporting import errors_by, listing
 
 __all__ = [
@@ -80,11 +81,11 @@ class OrdersUnresolvedError(OrdersNotPlacedError, AirflowFailException):
 class OrderPlacer(Protocol):
     """What a placement needs of a hook (:class:`~airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook`)."""
 
-    def get_services(self) -> list[dict[str, Any]]: ...
+    def get_services(self) -> Sequence[ServiceRecord]: ...
 
-    def get_balance(self) -> dict[str, Any]: ...
+    def get_balance(self) -> BalanceRecord: ...
 
-    def add_order(self, service: int, **params: Any) -> dict[str, Any]: ...
+    def add_order(self, service: int, **params: Any) -> AddOrderRecord: ...
 
 
 @dataclass(frozen=True)

@@ -339,7 +339,7 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
             return
         statuses = {record["order"]: record for record in self.hook.get_orders_status(list(orders.values()))}
         unknown = [f"{key} → {order} ({statuses[order]['error']})" for key, order in orders.items()
-                   if statuses.get(order, {}).get("error")]
+                   if order in statuses and statuses[order]["error"]]
         if unknown:
             raise MirPanelInputError(f"the panel does not know these orders: {listing(unknown)}; nothing was written")
 
