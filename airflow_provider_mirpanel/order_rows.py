@@ -12,7 +12,7 @@ import ast
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -119,7 +119,7 @@ def order_spec(index: int, row: Mapping[str, Any]) -> OrderSpec:
     return spec
 
 
-def order_specs(rows: list[Mapping[str, Any]]) -> list[OrderSpec]:
+def order_specs(rows: Sequence[Mapping[str, Any]]) -> list[OrderSpec]:
     """Every row's spec; rows sharing a key are all invalid (a key must name one order)."""
     specs = [order_spec(index, row) for index, row in enumerate(rows)]
     counts = Counter(spec.key for spec in specs)

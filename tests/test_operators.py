@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -301,7 +301,7 @@ def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxP
 def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 2)
     store = MemoryStateStore()
-    sending(store, "1", order_specs(cast(list[Mapping[str, Any]], orders))[1].digest)  # an earlier try died mid-send
+    sending(store, "1", order_specs(orders)[1].digest)  # an earlier try died mid-send
 
     records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="resend").execute(
         task_context(store))
@@ -314,7 +314,7 @@ def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -
 def test_an_order_whose_try_died_mid_send_is_not_resent(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 3)
     store = MemoryStateStore()
-    sending(store, "2", order_specs(cast(list[Mapping[str, Any]], orders))[2].digest)
+    sending(store, "2", order_specs(orders)[2].digest)
 
     with pytest.raises(OrdersNotPlacedError) as failed:
         PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
@@ -581,7 +581,7 @@ def test_a_retry_after_an_upgrade_reads_the_first_release_ledger(panel: SandboxP
     store.set("mirpanel.order.1", {"state": "sending", "digest": order_specs(orders)[1].digest})
 
     with pytest.raises(OrdersNotPlacedError) as failed:
-        PlaceOrderOperator(task_id="place", orders=orders).execute({"task_state_store": store, "ti": _Retry()})
+        PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store, ti=_Retry()))
 
     assert [(r["state"], r["order"]) for r in failed.value.records] == [("placed", 4242), ("unknown", None)]
     assert panel.count("add") == 0

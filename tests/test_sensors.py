@@ -101,7 +101,7 @@ def test_a_failed_poke_is_logged_as_failed_not_as_progress(panel: SandboxPanel, 
     ids = frozen_orders(panel, 20)
     panel.set_order(ids[0], "Completed")
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=60)
-    context: dict[str, Any] = {"task_state_store": MemoryStateStore()}
+    context = task_context()
     poke(sensor, context)
     panel.faults.add("status", "http_status", status=503, times=2)  # the poke and its one retry
     capsys.readouterr()
