@@ -27,12 +27,10 @@ from airflow_provider_mirpanel.protocol import (
     to_float,
     to_int,
 )
+from airflow_provider_mirpanel.records import Record
 from airflow_provider_mirpanel.taskstate import digest
 
 MAX_KEY_LENGTH = 200  # state store keys are at most 512 characters, and a scope's name comes first
-
-Record = dict[str, Any]
-
 
 class OrderState(str, Enum):
     """The ``state`` field of an order record: what became of one input row on this try."""

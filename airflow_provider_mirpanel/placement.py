@@ -32,7 +32,6 @@ from airflow_provider_mirpanel.ledger import PAGE_SIZE, LedgerEntry, LedgerState
 from airflow_provider_mirpanel.order_rows import (
     OrderSpec,
     OrderState,
-    Record,
     check_against_catalogue,
     estimated_cost,
     order_record,
@@ -40,6 +39,7 @@ from airflow_provider_mirpanel.order_rows import (
     parse_order_rows,
 )
 from airflow_provider_mirpanel.protocol import AddOrderRecord, BalanceRecord, ServiceRecord
+from airflow_provider_mirpanel.records import Record
 from airflow_provider_mirpanel.reporting import errors_by, listing
 
 __all__ = [

@@ -31,7 +31,8 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "MirPanel",
                    "python-modules": [f"{_MODULES}.hooks.mirpanel", f"{_MODULES}.hooks.mirpanel_async"]}],
-        "operators": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.operators.mirpanel"]}],
+        "operators": [{"integration-name": "MirPanel",
+                       "python-modules": [f"{_MODULES}.operators.mirpanel", f"{_MODULES}.operators.orders"]}],
         "sensors": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.sensors.mirpanel"]}],
         "triggers": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.triggers.mirpanel"]}],
         "connection-types": [

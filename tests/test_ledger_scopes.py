@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger, ledger_asset
@@ -176,7 +177,7 @@ def test_a_retry_without_any_store_never_resends_blindly(panel: SandboxPanel) ->
 
 def resolve(assets: MemoryAssetStores, resolutions: Any = None, scope: str = "spring") -> list[dict[str, Any]]:
     op = ResolveOrdersOperator(task_id="resolve", ledger_scope=scope, resolutions=resolutions)
-    return op.execute({"asset_state_store": assets})  # type: ignore[arg-type]
+    return op.execute(task_context(asset_state_store=assets))
 
 
 def lost_two(panel: SandboxPanel, assets: MemoryAssetStores) -> list[dict[str, Any]]:

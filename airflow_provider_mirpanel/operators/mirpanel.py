@@ -8,22 +8,16 @@ operator logs one line that sums up what it did.
 
 from __future__ import annotations
 
-import ast
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
 from typing import Any, TypeVar
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
-from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger
-from airflow_provider_mirpanel.ledger import ledger_asset as ledger_asset_of
-from airflow_provider_mirpanel.order_rows import Record, parse_order_rows
-from airflow_provider_mirpanel.placement import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
+from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, choice
+from airflow_provider_mirpanel.operators.orders import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.protocol import (
     BalanceRecord,
     CancelRecord,
@@ -31,35 +25,23 @@ from airflow_provider_mirpanel.protocol import (
     RefillRecord,
     normalize_ids,
     to_float,
-    to_int,
     to_text,
 )
-from airflow_provider_mirpanel.records import CHECKED_AT, utc_now
-from airflow_provider_mirpanel.reporting import errors_by, listing
+from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
+from airflow_provider_mirpanel.reporting import errors_by
+
+__all__ = [
+    "BalanceCheckOperator",
+    "CancelOrdersOperator",
+    "MirPanelBaseOperator",
+    "OrderStatusOperator",
+    "PlaceOrderOperator",
+    "RefillOperator",
+    "ResolveOrdersOperator",
+    "ServicesOperator",
+]
 
 ON_LOW = ("fail", "skip", "warn")
-
-
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
-class MirPanelBaseOperator(BaseOperator):
-    """Base of this provider's operators: the connection and the hook.
-
-    :param mirpanel_conn_id: the Airflow connection of the panel (host: API URL, password: API key).
-    """
-
-    def __init__(self, *, mirpanel_conn_id: str = MirPanelHook.default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mirpanel_conn_id = mirpanel_conn_id
-
-    @cached_property
-    def hook(self) -> MirPanelHook:
-        """The hook of ``mirpanel_conn_id`` (one per operator instance, its HTTP session reused)."""
-        return MirPanelHook(mirpanel_conn_id=self.mirpanel_conn_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,261 +110,6 @@ class ServicesOperator(MirPanelBaseOperator):
                    ("name", self.name), ("type", self.service_type)) if value not in (None, "")]
         return f" ({', '.join(filters)})" if filters else ""
 
-
-# ---------------------------------------------------------------------------------------------
-# Placing orders, exactly once across retries
-# ---------------------------------------------------------------------------------------------
-
-
-class PlaceOrderOperator(MirPanelBaseOperator):
-    """Place one order or many, each exactly once across task retries (and DAG runs, with ``ledger_scope``).
-
-    One order: ``service=``, ``link=``, ``quantity=`` and the type's other parameters in
-    ``order_parameters`` (e.g. ``{"runs": 5, "interval": 30}`` for drip-feed, ``{"comments":
-    [...]}`` for custom comments). Many: ``orders=``, a list of dicts with ``service`` and the
-    type's parameters (e.g. the records of a campaign table), each optionally with a ``key``.
-
-    Before anything is spent, every order is checked against the catalogue: the service is listed
-    (so it exists and is enabled), its type's parameters are given and valid, the quantity is
-    within ``min``..``max``; with ``check_balance=True``, the estimated cost (``rate × quantity /
-    1000``) must be covered by the balance. Invalid orders are named with their row and reason.
-    Orders are then placed concurrently (at most ``max_concurrency`` at once). A panel refusal is
-    recorded in that order's record; "not enough funds" (or a bad key) stops placing the rest.
-    The task fails at the end if any order was not placed, naming them (an
-    :class:`~airflow_provider_mirpanel.placement.OrdersNotPlacedError` whose ``records`` are the
-    records this try would have returned; an ``on_failure_callback`` finds it in
-    ``context["exception"]``). When a retry could not change the outcome (orders of unknown
-    outcome, invalid rows, key conflicts) it is an
-    :class:`~airflow_provider_mirpanel.placement.OrdersUnresolvedError`: the task fails without
-    retries, and the message says what to look for on the panel and how to resolve it.
-
-    **Exactly once.** Each order has a key: its ``key`` field, else its position in the list
-    (``"0"``, ``"1"``, …). A ledger records that an order's placement started *before* it is sent,
-    and its order ID once placed. Placed orders are returned as they were without a request;
-    orders refused by the panel, or never sent, are placed again; orders whose outcome is unknown
-    (the reply was lost, or a try died between sending and recording) are never resent by
-    default — see ``on_unknown``. Where the ledger lives is ``ledger_scope``:
-
-    - None (default): the task's ``task_state_store``: the keys live as long as the task instance,
-      across its retries; a new DAG run starts afresh.
-    - a name, e.g. ``"{{ params.campaign }}"``: the state store of the connection's ledger asset
-      (:func:`~airflow_provider_mirpanel.ledger.ledger_asset`, added to the task's ``inlets``),
-      which outlives DAG runs: a key that any earlier run of the scope placed is never placed
-      again, and one of unknown outcome is never resent unless ``on_unknown`` says so or a user
-      resolves it (:class:`ResolveOrdersOperator`). Let one run at a time place into a scope
-      (``max_active_runs=1``).
-
-    XCom: one record per order, in input order: ``key, state, order, service`` + the parameters
-    sent + ``cost`` (estimated from the catalogue's rate) and ``error``. ``state`` is ``placed``,
-    ``refused``, ``not_sent``, ``unknown``, ``skipped``, ``invalid`` or ``conflict``.
-
-    :param service: the service ID of a single order.
-    :param link: its link.
-    :param quantity: its quantity.
-    :param order_parameters: its other parameters (by the service's type).
-    :param orders: many orders, instead of ``service``/``link``/``quantity``/``order_parameters``.
-    :param check_balance: check that the balance covers the estimated cost before placing anything.
-    :param on_unknown: (templated) what to do about an order whose outcome is unknown from an earlier
-        try or run: ``"fail"`` (default: report it as ``unknown`` and fail the task — check the
-        panel's order list), ``"skip"`` (report it as ``skipped``; also keeps an unknown outcome on
-        this try from failing the task) or ``"resend"`` (place it again: may duplicate a paid order).
-        Run conf can carry it: ``on_unknown="{{ dag_run.conf.get('on_unknown', 'fail') }}"``.
-    :param on_invalid: ``"fail"`` (default) refuses all orders when any is invalid, before sending
-        anything; ``"skip"`` places the valid ones and reports the others as ``invalid``.
-    :param ledger_scope: (templated) the name of a ledger scope that outlives DAG runs; None keeps
-        the ledger per task instance.
-    :param ledger_asset: the asset whose state store holds the scoped ledger (default: the
-        connection's, :func:`~airflow_provider_mirpanel.ledger.ledger_asset`).
-    :param ledger_window: orders whose ``sending`` marks the ledger writes in one go (1..100, default
-        50): the ledger costs two state-store writes per window instead of two per order. After a
-        crash, the orders of at most two windows — those in flight, and those marked to go next —
-        are of unknown outcome (never resent); most of them were never sent. A smaller window means
-        fewer orders to look up after a crash, a larger one less overhead.
-    :param services: (templated) the catalogue to check the orders against — ``ServicesOperator``
-        records, e.g. ``services=services_task.output`` — instead of asking the panel on every try:
-        one ``services`` request can serve many placements (mapped tasks, retries), as panels allow
-        only a few an hour. An order whose service is not in it is invalid.
-    :param max_concurrency: orders in flight at once (default: the connection's ``concurrency``).
-    """
-
-    template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders", "on_unknown",
-                                      "ledger_scope", "services")
-    template_fields_renderers = {"order_parameters": "json", "orders": "json"}
-    ui_color = "#f7d08a"
-
-    def __init__(
-        self,
-        *,
-        service: Any = None,
-        link: Any = None,
-        quantity: Any = None,
-        order_parameters: Mapping[str, Any] | None = None,
-        orders: Any = None,
-        check_balance: bool = False,
-        on_unknown: str = "fail",
-        on_invalid: str = "fail",
-        ledger_scope: str | None = None,
-        ledger_asset: Any = None,
-        ledger_window: int = 50,
-        services: Any = None,
-        max_concurrency: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if ledger_scope is not None:
-            ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id",
-                                                                      MirPanelHook.default_conn_name))
-            kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
-        super().__init__(**kwargs)
-        if (orders is None) == (service is None):
-            raise ValueError("give either service= (one order) or orders= (many orders), not both or neither")
-        if orders is not None and (link, quantity, order_parameters) != (None, None, None):
-            raise ValueError("link, quantity and order_parameters belong to a single order: put them in orders")
-        self.service = service
-        self.link = link
-        self.quantity = quantity
-        self.order_parameters = order_parameters
-        self.orders = orders
-        self.check_balance = check_balance
-        self.on_unknown = on_unknown if "{{" in str(on_unknown) else _choice("on_unknown", on_unknown, ON_UNKNOWN)
-        self.on_invalid = _choice("on_invalid", on_invalid, ON_INVALID)
-        self.ledger_scope = ledger_scope
-        self.ledger_asset = ledger_asset
-        self.ledger_window = ledger_window
-        self.services = services
-        self.max_concurrency = max_concurrency
-
-    def _rows(self) -> list[Mapping[str, Any]]:
-        if self.orders is not None:
-            return parse_order_rows(self.orders)
-        extra = self.order_parameters or {}
-        if not isinstance(extra, Mapping):
-            raise MirPanelInputError(f"order_parameters must be a dict, got {type(extra).__name__}")
-        row = dict(extra)
-        row.update({name: value for name, value in (("service", self.service), ("link", self.link),
-                                                     ("quantity", self.quantity)) if value is not None})
-        return [row]
-
-    def _catalogue(self) -> list[Mapping[str, Any]] | None:
-        if self.services is None:
-            return None
-        catalogue = parse_order_rows(self.services, "services")
-        if any(to_int(service.get("service")) is None for service in catalogue):
-            raise MirPanelInputError("services must be ServicesOperator records (each with its 'service' ID); "
-                                     "no order was sent")
-        return [{**service, "service": to_int(service["service"])} for service in catalogue]
-
-    def execute(self, context: Context) -> list[Record]:
-        options = PlacementOptions(on_unknown=str(self.on_unknown).strip(), on_invalid=self.on_invalid,
-                                   check_balance=self.check_balance, window=self.ledger_window,
-                                   concurrency=self.max_concurrency or self.hook.settings.concurrency)
-        rows = self._rows()
-        ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
-        if not ledger.durable:
-            self.log.warning("No task_state_store in the context: orders placed on this try cannot be guarded "
-                             "against a second placement on a retry%s",
-                             "; this is a retry, so every order counts as possibly placed" if ledger.blind else "")
-        run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=self._catalogue())
-        records = run.execute()
-        self.log.info(run.summary())
-        failure = run.failure()
-        if failure:
-            raise failure
-        return records
-
-
-class ResolveOrdersOperator(MirPanelBaseOperator):
-    """List and resolve the orders of unknown outcome in a ledger scope (see ``PlaceOrderOperator``).
-
-    An order's outcome is unknown when its ``add`` may have reached the panel but no order ID came
-    back (a lost reply, a killed try). Look for it in the panel's order list, then record what you
-    found: its order ID (``{"spring-17": 123456}``) — later runs return it as placed without a
-    request — or ``"not_placed"`` (``{"spring-17": "not_placed"}``) — the next run places it.
-    Order IDs are checked with the panel first: an ID it does not know is refused, and nothing is
-    written. Without ``resolutions`` the operator only lists.
-
-    XCom: one record per unresolved key before this task (``key, state, order, error``; ``state``
-    becomes ``placed`` or ``not_placed`` for the keys resolved), so the task log and XCom show what
-    is left.
-
-    :param ledger_scope: (templated) the scope's name, as given to ``PlaceOrderOperator``.
-    :param resolutions: (templated) ``{key: order_id or "not_placed"}``; a dict or its JSON text.
-    :param ledger_asset: the ledger asset, when ``PlaceOrderOperator`` was given one.
-    """
-
-    template_fields: Sequence[str] = ("ledger_scope", "resolutions")
-    template_fields_renderers = {"resolutions": "json"}
-
-    def __init__(self, *, ledger_scope: str, resolutions: Any = None, ledger_asset: Any = None,
-                 **kwargs: Any) -> None:
-        ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name))
-        kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
-        super().__init__(**kwargs)
-        self.ledger_scope = ledger_scope
-        self.resolutions = resolutions
-        self.ledger_asset = ledger_asset
-
-    def execute(self, context: Context) -> list[Record]:
-        wanted = parse_resolutions(self.resolutions)
-        ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
-        unresolved = ledger.unresolved()
-        resolved = ledger.resolve(wanted, confirm=self._check_order_ids) if wanted else {}
-        records = [_resolution_record(key, resolved.get(key, entry), key in resolved)
-                   for key, entry in {**unresolved, **resolved}.items()]
-        left = [key for key in unresolved if key not in resolved]
-        self.log.info("%s: %d keys resolved; %d of unknown outcome left%s", ledger.where, len(resolved), len(left),
-                      f": {listing(left)}" if left else "")
-        return records
-
-    def _check_order_ids(self, orders: Mapping[str, int]) -> None:
-        """Refuse order IDs the panel does not know, before anything is written."""
-        if not orders:
-            return
-        statuses = {record["order"]: record for record in self.hook.get_orders_status(list(orders.values()))}
-        unknown = [f"{key} → {order} ({statuses[order]['error']})" for key, order in orders.items()
-                   if order in statuses and statuses[order]["error"]]
-        if unknown:
-            raise MirPanelInputError(f"the panel does not know these orders: {listing(unknown)}; nothing was written")
-
-
-def parse_resolutions(value: Any) -> dict[str, int | None]:
-    """``{key: order ID, or None for "not_placed"}`` from a dict or its JSON text, or MirPanelInputError."""
-    if value in (None, "", {}):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            try:  # a dict rendered by Jinja is its Python repr
-                value = ast.literal_eval(value)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                raise MirPanelInputError("resolutions must be a dict (or its JSON text) of key → order ID or "
-                                         "'not_placed'") from None
-    if not isinstance(value, Mapping):
-        raise MirPanelInputError(f"resolutions must be a dict of key → order ID or 'not_placed', got "
-                                 f"{type(value).__name__}")
-    resolved: dict[str, int | None] = {}
-    for key, order in value.items():
-        if order in ("not_placed", None):
-            resolved[str(key)] = None
-            continue
-        number = to_int(order)
-        if number is None or number <= 0:
-            raise MirPanelInputError(f"resolution of key {key!r} must be an order ID or 'not_placed', got {order!r}")
-        resolved[str(key)] = number
-    return resolved
-
-
-def _resolution_record(key: str, entry: LedgerEntry, resolved: bool) -> Record:
-    state = entry.state.value
-    if resolved:
-        state = "placed" if entry.state is LedgerState.PLACED else "not_placed"
-    return {"key": key, "state": state, "order": entry.order, "error": None if resolved else entry.error}
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 # ---------------------------------------------------------------------------------------------
 # Statuses, refills, cancels
@@ -506,7 +233,7 @@ class BalanceCheckOperator(MirPanelBaseOperator):
     def __init__(self, *, min_balance: Any = None, on_low: str = "fail", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.min_balance = min_balance
-        self.on_low = _choice("on_low", on_low, ON_LOW)
+        self.on_low = choice("on_low", on_low, ON_LOW)
 
     def execute(self, context: Context) -> BalanceRecord:
         record = self.hook.get_balance()

@@ -1,0 +1,34 @@
+"""The base of this provider's operators: the connection, the hook, and how choices are checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
+
+
+def choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, else ValueError naming the parameter (refused at DAG parse)."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+class MirPanelBaseOperator(BaseOperator):
+    """Base of this provider's operators: the connection and the hook.
+
+    :param mirpanel_conn_id: the Airflow connection of the panel (host: API URL, password: API key).
+    """
+
+    def __init__(self, *, mirpanel_conn_id: str = MirPanelHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mirpanel_conn_id = mirpanel_conn_id
+
+    @cached_property
+    def hook(self) -> MirPanelHook:
+        """The hook of ``mirpanel_conn_id`` (one per operator instance, its HTTP session reused)."""
+        return MirPanelHook(mirpanel_conn_id=self.mirpanel_conn_id)
