@@ -571,18 +571,14 @@ class Deployment:
         self.airflow("db", "migrate", timeout=600)
         self.timings["migrate"] = time.monotonic() - mark
         mark = time.monotonic()
-        common = {"env": self.env, "cwd": self.home}
-        self.services = {
-            "api-server": Service("api-server", [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port",
-                                                 str(self.api_port), "--workers", "1"],
-                                  log=self.logs / "api-server.log", **common),
-            "scheduler": Service("scheduler", [AIRFLOW, "scheduler", "--skip-serve-logs"],
-                                 log=self.logs / "scheduler.log", **common),
-            "dag-processor": Service("dag-processor", [AIRFLOW, "dag-processor"],
-                                     log=self.logs / "dag-processor.log", **common),
-            "triggerer": Service("triggerer", [AIRFLOW, "triggerer", "--skip-serve-logs"],
-                                 log=self.logs / "triggerer.log", **common),
+        commands = {
+            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"],
+            "scheduler": ["scheduler", "--skip-serve-logs"],  # no log server on 0.0.0.0:8793
+            "dag-processor": ["dag-processor"],
+            "triggerer": ["triggerer", "--skip-serve-logs"],  # no log server on 0.0.0.0:8794
         }
+        self.services = {name: Service(name, [AIRFLOW, *args], self.env, self.logs / f"{name}.log", cwd=self.home)
+                         for name, args in commands.items()}
         for service in self.services.values():
             service.start()
         self.api = Api(f"http://127.0.0.1:{self.api_port}")
