@@ -34,7 +34,8 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [{"integration-name": "MirPanel",
                        "python-modules": [f"{_MODULES}.operators.mirpanel", f"{_MODULES}.operators.orders"]}],
         "sensors": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.sensors.mirpanel"]}],
-        "triggers": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.triggers.mirpanel"]}],
+        "triggers": [{"integration-name": "MirPanel",
+                      "python-modules": [f"{_MODULES}.triggers.mirpanel", f"{_MODULES}.triggers.balance"]}],
         "connection-types": [
             {
                 "connection-type": "mirpanel",

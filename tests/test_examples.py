@@ -137,7 +137,8 @@ def test_the_balance_alert_renders_without_a_logical_date(panel: SandboxPanel, e
 
     assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
         f"ALERT: MirPanel balance alert (mirpanel_balance_alert, run {run_id}): "
-        "balance 1,000.00 USD is below the threshold 5,000.00 USD"]
+        "balance 1,000.00 USD is below the threshold 5,000.00 USD; "
+        "spend rate unknown (no earlier reading yet), so no run-out time"]
 
 
 def test_warehouse_url_from_an_airflow_connection(warehouse: ModuleType, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ operator logs one line that sums up what it did.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -15,7 +16,9 @@ from typing import Any, TypeVar
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
+from airflow_provider_mirpanel.assets import balance_asset as balance_asset_of
+from airflow_provider_mirpanel.exceptions import MirPanelError
+from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, choice
 from airflow_provider_mirpanel.operators.orders import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.protocol import (
@@ -24,11 +27,11 @@ from airflow_provider_mirpanel.protocol import (
     OrderStatusRecord,
     RefillRecord,
     normalize_ids,
-    to_float,
     to_text,
 )
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.reporting import errors_by
+from airflow_provider_mirpanel.spending import BalanceHistory, Projection, assess, threshold
 
 __all__ = [
     "BalanceCheckOperator",
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 ON_LOW = ("fail", "skip", "warn")
+#: The balance asset's state-store key of the balance history.
+HISTORY_KEY = "balance_history"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,34 +222,48 @@ class CancelOrdersOperator(_WriteOperator):
 
 
 class BalanceCheckOperator(MirPanelBaseOperator):
-    """Read the balance; with ``min_balance``, act when it is below the threshold.
+    """Read the balance; with thresholds, act when it is low or runs out soon at the current spend rate.
+
+    Every reading is added to a small balance history in the state store of
+    :func:`~airflow_provider_mirpanel.assets.balance_asset` (added to the task's ``inlets``; it
+    outlives DAG runs), which gives the spend rate: what the balance lost per hour over the last
+    24 h, top-ups left out. The log line and every alert state balance, threshold, spend rate and
+    the projected time it runs out.
 
     XCom: the balance record ``{"balance": 100.84, "currency": "USD", "checked_at": "…"}`` (one
     dict; ``to_dataframe`` takes it as one row).
 
-    :param min_balance: the threshold (templated; text is read as a number). None: just read it.
-    :param on_low: when the balance is below ``min_balance``: ``"fail"`` (default; the task fails
-        without retries, so ``on_failure_callback`` and notifiers alert), ``"skip"`` (the task is
-        skipped, and with it what depends on it) or ``"warn"`` (a warning in the log).
+    :param min_balance: alert when the balance is below this (templated; text is read as a number).
+    :param runs_out_within_hours: alert when, at the spend rate, the balance runs out within this
+        many hours (templated). Neither threshold: just read the balance.
+    :param on_low: when an alert is due: ``"fail"`` (default; the task fails without retries, so
+        ``on_failure_callback`` and notifiers alert), ``"skip"`` (the task is skipped, and with it
+        what depends on it) or ``"warn"`` (a warning in the log).
+    :param balance_asset: the asset keeping the history (default: one per connection).
     """
 
-    template_fields: Sequence[str] = ("min_balance",)
+    template_fields: Sequence[str] = ("min_balance", "runs_out_within_hours")
 
-    def __init__(self, *, min_balance: Any = None, on_low: str = "fail", **kwargs: Any) -> None:
+    def __init__(self, *, min_balance: Any = None, runs_out_within_hours: Any = None, on_low: str = "fail",
+                 balance_asset: Any = None, **kwargs: Any) -> None:
+        self.balance_asset = balance_asset or balance_asset_of(kwargs.get("mirpanel_conn_id",
+                                                                          MirPanelHook.default_conn_name))
+        kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), self.balance_asset]
         super().__init__(**kwargs)
         self.min_balance = min_balance
+        self.runs_out_within_hours = runs_out_within_hours
         self.on_low = choice("on_low", on_low, ON_LOW)
 
     def execute(self, context: Context) -> BalanceRecord:
+        minimum = threshold("min_balance", self.min_balance)  # refused before the request
+        within = threshold("runs_out_within_hours", self.runs_out_within_hours)
         record = self.hook.get_balance()
         record[CHECKED_AT] = utc_now()
-        threshold = self._threshold()
-        currency = f" {record['currency']}" if record["currency"] else ""
-        if threshold is None or record["balance"] >= threshold:
-            limit = f" (threshold {threshold:,.2f}{currency})" if threshold is not None else ""
-            self.log.info("balance %s%s%s", f"{record['balance']:,.2f}", currency, limit)
+        projection = self._judge(context, record, minimum, within)
+        if not projection.low:
+            self.log.info("%s", projection.message())
             return record
-        message = f"balance {record['balance']:,.2f}{currency} is below the threshold {threshold:,.2f}{currency}"
+        message = projection.message()
         if self.on_low == "warn":
             self.log.warning(message)
             return record
@@ -252,10 +271,21 @@ class BalanceCheckOperator(MirPanelBaseOperator):
             raise AirflowSkipException(message)
         raise AirflowFailException(message)
 
-    def _threshold(self) -> float | None:
-        if self.min_balance in (None, ""):
-            return None
-        threshold = to_float(self.min_balance)
-        if threshold is None:
-            raise MirPanelInputError(f"min_balance must be a number, got {self.min_balance!r}")
-        return threshold
+    def _judge(self, context: Context, record: BalanceRecord, minimum: float | None,
+               within: float | None) -> Projection:
+        """The reading judged against the history, which it then joins (when there is a store)."""
+        stores = context.get("asset_state_store")
+        store = stores[self.balance_asset] if stores is not None else None
+        history = BalanceHistory.from_json(store.get(HISTORY_KEY) if store is not None else None)
+        now = time.time()
+        projection = assess(history, record, now, minimum, within)
+        updated = history.with_reading(now, projection.balance)
+        if store is not None and updated != history:
+            store.set(HISTORY_KEY, updated.to_json())
+        return projection
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
