@@ -99,8 +99,35 @@ def test_deferred_wait_returns_the_same_records_as_poke_mode(panel: SandboxPanel
                                                         "Canceled", "Completed"]
     assert without_time(records) == without_time(poked)
     assert all(record["checked_at"] for record in records)
-    # worker check: all 6; trigger: only the 4 pending; poke mode: all 6
-    assert [sorted(batch) for batch in status_polls(panel)] == [ids, pending, ids]
+    # worker check: all 6; trigger: only the 4 pending; the resumed sensor reads their records; poke mode: all 6
+    assert [sorted(batch) for batch in status_polls(panel)] == [ids, pending, pending, ids]
+    assert set(event) == {"status", "message", "ended", "deadline"}, "the event carries no records"
+
+
+def test_more_pending_orders_than_one_trigger_watches_are_waited_for_in_turns(
+    panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trigger watches at most MAX_TRIGGER_IDS orders (its arguments stay small): the sensor defers again."""
+    monkeypatch.setattr("airflow_provider_mirpanel.sensors.mirpanel.MAX_TRIGGER_IDS", 2)
+    panel.speed = 0
+    ids = panel.create_orders(5)
+    store = MemoryStateStore()
+
+    first = deferral(orders_sensor(order_ids=ids), task_context(store))
+    assert first.trigger.order_ids == ids[:2]
+    for order in ids[:3]:
+        panel.set_order(order, "Completed")
+    with pytest.raises(TaskDeferred) as caught:
+        resume(orders_sensor(order_ids=ids), task_context(store), first, trigger_event(first))
+    second = caught.value
+    assert second.trigger.order_ids == ids[3:], "the next ones still pending"
+    assert second.trigger.deadline == first.trigger.deadline, "the wait keeps its deadline"
+    panel.complete_all()
+    records = resume(orders_sensor(order_ids=ids), task_context(store), second, trigger_event(second))
+
+    assert [record["order"] for record in records] == ids
+    assert {record["status"] for record in records} <= {"Completed", "Partial"}
+    assert [sorted(batch) for batch in status_polls(panel)] == [ids, ids[:2], ids, ids[3:], ids[3:]]
 
 
 def test_the_trigger_watches_until_the_sensor_timeout_at_the_sensor_poke_interval(panel: SandboxPanel) -> None:
@@ -144,17 +171,18 @@ def test_orders_already_done_on_the_worker_never_defer(panel: SandboxPanel) -> N
     assert [record["order"] for record in records] == ids and panel.count("status") == 1
 
 
-def test_without_a_state_store_the_trigger_asks_about_every_order(panel: SandboxPanel) -> None:
+def test_without_a_state_store_the_resumed_sensor_asks_about_every_order(panel: SandboxPanel) -> None:
     panel.speed = 0
     ids = panel.create_orders(3)
     panel.set_order(ids[0], "Completed")
 
     deferred = deferral(orders_sensor(order_ids=ids), {})
-    assert deferred.trigger.order_ids == ids
+    assert deferred.trigger.order_ids == ids[1:]
     panel.complete_all()
     records = resume(orders_sensor(order_ids=ids), {}, deferred, trigger_event(deferred))
 
     assert [record["order"] for record in records] == ids
+    assert status_polls(panel)[-1] == ids, "the finished records of the first check were not kept"
 
 
 def test_reschedule_mode_defers_too(panel: SandboxPanel) -> None:
@@ -247,9 +275,8 @@ def test_an_error_event_fails_the_task_with_the_panel_message(panel: SandboxPane
 
 @pytest.mark.parametrize(
     "event",
-    [None, {}, {"status": "done"}, "success", {"status": "success"}, {"status": "success", "records": [{"x": 1}]},
-     {"status": "success", "records": [{"order": 1, "status": "Pending", "error": None}]}],
-    ids=["missing", "empty", "unknown-status", "not-a-dict", "no-records", "records-without-ids", "not-finished"],
+    [None, {}, {"status": "done"}, "success", {"status": "success", "deadline": "soon"}],
+    ids=["missing", "empty", "unknown-status", "not-a-dict", "bad-deadline"],
 )
 def test_a_missing_or_unexpected_event_fails_loudly(panel: SandboxPanel, event: Any) -> None:
     with pytest.raises(AirflowException) as caught:
@@ -342,3 +369,21 @@ def test_a_dag_run_with_deferrable_sensors_completes_and_pushes_the_final_record
         assert all(sorted(batch) == sorted(waiting) for batch in polls[1:])  # the trigger: pending orders only
         assert panel.count("refill_status") >= 3
         assert panel.api_key not in logs
+
+
+def test_a_trigger_of_the_most_ids_a_sensor_hands_it_serializes_under_64_kb() -> None:
+    from airflow_provider_mirpanel.triggers.mirpanel import MAX_TRIGGER_IDS
+
+    largest = [2**63 - 1 - number for number in range(MAX_TRIGGER_IDS)]  # the longest IDs there are
+    _, kwargs = OrderStatusTrigger(largest, deadline=time.time()).serialize()
+
+    assert len(json.dumps(kwargs)) < 64 * 1024
+
+
+def test_a_sensor_on_3000_pending_orders_hands_its_trigger_2500(panel: SandboxPanel) -> None:
+    panel.speed = 0
+    ids = panel.create_orders(3000)
+
+    deferred = deferral(orders_sensor(order_ids=ids), task_context())
+
+    assert deferred.trigger.order_ids == ids[:2500]

@@ -143,7 +143,7 @@ def test_100000_orders_waited_for_by_the_trigger_ask_only_about_pending_ones(
     check_pass(asked[:1000], ids)
     check_pass(asked[1000:2000], ids)
     check_pass(asked[2000:], [order for order in ids if panel.state.orders[order].quantity == 2000])
-    check_against_panel(panel, event["records"], ids)
+    assert event["ended"] == len(ids) and len(json.dumps(event)) < 64 * 1024, "the event does not grow with N"
 
 
 def test_2000_orders_placed_concurrently_are_all_accounted_for_and_charges_add_up(

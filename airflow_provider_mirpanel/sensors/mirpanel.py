@@ -30,7 +30,12 @@ from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.protocol import ORDER_STATUS_FIELDS, REFILL_STATUS_FIELDS
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.taskstate import RecordPages, digest, store_of
-from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger, ends_wait
+from airflow_provider_mirpanel.triggers.mirpanel import (
+    MAX_TRIGGER_IDS,
+    OrderStatusTrigger,
+    RefillStatusTrigger,
+    ends_wait,
+)
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress
 
 #: Prefix of the sensors' keys in ``task_state_store`` (finished records kept across pokes).
@@ -109,6 +114,10 @@ class _PanelWaitSensor(BaseSensorOperator):
         self._deadline = time.time() + self.timeout  # where a deferred wait times out
         if not self.deferrable:
             return super().execute(context)
+        return self._poke_or_defer(context)
+
+    def _poke_or_defer(self, context: Context) -> Any:
+        """One check on the worker: the final records when every ID has ended, else defer."""
         try:
             result = self.poke(context)
         except AirflowFailException as error:
@@ -174,9 +183,13 @@ class _PanelWaitSensor(BaseSensorOperator):
 
     def _defer(self, progress: WaitProgress) -> NoReturn:
         """Hand the rest of the wait to the triggerer, up to the sensor's ``timeout``."""
-        # The records finished so far are in the state store; without one the trigger asks about every ID.
-        ids = progress.pending if self._pages is not None else progress.ids
+        # The trigger watches some of the pending IDs (its arguments stay small); when they have ended,
+        # execute_complete polls the rest and defers again while any are pending.
+        ids = progress.pending[:MAX_TRIGGER_IDS]
         deadline = self._deadline if self._deadline is not None else time.time() + self.timeout
+        if deadline <= time.time():
+            raise AirflowSensorTimeout(f"{len(progress.pending)} of {len(progress.ids)} {self.kind.value}s had not "
+                                       f"ended by the deadline ({progress.summary()})")
         trigger = self.trigger_class(
             ids,
             mirpanel_conn_id=self.mirpanel_conn_id,
@@ -185,13 +198,17 @@ class _PanelWaitSensor(BaseSensorOperator):
             failed_statuses=sorted(progress.failed_statuses),
             deadline=deadline,
         )
-        self.log.info("Deferring: the triggerer watches %d %ss, polling every %s s", len(ids), self.kind.value,
+        self.log.info("Deferring: the triggerer watches %d %ss%s, polling every %s s", len(ids), self.kind.value,
+                      f" of the {len(progress.pending)} pending" if len(ids) < len(progress.pending) else "",
                       self.poke_interval)
         self.defer(trigger=trigger, method_name="execute_complete",
                    timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger's event: the same records as poke mode, or the same failure.
+
+        On ``success`` (the watched IDs have ended) one poll reads the pending IDs' records, as a poke
+        does; if some are still pending (more than one trigger's worth), the sensor defers again.
 
         :raises AirflowFailException: an ID is unknown or ended in a failed status.
         :raises AirflowSensorTimeout: the sensor's ``timeout`` passed first.
@@ -209,19 +226,11 @@ class _PanelWaitSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(message)
         if status == "error":
             raise MirPanelError(message)
-        return self._finish(context, event.get("records"))
-
-    def _finish(self, context: Context, records: Any) -> Any:
-        id_field = self.kind.value
-        if not isinstance(records, list) or not all(isinstance(r, dict) and id_field in r for r in records):
-            raise AirflowException(f"The trigger's success event for {self.task_id} has no {id_field} records")
-        progress = self._restore(context)
-        result = self.conclude(progress.update(records), progress)
-        if not result.is_done:
-            raise AirflowException(f"The trigger reported success but {len(progress.pending)} {id_field}s "
-                                   f"have not ended: {progress.pending[:20]}")
-        self._remember(progress)
-        return result.xcom_value
+        deadline = event.get("deadline")
+        if deadline is not None and not isinstance(deadline, (int, float)):
+            raise AirflowException(f"The trigger's success event for {self.task_id} has a bad deadline {deadline!r}")
+        self._deadline = deadline
+        return self._poke_or_defer(context)
 
     # -- memory across pokes (reschedule mode re-creates the sensor) and retries -------------------
 

@@ -5,14 +5,21 @@ poll asks the panel only about the IDs not yet in a terminal status, 100 per req
 requests at once; the wait logic is :class:`~airflow_provider_mirpanel.waiting.WaitProgress`, the
 same as the sensors' poke mode, so every mode ends the same way with the same records.
 
-Every trigger yields exactly one event, a dict with ``status``:
+Every trigger yields exactly one event, a small dict (a few hundred bytes, whatever the number of
+IDs: events travel through the metadata DB and are logged whole) with ``status`` and ``message``:
 
-- ``"success"``: ``records`` (the final record of every ID, in input order, with the
-  ``checked_at`` time it was read, as the sensors return them) and ``message``;
-- ``"failed"``: ``message`` (why), ``ids`` (the IDs that ended in a failed status or that the
-  panel could not report) and ``records`` (the records known for the IDs that ended or failed);
-- ``"timeout"``: ``message`` and ``ids`` (the IDs still pending at the deadline);
+- ``"success"``: every watched ID has ended; ``ended`` (how many) and ``deadline`` (the wait's,
+  so that a sensor resuming and deferring again keeps it). The records are not in the event: the
+  resumed sensor reads them with one poll, as poke mode does;
+- ``"failed"``: ``message`` (why), ``count`` and ``ids`` (the IDs that ended in a failed status or
+  that the panel could not report; the first :data:`MAX_EVENT_IDS`);
+- ``"timeout"``: ``message``, ``count`` and ``ids`` (the IDs still pending at the deadline; the
+  first :data:`MAX_EVENT_IDS`);
 - ``"error"``: ``message`` (a refused key, a malformed reply, a bad connection).
+
+A sensor hands a trigger at most :data:`MAX_TRIGGER_IDS` IDs, so the trigger's serialized
+arguments stay under 64 KB too; when they have ended it resumes, polls the rest once, and defers
+again with the next ones while any are pending.
 
 Transient failures (timeouts, 5xx, 429, HTML pages, refused connections) never end a wait: the
 hook retries them with backoff, and a poll that still fails is logged and tried again at the next
@@ -35,6 +42,12 @@ from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
 
 Payload = dict[str, Any]
+
+#: IDs a sensor hands one trigger: 2,500 IDs of up to 19 digits serialize to about 53 KB, under the
+#: 64 KB a trigger's arguments (stored in the metadata DB) should stay below.
+MAX_TRIGGER_IDS = 2_500
+#: IDs named in a failed or timeout event; ``count`` says how many there were.
+MAX_EVENT_IDS = 100
 
 
 class _StatusTrigger(BaseTrigger):
@@ -106,11 +119,11 @@ class _StatusTrigger(BaseTrigger):
                 outcome = progress.update(latest)
                 if outcome is WaitOutcome.DONE:
                     self.log.info("All %s %ss have ended: %s", len(self.ids), self.kind.value, progress.message)
-                    return {"status": "success", "records": progress.records(), "message": progress.message}
+                    return {"status": "success", "message": progress.message, "ended": len(self.ids),
+                            "deadline": self.deadline}
                 if outcome is WaitOutcome.FAILED:
                     self.log.warning("%s", progress.message)
-                    return {"status": "failed", "message": progress.message, "ids": progress.problem_ids,
-                            "records": _failed_records(progress, latest)}
+                    return {"status": "failed", "message": progress.message, **_some(progress.problem_ids)}
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
                 return self._timeout(progress, failure)
@@ -149,7 +162,7 @@ class _StatusTrigger(BaseTrigger):
         if failure is not None:
             message += f"; the last poll failed ({failure})"
         self.log.warning("%s", message)
-        return {"status": "timeout", "message": message, "ids": pending}
+        return {"status": "timeout", "message": message, **_some(pending)}
 
 
 class OrderStatusTrigger(_StatusTrigger):
@@ -235,12 +248,9 @@ def _status_list(statuses: Iterable[str] | None) -> list[str] | None:
     return None if statuses is None else sorted(status_set(statuses))
 
 
-def _failed_records(progress: WaitProgress, latest: list[Record]) -> list[Record]:
-    """The records known at a failure: ended IDs and the per-ID errors, in input order."""
-    id_field = progress.kind.value
-    known = {record[id_field]: record for record in latest if record.get("error")}
-    known.update(progress.final)
-    return [known[item] for item in progress.ids if item in known]
+def _some(ids: list[int]) -> Payload:
+    """``count`` and the first :data:`MAX_EVENT_IDS` of ``ids``: an event's size does not grow with N."""
+    return {"count": len(ids), "ids": ids[:MAX_EVENT_IDS]}
 
 
 def _redact(value: Any, hook: MirPanelAsyncHook) -> Any:
