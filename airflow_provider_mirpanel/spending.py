@@ -130,6 +130,8 @@ class Projection:
             return f"{balance} is below the threshold {self._money(self.min_balance)}"
         if self.runs_out_soon:
             return f"{balance} runs out within {self.runs_out_within_hours:g} h (threshold {self._threshold()})"
+        if self.min_balance is None and self.runs_out_within_hours is None:
+            return balance
         return f"{balance} is fine (threshold {self._threshold()})"
 
     def _threshold(self) -> str:

@@ -5,10 +5,14 @@ What it does, in about a minute, with no account and no money (nothing leaves 12
 1. starts the sandbox panel (this package's emulated SMM panel) in this process, on a free loopback
    port, with a fast clock (one sandbox minute per second), and points ``mirpanel_default`` at it
    through ``AIRFLOW_CONN_MIRPANEL_DEFAULT`` (the API key lives only in the environment);
-2. sets up an isolated Airflow under ``.demo/airflow`` (SQLite metadata DB, ``dags_examples/`` as the
+2. sets up an isolated Airflow under ``.demo/airflow`` (a new SQLite metadata DB each run, ``dags_examples/`` as the
    DAGs folder) and migrates it; the warehouse is the SQLite file ``.demo/warehouse.db``
    (``mirpanel_warehouse``), recreated on every run;
-3. runs the example DAGs with ``airflow dags test``: the campaign pipeline (waits for its orders),
+3. runs the example DAGs with ``airflow dags test``: the campaign pipeline (waits for its orders)
+   while ``scripts/watch_balance.py`` runs the balance watch's ``BalanceTrigger`` in-process as a
+   triggerer would (the campaign's spending crosses its threshold: one event, none after a restart
+   of the trigger), hands the event to ``Trigger.submit_event`` and the alert DAG
+   ``mirpanel_balance_watch`` reports it (started by hand: ``airflow dags test`` has no scheduler),
    a long campaign that is not waited for, the hourly status ETL for two intervals (the sandbox
    clock jumps an hour between them), the auto refill, and the balance alert with a threshold
    above the balance (so the alert fires);
@@ -57,7 +61,7 @@ LOG_LINE = re.compile(r"^\S+ \[(?P<level>\w+)\s*\] (?P<message>.*?) \[(?P<logger
 TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task>\S+)")
 EXCEPTION_LINE = re.compile(r"^[\w.]+(?:Error|Exception|Exit): .+")
 #: Log lines worth showing: the provider's operators and sensors, and the example DAGs' own tasks.
-SHOWN_LOGGERS = re.compile(r"airflow_provider_mirpanel|_mirpanel_(?:campaign|status_etl|auto_refill|balance_alert)$")
+SHOWN_LOGGERS = re.compile(r"airflow_provider_mirpanel|_mirpanel_(?:campaign|status_etl|auto_refill|balance_\w+)$")
 HIDDEN_MESSAGES = re.compile(r"^Done\. Returned value|finished on earlier pokes|^Success criteria met")
 
 BOLD, DIM, GREEN, RED, YELLOW, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m")
@@ -75,7 +79,8 @@ class Demo:
     env: dict[str, str] = field(default_factory=dict)
     current: subprocess.Popen[str] | None = None
     step_number: int = 0
-    steps: int = 7
+    steps: int = 9
+    watch_log: list[str] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)
 
     # -- paths ------------------------------------------------------------------------------
@@ -113,6 +118,7 @@ class Demo:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(self.warehouse)}),
             "MIRPANEL_EXAMPLES_POKE_INTERVAL": "1",
+            "MIRPANEL_BALANCE_POLL": "1",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",
@@ -221,14 +227,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--home", type=Path, default=ROOT / ".demo", help="demo home (default .demo/)")
-    parser.add_argument("--fresh", action="store_true", help="also recreate the Airflow metadata DB")
+    parser.add_argument("--fresh", action="store_true", help="(the default now) recreate the Airflow metadata DB")
+    parser.add_argument("--keep-db", action="store_true",
+                        help="keep the Airflow metadata DB of the last run (its ledger scopes name that run's "
+                             "sandbox orders, which a new sandbox does not know)")
     parser.add_argument("--verbose", action="store_true", help="show every log line of every run")
     args = parser.parse_args(argv)
 
     from airflow_provider_mirpanel.sandbox import Lifecycle, SandboxPanel
 
     home = args.home.resolve()
-    prepare(home, args.fresh)
+    prepare(home, not args.keep_db)
     demo = Demo(home=home, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ, verbose=args.verbose)
     # Orders end within 50 sandbox minutes (the default caps them at 5): the long campaign stays open
     # for the first ETL run and is finished for the next hourly one.
@@ -237,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with sigterm_as_interrupt(), SandboxPanel(speed=SPEED, lifecycle=lifecycle) as panel:
         demo.env = demo.airflow_env(panel.env())
         balance_before = panel.balance
+        # The balance watch fires once the campaign has spent a cent: the threshold sits just below the balance.
+        demo.env["MIRPANEL_BALANCE_MIN"] = f"{balance_before - 0.01:.2f}"
         print(demo.paint("MirPanel provider demo: the example DAGs end to end on a local sandbox panel", BOLD))
         print(f"  sandbox panel  {panel.url}  (clock x{SPEED:g}; balance {balance_before:,.2f} "
               f"{panel.state.currency}; nothing leaves 127.0.0.1)")
@@ -261,8 +272,23 @@ def run_steps(demo: Demo, panel: Any) -> None:
     hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     demo.run("airflow db migrate (the demo's own metadata DB)", [str(AIRFLOW), "db", "migrate"], "db-migrate")
 
-    demo.dags_test("mirpanel_campaign: campaign 'spring_launch' from dags_examples/data/campaign.csv, "
-                   "waiting for every order", "mirpanel_campaign")
+    # An AssetWatcher's trigger gets its row only for an unpaused DAG (as in production): parse, unpause, parse.
+    airflow = str(AIRFLOW)
+    demo.run("airflow dags reserialize, unpause mirpanel_balance_watch (its watcher's trigger row is made)",
+             ["sh", "-c", f"{airflow} dags reserialize && {airflow} dags unpause mirpanel_balance_watch "
+                          f"&& {airflow} dags reserialize"], "dags-reserialize")
+    watcher = start_balance_watch(demo)
+    try:
+        demo.dags_test("mirpanel_campaign: campaign 'spring_launch' from dags_examples/data/campaign.csv, "
+                       "waiting for every order (its spending crosses the balance watch's threshold)",
+                       "mirpanel_campaign")
+    except BaseException:
+        watcher.kill()
+        watcher.wait()
+        raise
+    finish_balance_watch(demo, watcher)
+    demo.dags_test("mirpanel_balance_watch: the alert run for the asset event (run by hand here: no scheduler)",
+                   "mirpanel_balance_watch")
 
     demo.dags_test("mirpanel_campaign: a long campaign 'summer_followup', not waited for "
                    "(the status ETL follows it)", "mirpanel_campaign",
@@ -283,6 +309,43 @@ def run_steps(demo: Demo, panel: Any) -> None:
     demo.dags_test(f"mirpanel_balance_alert with min_balance={ALERT_THRESHOLD:,} (above the balance: "
                    "the alert fires)", "mirpanel_balance_alert", conf={"min_balance": ALERT_THRESHOLD},
                    expect_failure=True)
+
+
+def start_balance_watch(demo: Demo) -> subprocess.Popen[str]:
+    """Start scripts/watch_balance.py (the watcher's BalanceTrigger, run as a triggerer would) after its first poll."""
+    print(demo.paint("      ▶ balance watch: BalanceTrigger of mirpanel_balance_watch.py polling every "
+                     f"{demo.env['MIRPANEL_BALANCE_POLL']} s, min_balance {demo.env['MIRPANEL_BALANCE_MIN']}", DIM))
+    watcher = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "watch_balance.py")], env=demo.env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    assert watcher.stdout is not None
+    demo.watch_log = _lines_until(watcher, "first poll done")
+    return watcher
+
+
+def _lines_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            break
+    else:
+        raise DemoFailed("the balance watch ended early:\n" + "".join(lines[-15:]))
+    return lines
+
+
+def finish_balance_watch(demo: Demo, watcher: subprocess.Popen[str]) -> None:
+    """Let the watch hand its events to Trigger.submit_event now that the campaign run is done; show its lines."""
+    output, _ = watcher.communicate("go\n", timeout=120)
+    lines = demo.watch_log + output.splitlines(keepends=True)
+    (demo.logs / "balance-watch.log").write_text("".join(lines))
+    for line in lines:
+        if line.startswith("  "):
+            print("      balance watch        " + line.strip(), flush=True)
+    if watcher.returncode != 0:
+        log = demo.rel(demo.logs / "balance-watch.log")
+        raise DemoFailed(f"the balance watch did not fire exactly once; see {log}")
 
 
 def report(demo: Demo, panel: Any, balance_before: float, elapsed: float) -> None:
