@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -134,6 +134,7 @@ class PlacementRun:
         self.balance_note = ""
         self._stop = threading.Lock()
         self._causes: dict[int, str] = {}  # why each order of unknown outcome is unknown, for the ledger
+        self._ended: list[OrderSpec] = []  # orders of finished windows
 
     def execute(self) -> list[Record]:
         """Place what needs placing; the records of every row, in input order."""
@@ -208,30 +209,45 @@ class PlacementRun:
     # -- sending -----------------------------------------------------------------------------------
 
     def _place(self, to_send: list[OrderSpec]) -> None:
-        """Send the orders a window at a time: each window's ``sending`` marks in one page before any of
-        its orders leaves, its outcomes in one rewrite of the page once they are all back.
+        """Send the orders in windows: a window's ``sending`` marks in one page before any of its orders
+        leaves, its outcomes in one rewrite of that page once they are all back.
 
-        At most two windows are marked and unfinished at once, so the next window's orders are queued
-        for the workers while the last of the previous one are on the wire, and a crash leaves at most
-        two windows ``sending``.
+        A window is marked when a worker is free (or about to be), and holds as many orders as the
+        workers could take: the free workers, or as many orders as ended while the last window was
+        being marked (so at a fast panel windows grow up to ``window`` and the ledger keeps up), never
+        more. So the orders marked but not yet sent stay few, and after a crash few orders that never
+        left are reported as of unknown outcome.
         """
-        window = self.options.window
         workers = max(1, min(self.options.concurrency, len(to_send)))
-        pending: deque[tuple[int, list[OrderSpec], list[Future[Record]]]] = deque()
+        windows: list[tuple[int, list[OrderSpec], list[Future[Record]]]] = []
+        queued = deque(to_send)
+        ended_at_mark = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirpanel-add") as pool:
             try:
-                for start in range(0, len(to_send), window):
-                    if len(pending) == 2:
-                        self._finish(*pending.popleft())
-                    specs = to_send[start:start + window]
-                    page = self.ledger.append({spec.key: LedgerEntry(LedgerState.SENDING, spec.digest)
-                                               for spec in specs})
-                    pending.append((page, specs, [pool.submit(self._send, spec) for spec in specs]))
-                while pending:
-                    self._finish(*pending.popleft())
+                while queued or windows:
+                    busy = [future for _, _, futures in windows for future in futures if not future.done()]
+                    ended = sum(len(futures) for _, _, futures in windows) - len(busy) + len(self._ended)
+                    if queued and len(busy) < workers and not self.stop_reason:
+                        size = min(self.options.window, len(queued), max(workers - len(busy), ended - ended_at_mark))
+                        specs = [queued.popleft() for _ in range(size)]
+                        page = self.ledger.append({spec.key: LedgerEntry(LedgerState.SENDING, spec.digest)
+                                                   for spec in specs})
+                        windows.append((page, specs, [pool.submit(self._send, spec) for spec in specs]))
+                        ended_at_mark = ended
+                        continue
+                    finished = [window for window in windows if all(future.done() for future in window[2])]
+                    for window in finished:  # outcomes while the next window is on the wire
+                        windows.remove(window)
+                        self._finish(*window)
+                    if self.stop_reason and queued and not windows:  # never marked: certainly not sent
+                        for spec in queued:
+                            self.records[spec.index] = self._not_sent(spec)
+                        queued.clear()
+                    if busy and not finished:
+                        wait(busy, return_when=FIRST_COMPLETED)
             except BaseException:  # a failed ledger write, or the try is dying: send nothing more
                 self._stop_all("placing was interrupted")
-                for _, _, futures in pending:
+                for _, _, futures in windows:
                     for future in futures:
                         future.cancel()
                 raise
@@ -240,6 +256,7 @@ class PlacementRun:
         """Collect a window's records and write its outcomes (a lost write leaves them ``sending``)."""
         for spec, future in zip(specs, futures, strict=True):
             self.records[spec.index] = future.result()
+        self._ended.extend(specs)
         try:
             self.ledger.rewrite(page, {spec.key: _outcome(spec, self.records[spec.index], self._causes.get(spec.index))
                                        for spec in specs})
@@ -254,13 +271,16 @@ class PlacementRun:
     def _send(self, spec: OrderSpec) -> Record:
         """Send one order (its ``sending`` mark is in the ledger already); its record."""
         if self.stop_reason:
-            return order_record(spec, OrderState.NOT_SENT, error=f"not sent: placing stopped ({self.stop_reason})")
+            return self._not_sent(spec)
         assert spec.form is not None and spec.service is not None
         try:
             placed = self.hook.add_order(spec.service, **spec.params)
         except Exception as error:
             return self._failed(spec, error)
         return order_record(spec, OrderState.PLACED, placed["order"])
+
+    def _not_sent(self, spec: OrderSpec) -> Record:
+        return order_record(spec, OrderState.NOT_SENT, error=f"not sent: placing stopped ({self.stop_reason})")
 
     def _failed(self, spec: OrderSpec, error: Exception) -> Record:
         """The record of a failed add: refused and never-sent orders may be placed again, anything else not."""

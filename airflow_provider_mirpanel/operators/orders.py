@@ -85,11 +85,12 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         the ledger per task instance.
     :param ledger_asset: the asset whose state store holds the scoped ledger (default: the
         connection's, :func:`~airflow_provider_mirpanel.ledger.ledger_asset`).
-    :param ledger_window: orders whose ``sending`` marks the ledger writes in one go (1..100, default
-        50): the ledger costs two state-store writes per window instead of two per order. After a
-        crash, the orders of at most two windows — those in flight, and those marked to go next —
-        are of unknown outcome (never resent); most of them were never sent. A smaller window means
-        fewer orders to look up after a crash, a larger one less overhead.
+    :param ledger_window: the most orders whose ``sending`` marks the ledger writes in one go (1..100,
+        default 50). Orders are marked when a worker is free to send them, as many as the workers can
+        take (more when a fast panel ended many while the last marks were written): two state-store
+        writes per window instead of three trips per order, and after a crash only the orders that
+        were on the wire (or marked with them) are of unknown outcome. A smaller cap means fewer of
+        those at a fast panel, a larger one fewer writes.
     :param services: (templated) the catalogue to check the orders against — ``ServicesOperator``
         records, e.g. ``services=services_task.output`` — instead of asking the panel on every try:
         one ``services`` request can serve many placements (mapped tasks, retries), as panels allow
