@@ -26,6 +26,10 @@
    ``mirpanel_status_etl`` keeps the table up to date instead).
 6. ``load_final_statuses`` stores the final statuses; ``summarize`` logs the outcome and the spend.
 
+Data-aware: ``place_orders`` and ``wait_for_orders`` give the assets ``mirpanel_campaign_placed`` and
+``mirpanel_campaign_finished`` an event each, whose ``extra`` summarises the campaign (counts,
+spend, statuses); ``mirpanel_campaign_report`` is scheduled on the second.
+
 Trigger it with a campaign of your own::
 
     airflow dags trigger mirpanel_campaign -c '{"campaign": "black_friday", "campaign_csv": "/data/bf.csv"}'
@@ -49,7 +53,9 @@ from typing import Any
 import mirpanel_warehouse as warehouse
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from mirpanel_campaign_assets import CAMPAIGN_FINISHED, CAMPAIGN_PLACED
 
+from airflow_provider_mirpanel.assets import CampaignAssetEvent
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.operators.mirpanel import BalanceCheckOperator, PlaceOrderOperator, ServicesOperator
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
@@ -179,6 +185,9 @@ with DAG(
         services=services.output,  # the catalogue rows read above: no second services request
         retries=3,
         on_failure_callback=record_paid_orders,
+        # An asset event when the orders are placed, its extra summarising them (counts, spend, states)
+        outlets=[CAMPAIGN_PLACED],
+        post_execute=CampaignAssetEvent("placed", campaign="{{ params.campaign }}"),
     )
 
     @task
@@ -209,6 +218,10 @@ with DAG(
         mode="reschedule",
         poke_interval=warehouse.POKE_INTERVAL,
         timeout=timedelta(days=3),  # real orders take minutes to days
+        # An asset event when every order has ended (counts per status, spend, remains):
+        # mirpanel_campaign_report runs on it
+        outlets=[CAMPAIGN_FINISHED],
+        post_execute=CampaignAssetEvent("finished", campaign="{{ params.campaign }}"),
     )
 
     @task

@@ -61,7 +61,7 @@ LOG_LINE = re.compile(r"^\S+ \[(?P<level>\w+)\s*\] (?P<message>.*?) \[(?P<logger
 TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task>\S+)")
 EXCEPTION_LINE = re.compile(r"^[\w.]+(?:Error|Exception|Exit): .+")
 #: Log lines worth showing: the provider's operators and sensors, and the example DAGs' own tasks.
-SHOWN_LOGGERS = re.compile(r"airflow_provider_mirpanel|_mirpanel_(?:campaign|status_etl|auto_refill|balance_\w+)$")
+SHOWN_LOGGERS = re.compile(r"airflow_provider_mirpanel|_mirpanel_(?:campaign\w*|status_etl|auto_refill|balance_\w+)$")
 HIDDEN_MESSAGES = re.compile(r"^Done\. Returned value|finished on earlier pokes|^Success criteria met")
 
 BOLD, DIM, GREEN, RED, YELLOW, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m")
@@ -79,7 +79,7 @@ class Demo:
     env: dict[str, str] = field(default_factory=dict)
     current: subprocess.Popen[str] | None = None
     step_number: int = 0
-    steps: int = 9
+    steps: int = 10
     watch_log: list[str] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)
 
@@ -289,6 +289,8 @@ def run_steps(demo: Demo, panel: Any) -> None:
     finish_balance_watch(demo, watcher)
     demo.dags_test("mirpanel_balance_watch: the alert run for the asset event (run by hand here: no scheduler)",
                    "mirpanel_balance_watch")
+    demo.dags_test("mirpanel_campaign_report: the report on the campaign's 'finished' asset event "
+                   "(run by hand here: no scheduler)", "mirpanel_campaign_report")
 
     demo.dags_test("mirpanel_campaign: a long campaign 'summer_followup', not waited for "
                    "(the status ETL follows it)", "mirpanel_campaign",

@@ -26,7 +26,7 @@ from airflow_provider_mirpanel.sandbox import SandboxPanel
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags_examples"
 EXAMPLE_DAGS = {"mirpanel_campaign", "mirpanel_status_etl", "mirpanel_balance_alert", "mirpanel_auto_refill",
-                "mirpanel_resolve_orders", "mirpanel_balance_watch"}
+                "mirpanel_resolve_orders", "mirpanel_balance_watch", "mirpanel_campaign_report"}
 #: Context variables that only a run with a logical date has: a manual run (from the UI, ``airflow dags
 #: trigger`` or the REST API) has none, and a template naming one fails to render.
 LOGICAL_DATE_ONLY = frozenset({
