@@ -257,7 +257,7 @@ def test_orders_are_marked_only_when_a_worker_can_send_them(quick: SandboxPanel)
     real = op.hook.add_order
     all_at_panel = threading.Event()
 
-    def held(service: Any, **params: Any) -> dict[str, Any]:
+    def held(service: Any, **params: Any) -> AddOrderRecord:
         placed = real(service, **params)
         if len(panel.state.orders) == 8:
             all_at_panel.set()
