@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
+from airflow_provider_mirpanel.lineage import panel_lineage
 
 
 def choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -24,6 +25,10 @@ class MirPanelBaseOperator(BaseOperator):
     :param mirpanel_conn_id: the Airflow connection of the panel (host: API URL, password: API key).
     """
 
+    #: The panel datasets (:mod:`~airflow_provider_mirpanel.lineage`) this operator reads and writes.
+    lineage_inputs: ClassVar[tuple[str, ...]] = ()
+    lineage_outputs: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, *, mirpanel_conn_id: str = MirPanelHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mirpanel_conn_id = mirpanel_conn_id
@@ -32,3 +37,12 @@ class MirPanelBaseOperator(BaseOperator):
     def hook(self) -> MirPanelHook:
         """The hook of ``mirpanel_conn_id`` (one per operator instance, its HTTP session reused)."""
         return MirPanelHook(mirpanel_conn_id=self.mirpanel_conn_id)
+
+    def lineage_datasets(self) -> tuple[Sequence[str], Sequence[str]]:
+        """The panel datasets this task read and wrote (``lineage_inputs``, ``lineage_outputs``)."""
+        return self.lineage_inputs, self.lineage_outputs
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the panel (``mirpanel://<host>``) datasets read and written; None without OpenLineage."""
+        inputs, outputs = self.lineage_datasets()
+        return panel_lineage(self.hook.settings.url, inputs, outputs)

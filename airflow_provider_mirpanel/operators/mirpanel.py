@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow_provider_mirpanel.assets import balance_asset as balance_asset_of
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
+from airflow_provider_mirpanel.lineage import BALANCE, ORDERS, REFILLS, SERVICES
 from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, choice
 from airflow_provider_mirpanel.operators.orders import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.protocol import (
@@ -72,6 +73,7 @@ class ServicesOperator(MirPanelBaseOperator):
     """
 
     template_fields: Sequence[str] = ("service_ids", "category", "name", "service_type")
+    lineage_inputs = (SERVICES,)
 
     def __init__(
         self,
@@ -144,6 +146,8 @@ class OrderStatusOperator(_OrderIdsOperator):
     :param order_ids: the order IDs (a list, an ``XComArg``, or text such as ``"1,2,3"``).
     """
 
+    lineage_inputs = (ORDERS,)
+
     def execute(self, context: Context) -> list[OrderStatusRecord]:
         records = self.hook.get_orders_status(self._ids())
         checked_at = utc_now()
@@ -195,6 +199,7 @@ class RefillOperator(_WriteOperator):
     """
 
     verb = "refill requested for"
+    lineage_inputs, lineage_outputs = (ORDERS,), (REFILLS,)
 
     def execute(self, context: Context) -> list[RefillRecord]:
         return self._report(self.hook.refill_orders(self._ids()))
@@ -211,6 +216,7 @@ class CancelOrdersOperator(_WriteOperator):
     """
 
     verb = "cancel accepted for"
+    lineage_inputs, lineage_outputs = (ORDERS,), (ORDERS,)
 
     def execute(self, context: Context) -> list[CancelRecord]:
         return self._report(self.hook.cancel_orders(self._ids()))
@@ -243,6 +249,7 @@ class BalanceCheckOperator(MirPanelBaseOperator):
     """
 
     template_fields: Sequence[str] = ("min_balance", "runs_out_within_hours")
+    lineage_inputs = (BALANCE,)
 
     def __init__(self, *, min_balance: Any = None, runs_out_within_hours: Any = None, on_low: str = "fail",
                  balance_asset: Any = None, **kwargs: Any) -> None:

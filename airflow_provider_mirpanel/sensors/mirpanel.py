@@ -27,6 +27,7 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
+from airflow_provider_mirpanel.lineage import ORDERS, REFILLS, panel_lineage
 from airflow_provider_mirpanel.protocol import ORDER_STATUS_FIELDS, REFILL_STATUS_FIELDS
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.taskstate import RecordPages, digest, store_of
@@ -101,6 +102,10 @@ class _PanelWaitSensor(BaseSensorOperator):
 
     def _ids(self) -> Any:
         raise NotImplementedError
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the panel's ``orders`` (or ``refills``) dataset as input; None without OpenLineage."""
+        return panel_lineage(self.hook.settings.url, [REFILLS if self.kind is WaitKind.REFILL else ORDERS])
 
     def _fetch(self, ids: list[int]) -> list[Record]:
         raise NotImplementedError
