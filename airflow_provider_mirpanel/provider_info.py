@@ -36,6 +36,7 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.sensors.mirpanel"]}],
         "triggers": [{"integration-name": "MirPanel",
                       "python-modules": [f"{_MODULES}.triggers.mirpanel", f"{_MODULES}.triggers.balance"]}],
+        "extra-links": [f"{_MODULES}.links.PanelOrderLink"],
         "connection-types": [
             {
                 "connection-type": "mirpanel",
@@ -69,6 +70,13 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Verify TLS certificates",
                         "description": "Turning this off needs 'Allow insecure transport' too.",
                         "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "order_url": {
+                        "label": "Order page URL",
+                        "description": "The panel's page of one order, with {order} for its ID (e.g. "
+                        "https://mirpanel.com/orders?search={order}): the 'Panel order' link of tasks that "
+                        "place orders. Empty: no link.",
+                        "schema": {"type": ["string", "null"]},
                     },
                     "allow_insecure": {
                         "label": "Allow insecure transport",

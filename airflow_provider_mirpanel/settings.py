@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 #: Connection-extra keys this provider reads; none of them is ever sent to the panel.
 EXTRA_KEYS = frozenset(
     {"timeout", "connect_timeout", "retries", "backoff", "concurrency", "rate_limit", "allow_insecure",
-     "verify_ssl", "verify"}
+     "verify_ssl", "verify", "order_url"}
 )
 
 

@@ -269,3 +269,23 @@ def test_manual_runs_without_a_logical_date(panel: SandboxPanel, airflow_env: di
     assert {warehouse.utc(row["requested_for"]) for row in requested} == {warehouse.utc(refill["run_after"])}
     assert all(row["refill_id"] and row["status"] for row in requested)
     engine.dispose()
+
+
+def test_the_balance_watch_dag_watches_its_asset_with_a_balance_trigger(example_bag: Any) -> None:
+    from airflow.sdk import Asset
+
+    from airflow_provider_mirpanel.triggers.balance import BalanceTrigger
+
+    dag = example_bag.dags["mirpanel_balance_watch"]
+    [asset] = dag.timetable.asset_condition.objects  # schedule=[BALANCE_LOW]
+    assert isinstance(asset, Asset) and asset.name == "mirpanel_balance_low"
+    [watcher] = asset.watchers
+    trigger = watcher.trigger
+    assert watcher.name == "mirpanel_balance_watch" and isinstance(trigger, BalanceTrigger)
+    classpath, kwargs = trigger.serialize()  # what the triggerer is handed
+    assert classpath == "airflow_provider_mirpanel.triggers.balance.BalanceTrigger"
+    assert {name: kwargs[name] for name in ("mirpanel_conn_id", "min_balance", "runs_out_within_hours",
+                                            "poll_interval")} == {
+        "mirpanel_conn_id": "mirpanel_default", "min_balance": 50.0, "runs_out_within_hours": 24.0,
+        "poll_interval": 300.0}
+    assert list(dag.task_dict) == ["alert"] and asset in dag.task_dict["alert"].inlets

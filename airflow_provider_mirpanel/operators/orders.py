@@ -18,6 +18,8 @@ from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger
 from airflow_provider_mirpanel.ledger import ledger_asset as ledger_asset_of
+from airflow_provider_mirpanel.lineage import BALANCE, ORDERS, SERVICES
+from airflow_provider_mirpanel.links import ORDER_URL_EXTRA, ORDER_URL_XCOM_KEY, PanelOrderLink, order_page_url
 from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, choice
 from airflow_provider_mirpanel.order_rows import parse_order_rows
 from airflow_provider_mirpanel.placement import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
@@ -96,12 +98,19 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         one ``services`` request can serve many placements (mapped tasks, retries), as panels allow
         only a few an hour. An order whose service is not in it is invalid.
     :param max_concurrency: orders in flight at once (default: the connection's ``concurrency``).
+
+    Extra link "Panel order": the panel's page of the (first) order placed, where the connection's
+    extra ``order_url`` gives its pattern (:mod:`~airflow_provider_mirpanel.links`). OpenLineage:
+    reads the panel's ``services`` (unless given them) and ``balance`` (``check_balance``), writes
+    its ``orders``.
     """
 
     template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders", "on_unknown",
                                       "ledger_scope", "services")
     template_fields_renderers = {"order_parameters": "json", "orders": "json"}
     ui_color = "#f7d08a"
+    operator_extra_links = (PanelOrderLink(),)
+    lineage_outputs = (ORDERS,)
 
     def __init__(
         self,
@@ -177,10 +186,25 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=self._catalogue())
         records = run.execute()
         self.log.info(run.summary())
+        self._push_order_url(context, records)
         failure = run.failure()
         if failure:
             raise failure
         return records
+
+
+    def _push_order_url(self, context: Context, records: Sequence[Mapping[str, Any]]) -> None:
+        """Leave the order page's URL for the "Panel order" link, when the connection has a pattern."""
+        ti = context.get("ti")
+        pattern = self.hook.get_connection(self.mirpanel_conn_id).extra_dejson.get(ORDER_URL_EXTRA)
+        url = order_page_url(pattern, records)
+        if ti is not None and url:
+            ti.xcom_push(key=ORDER_URL_XCOM_KEY, value=url)
+
+    def lineage_datasets(self) -> tuple[Sequence[str], Sequence[str]]:
+        """Reads ``services`` unless given the catalogue, ``balance`` with ``check_balance``; writes ``orders``."""
+        inputs = [name for name, read in ((SERVICES, self.services is None), (BALANCE, self.check_balance)) if read]
+        return inputs, self.lineage_outputs
 
 
 class ResolveOrdersOperator(MirPanelBaseOperator):
@@ -203,6 +227,7 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
     """
 
     template_fields: Sequence[str] = ("ledger_scope", "resolutions")
+    lineage_inputs = (ORDERS,)
     template_fields_renderers = {"resolutions": "json"}
 
     def __init__(self, *, ledger_scope: str, resolutions: Any = None, ledger_asset: Any = None,

@@ -1,0 +1,151 @@
+"""OpenLineage facets of the operators and sensors, and the "Panel order" extra link, against the sandbox.
+
+The panel is the namespace ``mirpanel://127.0.0.1:<port>``; its datasets are orders, services, refills
+and balance. The API key is in no facet and no link.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from task_context import task_context
+from test_operators import service_of
+
+from airflow_provider_mirpanel.links import ORDER_URL_XCOM_KEY, PanelOrderLink, order_page_url
+from airflow_provider_mirpanel.operators.mirpanel import (
+    BalanceCheckOperator,
+    CancelOrdersOperator,
+    OrderStatusOperator,
+    PlaceOrderOperator,
+    RefillOperator,
+    ResolveOrdersOperator,
+    ServicesOperator,
+)
+from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
+from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, RefillStatusSensor
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER_PAGE = "https://panel.example/orders?search={order}"
+
+
+class StandInTi:
+    """The task instance's XCom as a task process has it: pushed by the task, pulled by the link."""
+
+    task_id, map_index = "place", -1
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int) -> Any:
+        assert (task_ids, map_indexes) == (self.task_id, self.map_index)
+        return self.xcoms.get(key)
+
+
+def datasets(lineage: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    return ([(d.namespace, d.name) for d in lineage.inputs], [(d.namespace, d.name) for d in lineage.outputs])
+
+
+def with_order_page(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch, pattern: Any) -> None:
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"order_url": pattern}}))
+
+
+def place_one(panel: SandboxPanel, ti: StandInTi | None = None,
+              **kwargs: Any) -> tuple[PlaceOrderOperator, list[dict[str, Any]]]:
+    service = service_of(panel)
+    op = PlaceOrderOperator(task_id="place", service=service["service"], link="https://example.com/a",
+                            quantity=service["min"], **kwargs)
+    return op, op.execute(task_context(ti=ti) if ti else task_context())
+
+
+# -- OpenLineage -----------------------------------------------------------------------------------
+
+
+def test_every_operator_names_the_panel_datasets_it_read_and_wrote(panel: SandboxPanel) -> None:
+    namespace = f"mirpanel://127.0.0.1:{panel.port}"
+    placer, [placed] = place_one(panel, check_balance=True)
+    order = [placed["order"]]
+    expected: list[tuple[Any, list[str], list[str]]] = [
+        (placer, ["services", "balance"], ["orders"]),
+        (PlaceOrderOperator(task_id="p", orders=[], services=[]), [], ["orders"]),  # a catalogue given, no balance
+        (ServicesOperator(task_id="s"), ["services"], []),
+        (OrderStatusOperator(task_id="o", order_ids=order), ["orders"], []),
+        (RefillOperator(task_id="r", order_ids=order), ["orders"], ["refills"]),
+        (CancelOrdersOperator(task_id="c", order_ids=order), ["orders"], ["orders"]),
+        (BalanceCheckOperator(task_id="b"), ["balance"], []),
+        (ResolveOrdersOperator(task_id="v", ledger_scope="spring"), ["orders"], []),
+        (OrderStatusSensor(task_id="w", order_ids=order), ["orders"], []),
+        (RefillStatusSensor(task_id="x", refill_ids=[1]), ["refills"], []),
+    ]
+    for operator, inputs, outputs in expected:
+        lineage = operator.get_openlineage_facets_on_complete(None)
+        assert datasets(lineage) == ([(namespace, n) for n in inputs], [(namespace, n) for n in outputs]), operator
+        assert panel.api_key not in json.dumps(attrs.asdict(lineage), default=str)
+    assert panel.count("add") == 1  # asking for lineage sends nothing
+
+
+def test_the_namespace_is_the_panels_host_without_path_or_credentials() -> None:
+    from airflow_provider_mirpanel.lineage import panel_namespace
+
+    assert panel_namespace("https://MirPanel.com/api/v2") == "mirpanel://mirpanel.com"
+    assert panel_namespace("https://user:secret@panel.example:8443/api/v2?key=x") == "mirpanel://panel.example:8443"
+
+
+def test_everything_imports_and_gives_no_facets_without_the_openlineage_provider(panel: SandboxPanel) -> None:
+    code = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(("openlineage", "airflow.providers.openlineage.extractors")):
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Refuse())
+from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, ServicesOperator
+from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
+from airflow_provider_mirpanel.links import PanelOrderLink
+print(ServicesOperator(task_id="s").get_openlineage_facets_on_complete(None),
+      OrderStatusSensor(task_id="w", order_ids=[1]).get_openlineage_facets_on_complete(None))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["None", "None"]
+
+
+# -- the "Panel order" link ------------------------------------------------------------------------
+
+
+def test_a_placed_order_links_to_its_page_on_the_panel(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_order_page(panel, monkeypatch, ORDER_PAGE)
+    ti = StandInTi()
+    op, [record] = place_one(panel, ti)
+
+    url = PanelOrderLink().get_link(op, ti_key=ti)  # type: ignore[arg-type]  # Airflow 3 passes its runtime ti
+
+    assert url == f"https://panel.example/orders?search={record['order']}"
+    assert panel.api_key not in url and panel.api_key not in json.dumps(ti.xcoms)
+    assert PanelOrderLink().name == "Panel order" and op.operator_extra_links[0].name == "Panel order"
+
+
+@pytest.mark.parametrize("pattern", [None, "", "javascript:alert({order})", 42])
+def test_no_link_without_an_http_pattern(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch, pattern: Any) -> None:
+    with_order_page(panel, monkeypatch, pattern)
+    ti = StandInTi()
+    op, [record] = place_one(panel, ti)
+    assert record["state"] == "placed"
+    assert ti.xcoms == {} and PanelOrderLink().get_link(op, ti_key=ti) == ""  # type: ignore[arg-type]
+
+
+def test_no_link_when_no_order_was_placed() -> None:
+    refused = [{"key": "0", "state": "refused", "order": None}, {"key": "1", "state": "unknown", "order": None}]
+    assert order_page_url(ORDER_PAGE, refused) is None
+    assert order_page_url(ORDER_PAGE, [*refused, {"key": "2", "state": "placed", "order": 77}]) == \
+        "https://panel.example/orders?search=77"
+    assert ORDER_URL_XCOM_KEY == "mirpanel_order_url"
