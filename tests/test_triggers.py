@@ -430,3 +430,20 @@ def test_repr_is_short(panel: SandboxPanel) -> None:
     assert repr(OrderStatusTrigger(range(1, 5001), poll_interval=30)) == (
         "OrderStatusTrigger(5000 orders, mirpanel_conn_id='mirpanel_default', poll_interval=30.0)"
     )
+
+
+def test_the_trigger_module_leaves_the_async_hook_and_aiohttp_to_run() -> None:
+    """The triggerer imports trigger modules on its event loop: ours does not import aiohttp with it."""
+    import subprocess
+    import sys
+
+    from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
+    from airflow_provider_mirpanel.triggers import mirpanel as trigger_module
+
+    code = ("import sys, airflow.triggers.base; before = set(sys.modules); "
+            "import airflow_provider_mirpanel.triggers.mirpanel; "
+            "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'aiohttp' "
+            "or m == 'airflow_provider_mirpanel.hooks.mirpanel_async'))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert imported.stdout.strip() == "[]"
+    assert MirPanelAsyncHook.default_conn_name == trigger_module.DEFAULT_CONN_ID

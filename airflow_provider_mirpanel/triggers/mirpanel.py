@@ -31,15 +31,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
-from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.protocol import normalize_ids
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
+
+if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
+    from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 
 Payload = dict[str, Any]
 
@@ -48,6 +50,15 @@ Payload = dict[str, Any]
 MAX_TRIGGER_IDS = 2_500
 #: IDs named in a failed or timeout event; ``count`` says how many there were.
 MAX_EVENT_IDS = 100
+#: ``MirPanelAsyncHook.default_conn_name``, without importing the hook (and aiohttp) with this module.
+DEFAULT_CONN_ID = "mirpanel_default"
+
+
+def _async_hook_class() -> type[MirPanelAsyncHook]:
+    """The async hook's class; its module (aiohttp and friends) is imported on first use."""
+    from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
+
+    return MirPanelAsyncHook
 
 
 class _StatusTrigger(BaseTrigger):
@@ -99,7 +110,9 @@ class _StatusTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every ID has ended, one has failed, the deadline passes or an error ends the wait."""
-        hook = MirPanelAsyncHook(self.mirpanel_conn_id)
+        # The triggerer imports this module on its event loop, so the hook's module (aiohttp, ~0.1 s)
+        # is imported here, in a thread, the first time a trigger runs.
+        hook = (await asyncio.to_thread(_async_hook_class))(self.mirpanel_conn_id)
         try:
             async with hook:
                 payload = await self._wait(hook, self._progress())
@@ -183,7 +196,7 @@ class OrderStatusTrigger(_StatusTrigger):
     def __init__(
         self,
         order_ids: Iterable[int | str],
-        mirpanel_conn_id: str = MirPanelAsyncHook.default_conn_name,
+        mirpanel_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         terminal_statuses: Iterable[str] | None = None,
         failed_statuses: Iterable[str] | None = None,
@@ -217,7 +230,7 @@ class RefillStatusTrigger(_StatusTrigger):
     def __init__(
         self,
         refill_ids: Iterable[int | str],
-        mirpanel_conn_id: str = MirPanelAsyncHook.default_conn_name,
+        mirpanel_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         terminal_statuses: Iterable[str] | None = None,
         failed_statuses: Iterable[str] | None = None,
