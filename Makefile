@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest bench bench-quick demo sandbox clean e2e
+.PHONY: install test lint typecheck pytest bench bench-quick bench-deployment demo sandbox clean e2e
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+# Placement of 3,000 orders with and without the ledger, run by a real scheduler in the deployment of
+# make e2e (in .e2e/bench; 0 and 50 ms panel latency; about 5 minutes, heavy: not part of make test).
+bench-deployment: $(E2E_STAMP)
+	$(BIN)/python -m benchmarks --deployment
 
 # A real Airflow deployment on 127.0.0.1 (PostgreSQL, api-server, scheduler, dag-processor, triggerer)
 # driven through issue 11's five scenarios, in .e2e/ (a few minutes; README: "Production deployment").

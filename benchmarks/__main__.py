@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N, tiny latency: checks counts, not speed")
     parser.add_argument("--strict", action="store_true", help="also exit non-zero when a timing target is missed")
+    parser.add_argument("--deployment", action="store_true",
+                        help="placement with and without the ledger, run by a real scheduler (minutes)")
+    parser.add_argument("--n", type=int, default=3_000, help="orders per placement of --deployment (default 3,000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the table (default {RESULTS})")
     return parser
 
@@ -61,6 +64,9 @@ def run(config: Config, progress: Callable[[Row], None]) -> list[Row]:
         add(cases.alternatives(panel, config))
         add(cases.placement(panel, config))
         add(cases.memory(panel, config))
+        add(cases.ledger_cost(panel, config))
+        add(cases.deferral_sizes(panel, config))
+        add(cases.mapped_catalogue(panel, config))
     add(cases.parse_cost(config))
     return rows
 
@@ -83,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = QUICK if args.quick else FULL
     _quiet()
+    if args.deployment:
+        return deployment(args)
     header = (f"MirPanel benchmark ({config.name}): sandbox latency {config.latency * 1000:g} ms, default "
               f"concurrency {config.default_concurrency}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
               f"load average {os.getloadavg()[0]:.1f} at the start")
@@ -94,6 +102,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write(rows, args.out, config.name, preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")
     print()
     print(summary(rows, config))
+    print(f"{time.perf_counter() - start:.0f} s; written to {', '.join(str(path) for path in paths)}")
+    failed = any(not row.correct for row in rows) or (args.strict and any(row.met is False for row in rows))
+    return 1 if failed else 0
+
+
+def deployment(args: argparse.Namespace) -> int:
+    """``--deployment``: placement of ``--n`` orders in a real Airflow deployment, at 0 and 50 ms latency."""
+    from benchmarks import deployed
+
+    header = (f"MirPanel benchmark (deployment): PlaceOrderOperator run by a real scheduler, N = {args.n:,}, "
+              f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+              f"load average {os.getloadavg()[0]:.1f} at the start")
+    print(header, flush=True)
+    start = time.perf_counter()
+    rows = deployed.run(args.n, (0.0, 0.05), lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}",
+                                                                 flush=True))
+    print()
+    print(console(rows))
+    paths = write(rows, args.out, "deployment", preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")
+    print()
+    print(summary(rows, FULL))
     print(f"{time.perf_counter() - start:.0f} s; written to {', '.join(str(path) for path in paths)}")
     failed = any(not row.correct for row in rows) or (args.strict and any(row.met is False for row in rows))
     return 1 if failed else 0

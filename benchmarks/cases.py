@@ -13,9 +13,11 @@ import json
 import math
 import os
 import statistics
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -222,7 +224,10 @@ def trigger_polls(panel: PanelProcess, config: Config) -> Row:
         return payload
 
     event, wall = timed(lambda: asyncio.run(first_event()))
-    row = waiting.row("trigger: polls", wall, event.get("records"))
+    # The event carries a count, not records (the resumed sensor reads those with one poll).
+    ended = event.get("ended")
+    row = waiting.row("trigger: polls", wall, list(waiting.ids) if ended == len(waiting.ids) else None)
+    row.check(ended == len(waiting.ids), f"the event says {ended} ended of {len(waiting.ids)}")
     row.check(event.get("status") == "success", f"the trigger ended with {event.get('status')}: "
                                                 f"{event.get('message')}")
     return row
@@ -490,4 +495,184 @@ def placement(panel: PanelProcess, config: Config) -> Row:
     row.check(len(placed) == n, f"{n - len(placed)} orders not placed: {records[:1]}")
     row.check(stats["requests"] == {"services": 1, "add": n}, f"requests {stats['requests']}")
     row.check(stats["connections"] <= slots, f"{stats['connections']} TCP connections for {slots} slots")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The ledger's cost, what crosses the triggerer, one catalogue for many placements
+# ---------------------------------------------------------------------------------------------
+
+
+class TripStore(MemoryStateStore):
+    """A state store whose every ``get`` and ``set`` takes ``trip`` seconds, one trip at a time.
+
+    Models ``context["task_state_store"]`` in a deployment: each call is a request from the task
+    process through its supervisor to the api-server, and the supervisor's channel takes one
+    request at a time. ``trip`` is what ``python -m benchmarks --deployment`` measured
+    (:data:`benchmarks.config.STORE_TRIP`).
+    """
+
+    def __init__(self, trip: float) -> None:
+        super().__init__()
+        self.trip = trip
+        self.trips = 0
+        self._channel = threading.Lock()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._channel:
+            self.trips += 1
+            time.sleep(self.trip)
+            return super().get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        with self._channel:
+            self.trips += 1
+            time.sleep(self.trip)
+            super().set(key, value)
+
+
+def ledger_cost(panel: PanelProcess, config: Config) -> list[Row]:
+    """Placement of N orders with the ledger (a store as slow as the real one) vs without a store vs the hook floor."""
+    latencies = (0.0, panel.latency) if config.timed else (panel.latency,)
+    return [row for seconds in latencies for row in _ledger_cost_at(panel, config, seconds)]
+
+
+def _ledger_cost_at(panel: PanelProcess, config: Config, seconds: float) -> list[Row]:
+    from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
+
+    n, trip = config.placement_n, config.store_trip
+    service, quantity = panel.service()
+    label = f"{seconds * 1000:g} ms"
+    new_hook(panel)
+    walls: dict[str, float] = {}
+    rows: list[Row] = []
+    for with_ledger in (False, True):
+        variant = f"with the ledger ({trip * 1000:g} ms store trips)" if with_ledger else "without a state store"
+        orders = [{"service": service, "link": f"https://example.com/ledger/{time.time_ns()}/{i}",
+                   "quantity": quantity} for i in range(n)]
+        store = TripStore(trip) if with_ledger else None
+        context: Any = task_context(store) if store is not None else {}
+        operator = PlaceOrderOperator(task_id="bench_place", orders=orders)
+        with latency(panel, seconds):
+            panel.reset()
+            records, wall = timed(lambda: operator.execute(context))  # noqa: B023 -- called right here
+        stats = panel.stats()
+        row = Row(f"ledger cost: placement {variant}, {label}", n, requests=sum(stats["requests"].values()),
+                  wall=wall)
+        placed = sum(1 for record in records if record["state"] == "placed")
+        row.check(placed == n, f"{n - placed} orders not placed")
+        row.check(stats["requests"] == {"services": 1, "add": n}, f"requests {stats['requests']}")
+        notes = [f"{n / wall:.0f} orders/s"]
+        if store is not None:
+            notes.append(f"{store.trips} store trips for {n} orders ({store.trips / n:.2f} per order)")
+            row.ideal, row.ratio = walls["none"], walls["none"] / wall
+            row.target = "≥ 0.8 × the throughput without a store"
+            row.met = row.ratio >= 0.8 if config.timed else None
+        else:
+            walls["none"] = wall
+        row.note = "; ".join(notes)
+        rows.append(row)
+    hook = new_hook(panel)
+    slots = hook.settings.concurrency
+    links = [f"https://example.com/floor/{time.time_ns()}/{i}" for i in range(n)]
+    with latency(panel, seconds), ThreadPoolExecutor(slots) as pool:
+        panel.reset()
+        _, wall = timed(lambda: list(pool.map(lambda link: hook.add_order(service, link=link, quantity=quantity),
+                                              links)))
+    hook.close()
+    stats = panel.stats()
+    row = Row(f"ledger cost: floor, hook.add_order on {slots} threads, {label}", n,
+              requests=sum(stats["requests"].values()), wall=wall, note=f"{n / wall:.0f} orders/s")
+    row.check(stats["requests"] == {"add": n}, f"requests {stats['requests']}")
+    return [*rows, row]
+
+
+def _line_sizes(events: Sequence[Mapping[str, Any]]) -> int:
+    """The longest message among structlog events captured (format string and arguments joined)."""
+    longest = 0
+    for event in events:
+        text = str(event.get("event", ""))
+        arguments = event.get("positional_args")
+        if arguments:
+            try:
+                text = text % tuple(arguments)
+            except (TypeError, ValueError):
+                text = " ".join([text, *map(str, arguments)])
+        longest = max(longest, len(text) + sum(len(str(value)) for key, value in event.items()
+                                               if key not in ("event", "positional_args")))
+    return longest
+
+
+def deferral_sizes(panel: PanelProcess, config: Config) -> list[Row]:
+    """A deferrable sensor on N pending orders: trigger arguments, events and log lines, each ≤ 64 KB."""
+    from airflow.sdk.exceptions import TaskDeferred
+    from structlog.testing import capture_logs
+
+    n, limit = config.deferral_n, 64 * 1024
+    ids = panel.create_orders(n, status="Pending")
+    new_hook(panel)
+    sensor = OrderStatusSensor(task_id="bench_wait", order_ids=ids, deferrable=True, poke_interval=0, timeout=600)
+    with latency(panel, 0.0), capture_logs() as logs:
+        try:
+            sensor.execute(task_context(MemoryStateStore()))
+            deferred = None
+        except TaskDeferred as raised:
+            deferred = raised
+        row = Row("deferral: trigger arguments (serialized)", n)
+        row.check(deferred is not None, "the sensor did not defer")
+        if deferred is None:
+            return [row]
+        trigger = deferred.trigger
+        kwargs = len(json.dumps(trigger.serialize()[1], default=str))
+        watched = list(getattr(trigger, "ids", []))
+        panel.set_status(watched, "Completed")
+        success = asyncio.run(_first_event(trigger))
+        panel.set_status(watched, "Pending")
+        timeout = asyncio.run(_first_event(type(trigger)(watched, poll_interval=0, deadline=time.time() - 1)))
+    rows = [row]
+    row.peak_memory = None
+    row.note = f"{kwargs:,} bytes for the {len(watched):,} IDs the trigger watches"
+    row.check(kwargs <= limit, f"{kwargs:,} bytes")
+    row.requests, row.target, row.met = None, "≤ 64 KB", kwargs <= limit
+    for name, event in (("success", success), ("timeout", timeout)):
+        size = len(json.dumps(event, default=str))
+        event_row = Row(f"deferral: trigger event ({name})", n, target="≤ 64 KB", met=size <= limit,
+                        note=f"{size:,} bytes; status {event.get('status')}")
+        event_row.check(event.get("status") == name, f"the event was {event.get('status')}: {event.get('message')}")
+        event_row.check(size <= limit, f"{size:,} bytes")
+        rows.append(event_row)
+    longest = max(_line_sizes(logs), len(repr(trigger)), len(repr(success)), len(repr(timeout)))
+    line = Row("deferral: longest log line", n, target="≤ 64 KB", met=longest <= limit,
+               note=f"{longest:,} characters: the trigger's and its events' reprs (what Airflow logs of "
+                    f"them) and the {len(logs)} log calls of the sensor and trigger at the benchmark's log level")
+    line.check(longest <= limit, f"{longest:,} characters")
+    return [*rows, line]
+
+
+async def _first_event(trigger: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = (await anext(trigger.run())).payload
+    return payload
+
+
+def mapped_catalogue(panel: PanelProcess, config: Config) -> Row:
+    """20 placements (as 20 mapped tasks of one DAG run) fed by one ServicesOperator result: 1 services request."""
+    from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, ServicesOperator
+
+    service, quantity = panel.service()
+    new_hook(panel)
+    panel.reset()
+    catalogue = json.loads(json.dumps(ServicesOperator(task_id="services").execute({})))  # through XCom
+    placed = 0
+    for index in range(20):
+        orders = [{"service": service, "link": f"https://example.com/mapped/{time.time_ns()}/{index}/{i}",
+                   "quantity": quantity} for i in range(2)]
+        records = PlaceOrderOperator(task_id="place", orders=orders, services=catalogue).execute(
+            task_context(MemoryStateStore()))
+        placed += sum(1 for record in records if record["state"] == "placed")
+    stats = panel.stats()
+    row = Row("catalogue: 20 mapped placements, one DAG run", 20, requests=sum(stats["requests"].values()),
+              target="1 services request", note=f"requests {stats['requests']}")
+    row.met = stats["requests"].get("services") == 1
+    row.check(row.met, f"{stats['requests'].get('services')} services requests")
+    row.check(placed == 40 and stats["requests"].get("add") == 40, f"{placed} of 40 orders placed")
     return row

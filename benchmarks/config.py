@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from airflow_provider_mirpanel.settings import ClientSettings
 
+#: Seconds one call of ``context["task_state_store"]`` takes in a real deployment (a request from the
+#: task process through its supervisor to the api-server): measured by ``python -m benchmarks
+#: --deployment`` (the ledger run times 20 sets and 20 gets; median), see docs/performance.md.
+STORE_TRIP = 0.007  # measured: set 7.6–7.7 ms, get 6.7–7.6 ms (median of 20 each)
+
 
 @dataclass(frozen=True)
 class Config:
@@ -27,6 +32,8 @@ class Config:
     alternatives_n: tuple[int, ...]
     single_loop_max: int  # the one-request-per-order loop runs up to this N; above it is extrapolated
     placement_n: int
+    deferral_n: int  # orders a deferrable sensor waits for (trigger arguments, events, log lines)
+    store_trip: float  # seconds one state-store call takes (the ledger-cost case's model)
     timed: bool = True
 
     @property
@@ -48,6 +55,8 @@ FULL = Config(
     alternatives_n=(1_000, 10_000),
     single_loop_max=1_000,
     placement_n=1_000,
+    deferral_n=100_000,
+    store_trip=STORE_TRIP,
 )
 
 QUICK = Config(
@@ -63,5 +72,7 @@ QUICK = Config(
     alternatives_n=(100, 300),
     single_loop_max=100,
     placement_n=40,
+    deferral_n=3_000,
+    store_trip=0.001,
     timed=False,
 )
