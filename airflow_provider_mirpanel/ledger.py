@@ -6,12 +6,12 @@ records the order ID (or the refusal). A later try (or run) can then tell the or
 send again (placed, or maybe placed) from those it may (refused by the panel, or never sent).
 
 **Pages, not one value per order.** Every write to a state store is a trip through the
-supervisor and the api-server (10–15 ms, one at a time), so the ledger writes *pages*: the
-``sending`` marks of a window of orders in one write before any of them is sent, and their
-outcomes in one rewrite of that page once the window is done. A page is a list of compact rows;
-the ledger is the pages read in order, a later row of a key overriding an earlier one. A crash
-leaves the orders of every page whose outcomes were not written as ``sending``: possibly placed,
-never resent — including those that were marked but not yet sent, which is the price of the window.
+supervisor and the api-server (7–15 ms, one at a time), so the ledger writes *pages*: the
+``sending`` marks of a window of orders in one write before any of them is sent, and later the
+outcomes of the windows that have ended in another. A page is a list of compact rows; the ledger
+is the pages read in order, a later row of a key overriding an earlier one. A crash leaves the
+orders whose outcomes were not written as ``sending``: possibly placed, never resent — including
+the few that were marked but not yet sent, which is the price of a window.
 
 Where the ledger lives is its *scope*:
 
@@ -195,7 +195,7 @@ class PlacementLedger:
         return entries
 
     def append(self, entries: Mapping[str, LedgerEntry]) -> int:
-        """Write ``entries`` as a new page (one write); its number, for :meth:`rewrite`.
+        """Write ``entries`` as a new page (one write); its number.
 
         At most :data:`PAGE_SIZE` entries. Once it returns, the entries are in the ledger: for
         ``sending`` marks, call it before sending, never after.
@@ -209,11 +209,6 @@ class PlacementLedger:
             self.store.set(f"{self._prefix}{number}", [entry.row(key) for key, entry in entries.items()])
             self._pages = number + 1
         return number
-
-    def rewrite(self, number: int, entries: Mapping[str, LedgerEntry]) -> None:
-        """Replace page ``number`` (from :meth:`append`) with ``entries``: the outcomes of its orders."""
-        with self._lock:
-            self.store.set(f"{self._prefix}{number}", [entry.row(key) for key, entry in entries.items()])
 
     def unresolved(self) -> dict[str, LedgerEntry]:
         """The keys whose outcome nobody knows (``sending`` or ``unknown``), with their entries."""

@@ -210,56 +210,59 @@ class PlacementRun:
 
     def _place(self, to_send: list[OrderSpec]) -> None:
         """Send the orders in windows: a window's ``sending`` marks in one page before any of its orders
-        leaves, its outcomes in one rewrite of that page once they are all back.
+        leaves; the outcomes of every window that has ended since, in one page, when no mark is due.
 
-        A window is marked when a worker is free (or about to be), and holds as many orders as the
-        workers could take: the free workers, or as many orders as ended while the last window was
-        being marked (so at a fast panel windows grow up to ``window`` and the ledger keeps up), never
-        more. So the orders marked but not yet sent stay few, and after a crash few orders that never
-        left are reported as of unknown outcome.
+        A window is marked when the workers can take it: the free workers' share, plus — only while
+        orders are ending — twice as many as ended since the last mark (up to ``window``), so a fast
+        panel never waits for the ledger while a stalled one gets nothing marked ahead. The orders
+        marked but not yet sent stay few, so after a crash few orders that never left are reported
+        as of unknown outcome.
         """
         workers = max(1, min(self.options.concurrency, len(to_send)))
-        windows: list[tuple[int, list[OrderSpec], list[Future[Record]]]] = []
+        windows: list[tuple[list[OrderSpec], list[Future[Record]]]] = []
         queued = deque(to_send)
         ended_at_mark = 0
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirpanel-add") as pool:
             try:
                 while queued or windows:
-                    busy = [future for _, _, futures in windows for future in futures if not future.done()]
-                    ended = sum(len(futures) for _, _, futures in windows) - len(busy) + len(self._ended)
-                    if queued and len(busy) < workers and not self.stop_reason:
-                        size = min(self.options.window, len(queued), max(workers - len(busy), ended - ended_at_mark))
+                    busy = [future for _, futures in windows for future in futures if not future.done()]
+                    ended = sum(len(futures) for _, futures in windows) - len(busy) + len(self._ended)
+                    ahead = min(self.options.window, 2 * (ended - ended_at_mark))
+                    if queued and len(busy) < workers + ahead and not self.stop_reason:
+                        size = min(self.options.window, len(queued), workers + ahead - len(busy))
                         specs = [queued.popleft() for _ in range(size)]
-                        page = self.ledger.append({spec.key: LedgerEntry(LedgerState.SENDING, spec.digest)
-                                                   for spec in specs})
-                        windows.append((page, specs, [pool.submit(self._send, spec) for spec in specs]))
+                        self.ledger.append({spec.key: LedgerEntry(LedgerState.SENDING, spec.digest) for spec in specs})
+                        windows.append((specs, [pool.submit(self._send, spec) for spec in specs]))
                         ended_at_mark = ended
                         continue
-                    finished = [window for window in windows if all(future.done() for future in window[2])]
-                    for window in finished:  # outcomes while the next window is on the wire
-                        windows.remove(window)
-                        self._finish(*window)
+                    finished = [window for window in windows if all(future.done() for future in window[1])]
+                    if finished:
+                        windows = [window for window in windows if window not in finished]
+                        self._finish([spec for specs, _ in finished for spec in specs],
+                                     [future for _, futures in finished for future in futures])
+                    elif busy:
+                        wait(busy, return_when=FIRST_COMPLETED)
                     if self.stop_reason and queued and not windows:  # never marked: certainly not sent
                         for spec in queued:
                             self.records[spec.index] = self._not_sent(spec)
                         queued.clear()
-                    if busy and not finished:
-                        wait(busy, return_when=FIRST_COMPLETED)
             except BaseException:  # a failed ledger write, or the try is dying: send nothing more
                 self._stop_all("placing was interrupted")
-                for _, _, futures in windows:
+                for _, futures in windows:
                     for future in futures:
                         future.cancel()
                 raise
 
-    def _finish(self, page: int, specs: list[OrderSpec], futures: list[Future[Record]]) -> None:
-        """Collect a window's records and write its outcomes (a lost write leaves them ``sending``)."""
+    def _finish(self, specs: list[OrderSpec], futures: list[Future[Record]]) -> None:
+        """Collect ended windows' records and write their outcomes (a lost write leaves them ``sending``)."""
         for spec, future in zip(specs, futures, strict=True):
             self.records[spec.index] = future.result()
         self._ended.extend(specs)
+        outcomes = [(spec.key, _outcome(spec, self.records[spec.index], self._causes.get(spec.index)))
+                    for spec in specs]
         try:
-            self.ledger.rewrite(page, {spec.key: _outcome(spec, self.records[spec.index], self._causes.get(spec.index))
-                                       for spec in specs})
+            for start in range(0, len(outcomes), PAGE_SIZE):
+                self.ledger.append(dict(outcomes[start:start + PAGE_SIZE]))
         except Exception:
             self.log.exception("The outcomes of %d orders could not be written to the ledger: later tries will "
                                "report them as unknown", len(specs))

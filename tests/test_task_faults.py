@@ -235,7 +235,7 @@ def test_the_ledger_marks_as_many_orders_per_write_as_the_panel_takes_meanwhile(
 
     assert error is None and records is not None and panel.count("add") == 1000
     pages = len(store.values)
-    assert store.gets == 1 and store.sets == 2 * pages, "one lookup; per window a mark and its outcomes"
+    assert store.gets == 1 and store.sets == pages, "one lookup; pages of marks and pages of outcomes"
     assert store.sets < 1000, "fewer writes than orders (the first release made three trips per order)"
     assert max(len(json.dumps(value)) for value in store.values.values()) < 64 * 1024
     store.gets = store.sets = 0
