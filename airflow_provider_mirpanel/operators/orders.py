@@ -88,8 +88,8 @@ class PlaceOrderOperator(MirPanelBaseOperator):
     :param ledger_asset: the asset whose state store holds the scoped ledger (default: the
         connection's, :func:`~airflow_provider_mirpanel.ledger.ledger_asset`).
     :param ledger_window: the most orders whose ``sending`` marks the ledger writes in one go (1..100,
-        default 50). Orders are marked when a worker is free to send them, as many as the workers can
-        take (more when a fast panel ended many while the last marks were written): two state-store
+        default 50). Orders are marked as the workers can take them — ahead of the workers only while
+        orders are ending — and outcomes are written per batch of ended windows: a few state-store
         writes per window instead of three trips per order, and after a crash only the orders that
         were on the wire (or marked with them) are of unknown outcome. A smaller cap means fewer of
         those at a fast panel, a larger one fewer writes.
