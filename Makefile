@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest bench bench-quick bench-deployment demo sandbox clean e2e
+.PHONY: install test lint typecheck pytest bench bench-quick bench-deployment demo sandbox clean e2e dist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ bench-deployment: $(E2E_STAMP)
 e2e: $(E2E_STAMP)
 	$(BIN)/pytest -m e2e tests/e2e -q -p no:cacheprovider
 
+# The release files: sdist and wheel in dist/, checked by twine (README: "Install into your Airflow").
+dist: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,release]"
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
@@ -55,4 +62,4 @@ sandbox: $(STAMP)
 	$(BIN)/python -m airflow_provider_mirpanel.sandbox --port 8765
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

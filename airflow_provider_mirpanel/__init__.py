@@ -2,6 +2,6 @@
 
 from airflow_provider_mirpanel.defaults import DEFAULT_API_URL
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["DEFAULT_API_URL", "__version__"]

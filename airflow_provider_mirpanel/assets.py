@@ -24,7 +24,7 @@ STAGES = ("placed", "finished")
 
 def balance_asset(mirpanel_conn_id: str) -> Any:
     """The asset whose state store keeps the balance history of one panel connection."""
-    from airflow.sdk import Asset
+    from airflow_provider_mirpanel.version_compat import Asset
 
     return Asset(name=f"mirpanel_balance__{mirpanel_conn_id}", uri=f"mirpanel://{mirpanel_conn_id}/balance")
 
@@ -72,7 +72,7 @@ class CampaignAssetEvent:
         task = context["task"]
         campaign = None if self.campaign is None else str(task.render_template(self.campaign, context))
         summary = campaign_summary(records, self.stage, campaign)
-        from airflow.sdk import Asset
+        from airflow_provider_mirpanel.version_compat import Asset
 
         outlet_events = context["outlet_events"]
         for outlet in task.outlets:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_mirpanel.version_compat import AirflowException
 
 
 class MirPanelError(AirflowException):

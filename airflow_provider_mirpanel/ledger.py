@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.taskstate import MemoryStateStore, StateStore, store_of
+from airflow_provider_mirpanel.version_compat import Asset
 
 #: Prefix of the ledger's pages in a state store. Renaming it would make in-flight retries and
 #: later runs forget what earlier ones placed.
@@ -105,8 +106,6 @@ def ledger_asset(mirpanel_conn_id: str) -> Any:
 
     One asset per connection: the same key on two panels names two different orders.
     """
-    from airflow.sdk import Asset
-
     return Asset(name=f"mirpanel_order_ledger__{mirpanel_conn_id}", uri=f"mirpanel://{mirpanel_conn_id}/order-ledger")
 
 

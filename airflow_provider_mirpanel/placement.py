@@ -17,8 +17,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
     MirPanelAPIError,
@@ -41,6 +39,7 @@ from airflow_provider_mirpanel.order_rows import (
 from airflow_provider_mirpanel.protocol import AddOrderRecord, BalanceRecord, ServiceRecord
 from airflow_provider_mirpanel.records import Record
 from airflow_provider_mirpanel.reporting import errors_by, listing
+from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 __all__ = [
     "OrderPlacer",

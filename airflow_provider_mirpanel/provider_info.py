@@ -37,54 +37,57 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [{"integration-name": "MirPanel",
                       "python-modules": [f"{_MODULES}.triggers.mirpanel", f"{_MODULES}.triggers.balance"]}],
         "extra-links": [f"{_MODULES}.links.PanelOrderLink"],
-        "connection-types": [
-            {
-                "connection-type": "mirpanel",
-                "hook-class-name": f"{_MODULES}.hooks.mirpanel.MirPanelHook",
-                "hook-name": "MirPanel",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["login", "schema", "port"],
-                    "relabeling": {"host": "API URL", "password": "API key"},
-                    "placeholders": {
-                        "host": defaults.DEFAULT_API_URL,
-                        "password": "your panel API key (Account page)",
-                    },
-                },
-                "conn-fields": {
-                    "timeout": _number("Request timeout (s)", "Seconds to wait for the panel's reply.",
-                                       "number", defaults.DEFAULT_TIMEOUT, 0.001),
-                    "connect_timeout": _number("Connect timeout (s)", "Seconds to wait for the connection.",
-                                               "number", defaults.DEFAULT_CONNECT_TIMEOUT, 0.001),
-                    "retries": _number("Retries", "How often a failed read (status, balance, services) "
-                                       "is retried. Orders are never resent after they may have "
-                                       "reached the panel.", "integer", defaults.DEFAULT_RETRIES, 0),
-                    "backoff": _number("Backoff (s)", "Wait before the first retry; it doubles at each "
-                                       "retry, with jitter, and never undercuts a Retry-After.",
-                                       "number", defaults.DEFAULT_BACKOFF, 0),
-                    "concurrency": _number("Concurrency", "Requests in flight at once for multi-ID calls "
-                                           "(100 IDs per request).", "integer", defaults.DEFAULT_CONCURRENCY, 1),
-                    "rate_limit": _number("Rate limit (requests/min)", "Most requests per minute this "
-                                          "client sends; 0 means no limit (429 replies are still "
-                                          "honoured).", "number", defaults.DEFAULT_RATE_LIMIT, 0),
-                    "verify_ssl": {
-                        "label": "Verify TLS certificates",
-                        "description": "Turning this off needs 'Allow insecure transport' too.",
-                        "schema": {"type": ["boolean", "null"], "default": True},
-                    },
-                    "order_url": {
-                        "label": "Order page URL",
-                        "description": "The panel's page of one order, with {order} for its ID (e.g. "
-                        "https://mirpanel.com/orders?search={order}): the 'Panel order' link of tasks that "
-                        "place orders. Empty: no link.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "allow_insecure": {
-                        "label": "Allow insecure transport",
-                        "description": "Allow plain http:// to a non-loopback host and disabled TLS "
-                        "verification (verify_ssl: false). Sends the API key unprotected.",
-                        "schema": {"type": ["boolean", "null"], "default": False},
-                    },
-                },
-            }
-        ],
+        "connection-types": [connection_type()],
+    }
+
+
+def connection_type() -> dict[str, Any]:
+    """The ``mirpanel`` connection type: its hook, field behaviour and declarative extra fields."""
+    return {
+        "connection-type": "mirpanel",
+        "hook-class-name": f"{_MODULES}.hooks.mirpanel.MirPanelHook",
+        "hook-name": "MirPanel",
+        "ui-field-behaviour": {
+            "hidden-fields": ["login", "schema", "port"],
+            "relabeling": {"host": "API URL", "password": "API key"},
+            "placeholders": {
+                "host": defaults.DEFAULT_API_URL,
+                "password": "your panel API key (Account page)",
+            },
+        },
+        "conn-fields": {
+            "timeout": _number("Request timeout (s)", "Seconds to wait for the panel's reply.",
+                               "number", defaults.DEFAULT_TIMEOUT, 0.001),
+            "connect_timeout": _number("Connect timeout (s)", "Seconds to wait for the connection.",
+                                       "number", defaults.DEFAULT_CONNECT_TIMEOUT, 0.001),
+            "retries": _number("Retries", "How often a failed read (status, balance, services) "
+                               "is retried. Orders are never resent after they may have "
+                               "reached the panel.", "integer", defaults.DEFAULT_RETRIES, 0),
+            "backoff": _number("Backoff (s)", "Wait before the first retry; it doubles at each "
+                               "retry, with jitter, and never undercuts a Retry-After.",
+                               "number", defaults.DEFAULT_BACKOFF, 0),
+            "concurrency": _number("Concurrency", "Requests in flight at once for multi-ID calls "
+                                   "(100 IDs per request).", "integer", defaults.DEFAULT_CONCURRENCY, 1),
+            "rate_limit": _number("Rate limit (requests/min)", "Most requests per minute this "
+                                  "client sends; 0 means no limit (429 replies are still "
+                                  "honoured).", "number", defaults.DEFAULT_RATE_LIMIT, 0),
+            "verify_ssl": {
+                "label": "Verify TLS certificates",
+                "description": "Turning this off needs 'Allow insecure transport' too.",
+                "schema": {"type": ["boolean", "null"], "default": True},
+            },
+            "order_url": {
+                "label": "Order page URL",
+                "description": "The panel's page of one order, with {order} for its ID (e.g. "
+                "https://mirpanel.com/orders?search={order}): the 'Panel order' link of tasks that "
+                "place orders. Empty: no link.",
+                "schema": {"type": ["string", "null"]},
+            },
+            "allow_insecure": {
+                "label": "Allow insecure transport",
+                "description": "Allow plain http:// to a non-loopback host and disabled TLS "
+                "verification (verify_ssl: false). Sends the API key unprotected.",
+                "schema": {"type": ["boolean", "null"], "default": False},
+            },
+        },
     }

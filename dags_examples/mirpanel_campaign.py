@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import mirpanel_warehouse as warehouse
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from mirpanel_campaign_assets import CAMPAIGN_FINISHED, CAMPAIGN_PLACED
 
 from airflow_provider_mirpanel.assets import CampaignAssetEvent

@@ -27,8 +27,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import mirpanel_warehouse as warehouse
+from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_mirpanel.operators.mirpanel import OrderStatusOperator
 

@@ -50,10 +50,11 @@ def airflow_home(home: Path, dags_folder: Path | None = None, **settings: str) -
 _MANUAL_RUNS = """
 import json, sys
 from pathlib import Path
-from airflow.dag_processing.dagbag import BundleDagBag
+sys.path.insert(0, {tests!r})
+from airflow_compat import dag_bag
 
 folder = Path(sys.argv[1])
-bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, bundle_name="dags-folder")
+bag = dag_bag(folder)
 assert not bag.import_errors, bag.import_errors
 for dag_id, conf in json.loads(sys.argv[2]):
     run = bag.dags[dag_id].test(logical_date=None, run_conf=conf)
@@ -69,7 +70,8 @@ def run_manually(env: Mapping[str, str], dags_folder: Path, *runs: tuple[str, di
     Returns one ``{dag_id, run_id, state, logical_date, run_after}`` per run, and the output (the
     task logs). A failed run is reported in ``state``, not raised.
     """
-    result = subprocess.run([sys.executable, "-c", _MANUAL_RUNS, str(dags_folder), json.dumps(runs)],
+    script = _MANUAL_RUNS.replace("{tests!r}", repr(str(Path(__file__).parent)))
+    result = subprocess.run([sys.executable, "-c", script, str(dags_folder), json.dumps(runs)],
                             env=dict(env), capture_output=True, text=True, timeout=timeout)
     reports = [json.loads(line.removeprefix("MANUAL RUN ")) for line in result.stdout.splitlines()
                if line.startswith("MANUAL RUN ")]

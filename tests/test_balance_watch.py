@@ -11,8 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, cast
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
-from airflow.sdk.serde import deserialize, serialize
+from airflow_compat import deserialize, serialize
 from task_context import task_context
 
 from airflow_provider_mirpanel.assets import balance_asset
@@ -22,6 +21,7 @@ from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.spending import BalanceHistory, spend_rate
 from airflow_provider_mirpanel.taskstate import MemoryAssetStores
 from airflow_provider_mirpanel.triggers.balance import BalanceTrigger, MemoryWatchStore
+from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 HOUR = 3600.0
 

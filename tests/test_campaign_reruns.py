@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from airflow_cli import AIRFLOW, airflow_home, run_airflow
+from airflow_compat import needs_state_stores
 
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 
@@ -30,6 +31,9 @@ CAMPAIGN = list(csv.DictReader((DAGS / "data" / "campaign.csv").open()))
 LINKS = Counter(row["link"] for row in CAMPAIGN)  # two rows share a link (views and saves of one video)
 #: The rows whose add replies are lost: the panel processes them, the client sees the connection drop.
 LOST = ("tiktok-live-likes", "instagram-likes-post")
+
+
+pytestmark = needs_state_stores  # the campaign example places into a ledger_scope
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,6 @@ from typing import Any
 
 import pytest
 from airflow.sdk import Context
-from airflow.sdk.exceptions import (
-    AirflowException,
-    AirflowFailException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    TaskDeferred,
-)
 from airflow_cli import airflow_home, run_airflow
 from steering import once
 from task_context import task_context
@@ -35,6 +28,13 @@ from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import DEFER_GRACE_SECONDS, OrderStatusSensor, RefillStatusSensor
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
+from airflow_provider_mirpanel.version_compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
 
 Sensor = OrderStatusSensor | RefillStatusSensor
 

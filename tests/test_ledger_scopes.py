@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow_compat import STATE_STORES, needs_state_stores
 from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
@@ -20,6 +20,7 @@ from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, Res
 from airflow_provider_mirpanel.placement import OrdersNotPlacedError, OrdersUnresolvedError
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.taskstate import MemoryAssetStores, MemoryStateStore
+from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 
 def rows(panel: SandboxPanel, n: int) -> list[dict[str, Any]]:
@@ -58,6 +59,7 @@ def states(records: list[dict[str, Any]] | None) -> list[str]:
     return [record["state"] for record in records]
 
 
+@needs_state_stores
 def test_a_scope_puts_the_ledger_asset_in_the_tasks_inlets() -> None:
     op = PlaceOrderOperator(task_id="p", orders=[], ledger_scope="{{ params.campaign }}", mirpanel_conn_id="panel_b")
 
@@ -67,6 +69,7 @@ def test_a_scope_puts_the_ledger_asset_in_the_tasks_inlets() -> None:
     assert PlaceOrderOperator(task_id="p", orders=[]).inlets == []
 
 
+@needs_state_stores
 def test_a_new_run_of_the_scope_returns_placed_orders_without_a_request(panel: SandboxPanel) -> None:
     orders = rows(panel, 6)
     assets = MemoryAssetStores()
@@ -82,6 +85,7 @@ def test_a_new_run_of_the_scope_returns_placed_orders_without_a_request(panel: S
     assert orders_per_link(panel) == Counter(o["link"] for o in orders)
 
 
+@needs_state_stores
 def test_lost_replies_are_never_bought_again_by_a_later_run(panel: SandboxPanel) -> None:
     """The panel processed two adds but their replies were lost; the next run buys neither again."""
     orders = rows(panel, 6)
@@ -105,6 +109,7 @@ def test_lost_replies_are_never_bought_again_by_a_later_run(panel: SandboxPanel)
     assert orders_per_link(panel) == Counter(o["link"] for o in orders), "exactly one order per row"
 
 
+@needs_state_stores
 def test_an_other_scope_or_the_default_per_task_ledger_does_not_know_the_keys(panel: SandboxPanel) -> None:
     orders = rows(panel, 2)
     assets = MemoryAssetStores()
@@ -116,6 +121,7 @@ def test_an_other_scope_or_the_default_per_task_ledger_does_not_know_the_keys(pa
     assert error is None and panel.count("add") == 6, "the per-task ledger lives one run"
 
 
+@needs_state_stores
 def test_a_scope_without_an_asset_state_store_sends_nothing(panel: SandboxPanel) -> None:
     _, error = run(rows(panel, 2), None, store=MemoryStateStore())
 
@@ -123,6 +129,7 @@ def test_a_scope_without_an_asset_state_store_sends_nothing(panel: SandboxPanel)
     assert panel.count() == 0
 
 
+@needs_state_stores
 def test_on_unknown_is_templated_and_checked_when_rendered(panel: SandboxPanel) -> None:
     orders = rows(panel, 3)
     panel.faults.add("add", "drop_after_processing", when=lambda form: form["link"].endswith("/2"))
@@ -146,6 +153,7 @@ def test_on_unknown_is_templated_and_checked_when_rendered(panel: SandboxPanel) 
         PlaceOrderOperator(task_id="p", orders=orders, on_unknown="maybe")
 
 
+@needs_state_stores
 def test_a_failure_a_retry_could_fix_keeps_airflows_retries(panel: SandboxPanel) -> None:
     """A refusal (e.g. not enough funds, topped up later) or a never-sent order may succeed on a retry."""
     orders = rows(panel, 2)
@@ -195,6 +203,7 @@ def held_order(panel: SandboxPanel, link: str) -> int:
     return order
 
 
+@needs_state_stores
 def test_the_unknown_keys_of_a_scope_are_listed(panel: SandboxPanel) -> None:
     assets = MemoryAssetStores()
     lost_two(panel, assets)
@@ -205,6 +214,7 @@ def test_the_unknown_keys_of_a_scope_are_listed(panel: SandboxPanel) -> None:
     assert all(r["error"] and "connection lost" in r["error"] for r in listed)
     assert panel.count() == 0
 
+@needs_state_stores
 def test_resolved_keys_are_placed_or_not_by_the_next_run_as_the_user_said(panel: SandboxPanel) -> None:
     assets = MemoryAssetStores()
     orders = lost_two(panel, assets)
@@ -223,6 +233,7 @@ def test_resolved_keys_are_placed_or_not_by_the_next_run_as_the_user_said(panel:
     assert panel.count("add") == 1 and orders_per_link(panel) == Counter(o["link"] for o in orders)
 
 
+@needs_state_stores
 def test_a_resolution_the_panel_cannot_confirm_writes_nothing(panel: SandboxPanel) -> None:
     assets = MemoryAssetStores()
     lost_two(panel, assets)
@@ -258,6 +269,7 @@ def test_scoped_pages_are_namespaced_and_safe_for_any_scope_name() -> None:
         PlacementLedger.from_context({"asset_state_store": MemoryAssetStores()}, scope=" ", asset=ledger_asset("x"))
 
 
+@needs_state_stores
 def test_a_killed_try_is_listed_at_once(panel: SandboxPanel) -> None:
     """A try that died between marking its orders and their replies left them 'sending': listed, not resent."""
     orders = rows(panel, 2)
@@ -272,3 +284,12 @@ def test_a_killed_try_is_listed_at_once(panel: SandboxPanel) -> None:
 
     assert isinstance(error, OrdersUnresolvedError) and states(records) == ["placed", "unknown"]
     assert panel.count("add") == 1
+
+
+@pytest.mark.skipif(STATE_STORES, reason="Airflow 3.3 has the asset state store")
+def test_below_airflow_3_3_a_ledger_scope_is_refused_when_the_dag_is_parsed() -> None:
+    for make in (lambda: PlaceOrderOperator(task_id="p", orders=[{"service": 1}], ledger_scope="spring"),
+                 lambda: ResolveOrdersOperator(task_id="r", ledger_scope="spring")):
+        with pytest.raises(ValueError, match=r"needs Airflow 3\.3 or later"):
+            make()
+    PlaceOrderOperator(task_id="p", orders=[{"service": 1}])  # the per-task ledger works on every line

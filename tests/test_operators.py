@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from airflow.sdk.serde import deserialize, serialize
+from airflow_compat import deserialize, serialize
 from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
@@ -26,6 +25,7 @@ from airflow_provider_mirpanel.placement import OrdersNotPlacedError, order_spec
 from airflow_provider_mirpanel.records import to_dataframe
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException
 
 ACTIVE_ORDER = "You have active order with this link. Please wait until order being completed."
 

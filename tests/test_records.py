@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from airflow.sdk.serde import deserialize, serialize
+from airflow_compat import deserialize, serialize
 
 from airflow_provider_mirpanel.records import DTYPES, KIND_COLUMNS, dtype_of, infer_kind, to_dataframe
 

@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
-from airflow.sdk.exceptions import TaskDeferred
 from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import (
@@ -46,6 +45,7 @@ from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, Refill
 from airflow_provider_mirpanel.settings import ClientSettings
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
+from airflow_provider_mirpanel.version_compat import TaskDeferred
 
 LOGGERS = ("", "requests", "urllib3", "aiohttp", "aiohttp.client", "airflow", "airflow.task", "airflow.hooks",
            "airflow_provider_mirpanel", "tenacity", "asyncio")

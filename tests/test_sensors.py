@@ -8,8 +8,7 @@ from typing import Any, cast
 
 import pytest
 from airflow.sdk import Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
-from airflow.sdk.serde import deserialize, serialize
+from airflow_compat import AirflowRescheduleException, deserialize, serialize
 from task_context import task_context
 
 from airflow_provider_mirpanel.operators.mirpanel import RefillOperator
@@ -17,6 +16,7 @@ from airflow_provider_mirpanel.records import to_dataframe
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, RefillStatusSensor
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 
 class FakeTaskInstance:

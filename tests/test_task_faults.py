@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 from steering import wait_for
 from task_context import task_context
 
@@ -26,6 +25,7 @@ from airflow_provider_mirpanel.protocol import AddOrderRecord
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.version_compat import AirflowSensorTimeout, TaskDeferred
 
 QUICK = {"timeout": 1.0, "connect_timeout": 0.5, "retries": 2, "backoff": 0.02}
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from airflow.sdk.serde import deserialize, serialize
 from airflow.triggers.base import BaseTrigger
+from airflow_compat import deserialize, serialize
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel

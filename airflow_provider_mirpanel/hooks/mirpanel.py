@@ -14,8 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import requests
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 from tenacity import Retrying
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
@@ -50,6 +48,12 @@ from airflow_provider_mirpanel.protocol import (
 )
 from airflow_provider_mirpanel.ratelimit import RateLimiter
 from airflow_provider_mirpanel.settings import ClientSettings
+from airflow_provider_mirpanel.version_compat import (
+    BaseHook,
+    connection_form_widgets,
+    mask_secret,
+    ui_field_behaviour,
+)
 
 __all__ = ["USER_AGENT", "MirPanelHook", "transport_error"]
 
@@ -119,6 +123,22 @@ class MirPanelHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
+
+    # -- the connection form on Airflow 3.1 (3.2+ reads provider_info's conn-fields instead) --------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields, from provider_info's ``conn-fields`` (read by Airflow 3.1 only)."""
+        from airflow_provider_mirpanel.provider_info import connection_type
+
+        return connection_form_widgets(connection_type()["conn-fields"])
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and placeholder fields, from provider_info (read by Airflow 3.1 only)."""
+        from airflow_provider_mirpanel.provider_info import connection_type
+
+        return ui_field_behaviour(connection_type()["ui-field-behaviour"])
 
     # -- connection and session ------------------------------------------------------------------
 

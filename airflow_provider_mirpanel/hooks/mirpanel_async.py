@@ -16,8 +16,6 @@ from types import TracebackType
 from typing import Any, cast
 
 import aiohttp
-from airflow.sdk import BaseHook
-from airflow.sdk.log import amask_secret
 from tenacity import AsyncRetrying
 
 from airflow_provider_mirpanel.core import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
@@ -34,6 +32,7 @@ from airflow_provider_mirpanel.protocol import (
 )
 from airflow_provider_mirpanel.ratelimit import RateLimiter
 from airflow_provider_mirpanel.settings import ClientSettings
+from airflow_provider_mirpanel.version_compat import BaseHook, aextra_dejson, amask_secret
 
 __all__ = ["KEEPALIVE_SECONDS", "REDACTED", "MirPanelAsyncHook", "most_serious", "transport_error"]
 
@@ -104,7 +103,7 @@ class MirPanelAsyncHook(BaseHook):
         async with self._reading:
             if self._panel is None:
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
-                panel = PanelConnection.read(self.mirpanel_conn_id, conn, await conn.aextra_dejson())
+                panel = PanelConnection.read(self.mirpanel_conn_id, conn, await aextra_dejson(conn))
                 await amask_secret(panel.key)
                 self._limiter = RateLimiter(panel.settings.rate_limit)
                 self._panel = panel

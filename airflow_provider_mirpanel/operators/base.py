@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
-from airflow.sdk import BaseOperator
-
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.lineage import panel_lineage
+from airflow_provider_mirpanel.version_compat import BaseOperator
 
 
 def choice(name: str, value: str, allowed: Sequence[str]) -> str:

@@ -13,9 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
 from airflow_provider_mirpanel.assets import balance_asset as balance_asset_of
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
@@ -33,6 +30,7 @@ from airflow_provider_mirpanel.protocol import (
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.reporting import errors_by
 from airflow_provider_mirpanel.spending import BalanceHistory, Projection, assess, threshold
+from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException, Context
 
 __all__ = [
     "BalanceCheckOperator",
@@ -72,7 +70,9 @@ class ServicesOperator(MirPanelBaseOperator):
     :param service_type: keep services of this type, e.g. ``"Default"`` (case-insensitive).
     """
 
-    template_fields: Sequence[str] = ("service_ids", "category", "name", "service_type")
+    ui_color = "#cfe8fc"
+
+    template_fields: Sequence[str] = ("service_ids", "category", "name", "service_type", "mirpanel_conn_id")
     lineage_inputs = (SERVICES,)
 
     def __init__(
@@ -126,7 +126,7 @@ class ServicesOperator(MirPanelBaseOperator):
 class _OrderIdsOperator(MirPanelBaseOperator):
     """An operator acting on any number of orders (``order_ids``: a list, or text like ``"1,2,3"``)."""
 
-    template_fields: Sequence[str] = ("order_ids",)
+    template_fields: Sequence[str] = ("order_ids", "mirpanel_conn_id")
 
     def __init__(self, *, order_ids: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -145,6 +145,8 @@ class OrderStatusOperator(_OrderIdsOperator):
 
     :param order_ids: the order IDs (a list, an ``XComArg``, or text such as ``"1,2,3"``).
     """
+
+    ui_color = "#d6f5d6"
 
     lineage_inputs = (ORDERS,)
 
@@ -198,6 +200,8 @@ class RefillOperator(_WriteOperator):
     :param fail_on_error: fail the task (after all requests) when the panel refused any refill.
     """
 
+    ui_color = "#e8d9fc"
+
     verb = "refill requested for"
     lineage_inputs, lineage_outputs = (ORDERS,), (REFILLS,)
 
@@ -214,6 +218,8 @@ class CancelOrdersOperator(_WriteOperator):
     :param order_ids: the order IDs.
     :param fail_on_error: fail the task (after all requests) when the panel refused any cancel.
     """
+
+    ui_color = "#f9c7c7"
 
     verb = "cancel accepted for"
     lineage_inputs, lineage_outputs = (ORDERS,), (ORDERS,)
@@ -248,7 +254,9 @@ class BalanceCheckOperator(MirPanelBaseOperator):
     :param balance_asset: the asset keeping the history (default: one per connection).
     """
 
-    template_fields: Sequence[str] = ("min_balance", "runs_out_within_hours")
+    ui_color = "#fff2b3"
+
+    template_fields: Sequence[str] = ("min_balance", "runs_out_within_hours", "mirpanel_conn_id")
     lineage_inputs = (BALANCE,)
 
     def __init__(self, *, min_balance: Any = None, runs_out_within_hours: Any = None, on_low: str = "fail",

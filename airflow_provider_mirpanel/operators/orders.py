@@ -12,8 +12,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Context
-
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger
@@ -26,6 +24,7 @@ from airflow_provider_mirpanel.placement import ON_INVALID, ON_UNKNOWN, Placemen
 from airflow_provider_mirpanel.protocol import to_int
 from airflow_provider_mirpanel.records import Record
 from airflow_provider_mirpanel.reporting import listing
+from airflow_provider_mirpanel.version_compat import STATE_STORES, Context, requires_state_stores
 
 
 class PlaceOrderOperator(MirPanelBaseOperator):
@@ -106,7 +105,7 @@ class PlaceOrderOperator(MirPanelBaseOperator):
     """
 
     template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders", "on_unknown",
-                                      "ledger_scope", "services")
+                                      "ledger_scope", "services", "mirpanel_conn_id")
     template_fields_renderers = {"order_parameters": "json", "orders": "json"}
     ui_color = "#f7d08a"
     operator_extra_links = (PanelOrderLink(),)
@@ -131,6 +130,7 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         **kwargs: Any,
     ) -> None:
         if ledger_scope is not None:
+            requires_state_stores("PlaceOrderOperator's ledger_scope")
             ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id",
                                                                       MirPanelHook.default_conn_name))
             kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
@@ -180,8 +180,9 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         rows = self._rows()
         ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
         if not ledger.durable:
-            self.log.warning("No task_state_store in the context: orders placed on this try cannot be guarded "
-                             "against a second placement on a retry%s",
+            why = " (Airflow before 3.3 has none)" if not STATE_STORES else ""
+            self.log.warning("No task_state_store in the context%s: the ledger lives only as long as this try, "
+                             "so a retry sends no order a try may have sent%s", why,
                              "; this is a retry, so every order counts as possibly placed" if ledger.blind else "")
         run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=self._catalogue())
         records = run.execute()
@@ -226,12 +227,15 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
     :param ledger_asset: the ledger asset, when ``PlaceOrderOperator`` was given one.
     """
 
-    template_fields: Sequence[str] = ("ledger_scope", "resolutions")
+    ui_color = "#f2dcc2"
+
+    template_fields: Sequence[str] = ("ledger_scope", "resolutions", "mirpanel_conn_id")
     lineage_inputs = (ORDERS,)
     template_fields_renderers = {"resolutions": "json"}
 
     def __init__(self, *, ledger_scope: str, resolutions: Any = None, ledger_asset: Any = None,
                  **kwargs: Any) -> None:
+        requires_state_stores("ResolveOrdersOperator (a ledger_scope's ledger)")
         ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name))
         kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
         super().__init__(**kwargs)

@@ -90,6 +90,23 @@ def _cut_off(error: Exception, text: str) -> bool:
     return error.pos >= len(text) or error.msg.startswith("Unterminated string")
 
 
+#: Deepest nesting a reply may have; real replies have 3 levels. Python 3.11's json raises RecursionError
+#: near 1000 levels, 3.12+ parses far deeper: this limit makes every Python read a reply alike.
+MAX_DEPTH = 100
+
+
+def _nested_too_deep(payload: dict[str, Any] | list[Any]) -> bool:
+    """Whether ``payload`` nests containers deeper than :data:`MAX_DEPTH` (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((item, depth + 1) for item in items if isinstance(item, (dict, list)))
+    return False
+
+
 def _json_problem(error: Exception) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at {error.pos}"
@@ -155,6 +172,8 @@ def decode_reply(
     html = text[0] == "<"
     try:
         payload = None if html else json.loads(text)
+        if isinstance(payload, (dict, list)) and _nested_too_deep(payload):
+            raise RecursionError("nested too deeply")  # as Python up to 3.11 raises it, on every Python
     except (ValueError, RecursionError) as exc:  # bad JSON; an int of over 4300 digits; nesting too deep
         html = (content_type or "").lower().startswith("text/html")
         if not html:

@@ -17,14 +17,6 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar, NoReturn, cast
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, conf
-from airflow.sdk.exceptions import (
-    AirflowException,
-    AirflowFailException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-)
-
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.lineage import ORDERS, REFILLS, panel_lineage
@@ -36,6 +28,16 @@ from airflow_provider_mirpanel.triggers.mirpanel import (
     OrderStatusTrigger,
     RefillStatusTrigger,
     ends_wait,
+)
+from airflow_provider_mirpanel.version_compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    Context,
+    PokeReturnValue,
+    conf,
 )
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress
 
@@ -296,10 +298,12 @@ class OrderStatusSensor(_PanelWaitSensor):
         XCom and the failures are the same as in poke mode; ``timeout`` still applies.
     """
 
+    ui_color = "#c9efe9"
+
     kind = WaitKind.ORDER
     fields = (*ORDER_STATUS_FIELDS, CHECKED_AT)
     trigger_class = OrderStatusTrigger
-    template_fields: Sequence[str] = ("order_ids", "terminal_statuses", "failed_statuses")
+    template_fields: Sequence[str] = ("order_ids", "terminal_statuses", "failed_statuses", "mirpanel_conn_id")
 
     def __init__(self, *, order_ids: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -325,10 +329,12 @@ class RefillStatusSensor(_PanelWaitSensor):
     :param deferrable: wait in the triggerer instead of on a worker (see :class:`OrderStatusSensor`).
     """
 
+    ui_color = "#dcd3f5"
+
     kind = WaitKind.REFILL
     fields = (*REFILL_STATUS_FIELDS, CHECKED_AT)
     trigger_class = RefillStatusTrigger
-    template_fields: Sequence[str] = ("refill_ids", "terminal_statuses", "failed_statuses")
+    template_fields: Sequence[str] = ("refill_ids", "terminal_statuses", "failed_statuses", "mirpanel_conn_id")
 
     def __init__(self, *, refill_ids: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
