@@ -1,6 +1,7 @@
 """The one module that knows which Airflow line runs this provider: 3.1, 3.2 or 3.3.
 
-Official providers do it this way: Airflow's names come through
+Official providers do it this way: version flags computed here from ``airflow.__version__`` (each
+official provider has such a ``version_compat.py``), and Airflow's names come through
 ``airflow.providers.common.compat.sdk`` (which finds each name where the running line keeps it:
 ``airflow.sdk.exceptions`` from 3.2, ``airflow.exceptions`` before; ``airflow.sdk.conf`` from 3.2,
 ``airflow.configuration.conf`` before), and what the lines *do* differently is decided here, by
@@ -39,13 +40,10 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
     TaskDeferred,
     conf,
-    mask_secret,
 )
-from airflow.providers.common.compat.version_compat import (
-    AIRFLOW_V_3_2_PLUS,
-    AIRFLOW_V_3_3_PLUS,
-    get_base_airflow_version_tuple,
-)
+
+# the same on 3.1, 3.2 and 3.3; common-compat has it only in releases after 1.21
+from airflow.sdk.log import mask_secret
 
 __all__ = [
     "AIRFLOW_VERSION",
@@ -73,8 +71,21 @@ __all__ = [
     "ui_field_behaviour",
 ]
 
+
+
+def get_base_airflow_version_tuple() -> tuple[int, int, int]:
+    """The running Airflow's ``(major, minor, micro)``, pre-releases counted as their release."""
+    from airflow import __version__
+    from packaging.version import Version
+
+    version = Version(__version__)
+    return version.major, version.minor, version.micro
+
+
 #: The running Airflow's ``(major, minor, micro)``.
 AIRFLOW_VERSION: tuple[int, int, int] = get_base_airflow_version_tuple()
+AIRFLOW_V_3_2_PLUS: bool = AIRFLOW_VERSION >= (3, 2, 0)
+AIRFLOW_V_3_3_PLUS: bool = AIRFLOW_VERSION >= (3, 3, 0)
 #: Whether tasks get ``context["task_state_store"]`` and ``context["asset_state_store"]`` (3.3+).
 STATE_STORES: bool = AIRFLOW_V_3_3_PLUS
 #: Whether Airflow reads the connection form from provider_info's ``conn-fields`` (3.2+); 3.1 reads
