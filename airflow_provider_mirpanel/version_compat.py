@@ -63,6 +63,7 @@ __all__ = [
     "PokeReturnValue",
     "TaskDeferred",
     "aextra_dejson",
+    "airflow_line",
     "amask_secret",
     "conf",
     "connection_form_widgets",

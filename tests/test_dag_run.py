@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from airflow_cli import airflow_home, run_airflow
+from airflow_compat import needs_state_stores
 from steering import once
 
 from airflow_provider_mirpanel.sandbox import Lifecycle, SandboxPanel
@@ -54,6 +55,7 @@ def start_clock(panel: SandboxPanel) -> None:
     panel.speed = 1.0
 
 
+@needs_state_stores  # its retry must place the refused order: below 3.3 it sends nothing (test_retry_lines.py)
 @pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_every_operator_and_sensor_in_a_real_dag_run(slow_panel: SandboxPanel, airflow_env: dict[str, str],
                                                       tmp_path: Path) -> None:

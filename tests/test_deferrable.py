@@ -29,6 +29,7 @@ from airflow_provider_mirpanel.sensors.mirpanel import DEFER_GRACE_SECONDS, Orde
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
 from airflow_provider_mirpanel.version_compat import (
+    STATE_STORES,
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
@@ -366,7 +367,11 @@ def test_a_dag_run_with_deferrable_sensors_completes_and_pushes_the_final_record
         assert {record["status"] for record in out["wait_refills"]} == {"Completed"}
         polls = status_polls(panel)
         assert len(polls) >= 3 and sorted(polls[0]) == sorted(orders)  # the check on the worker
-        assert all(sorted(batch) == sorted(waiting) for batch in polls[1:])  # the trigger: pending orders only
+        # The trigger asks about pending orders only; below 3.3 (no task_state_store to keep what the check on
+        # the worker found) the resumed sensor's last check asks about all of them once more.
+        trigger_polls = polls[1:] if STATE_STORES else polls[1:-1]
+        assert all(sorted(batch) == sorted(waiting) for batch in trigger_polls), (polls, waiting)
+        assert STATE_STORES or sorted(polls[-1]) == sorted(orders)
         assert panel.count("refill_status") >= 3
         assert panel.api_key not in logs
 
