@@ -26,7 +26,6 @@ Nothing here talks to the panel.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -57,11 +56,6 @@ class LedgerState(str, Enum):
     PLACED = "placed"  # the panel returned this order ID
     UNKNOWN = "unknown"  # the add may have reached the panel but its reply was lost
     REFUSED = "refused"  # the panel refused it, it was certainly never sent, or a user said so
-
-    @property
-    def may_exist(self) -> bool:
-        """Whether the panel may hold this order, so it must not be sent again without asking."""
-        return self is not LedgerState.REFUSED
 
     @property
     def unresolved(self) -> bool:
@@ -144,7 +138,6 @@ class PlacementLedger:
         self.retry = retry
         self._prefix = PAGE_PREFIX if scope is None else f"{PAGE_PREFIX}{quote(scope, safe='')}."
         self._pages: int | None = None  # pages in the store, once loaded
-        self._lock = threading.Lock()
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any], scope: str | None = None, asset: Any = None) -> PlacementLedger:
@@ -178,19 +171,18 @@ class PlacementLedger:
         """
         entries: dict[str, LedgerEntry] = {}
         page = 0
-        with self._lock:
-            while (rows := self.store.get(f"{self._prefix}{page}")) is not None:
-                for row in rows if isinstance(rows, list) else ():
-                    parsed = LedgerEntry.from_row(row)
-                    if parsed is not None:
-                        entries[parsed[0]] = parsed[1]
-                page += 1
-            self._pages = page
-            if page == 0 and self.retry and self.scope is None:
-                for key in keys:
-                    legacy = LedgerEntry.from_json(self.store.get(LEGACY_PREFIX + key))
-                    if legacy is not None:
-                        entries[key] = legacy
+        while (rows := self.store.get(f"{self._prefix}{page}")) is not None:
+            for row in rows if isinstance(rows, list) else ():
+                parsed = LedgerEntry.from_row(row)
+                if parsed is not None:
+                    entries[parsed[0]] = parsed[1]
+            page += 1
+        self._pages = page
+        if page == 0 and self.retry and self.scope is None:
+            for key in keys:
+                legacy = LedgerEntry.from_json(self.store.get(LEGACY_PREFIX + key))
+                if legacy is not None:
+                    entries[key] = legacy
         return entries
 
     def append(self, entries: Mapping[str, LedgerEntry]) -> int:
@@ -203,26 +195,28 @@ class PlacementLedger:
             raise ValueError(f"a ledger page holds at most {PAGE_SIZE} entries, got {len(entries)}")
         if self._pages is None:
             self.load()
-        with self._lock:
-            number = self._pages or 0
-            self.store.set(f"{self._prefix}{number}", [entry.row(key) for key, entry in entries.items()])
-            self._pages = number + 1
+        number = self._pages or 0
+        self.store.set(f"{self._prefix}{number}", [entry.row(key) for key, entry in entries.items()])
+        self._pages = number + 1
         return number
 
-    def unresolved(self) -> dict[str, LedgerEntry]:
-        """The keys whose outcome nobody knows (``sending`` or ``unknown``), with their entries."""
-        return {key: entry for key, entry in self.load().items() if entry.state.unresolved}
+    def unresolved(self, entries: Mapping[str, LedgerEntry] | None = None) -> dict[str, LedgerEntry]:
+        """The keys whose outcome nobody knows (``sending`` or ``unknown``), of ``entries`` (default: loaded)."""
+        entries = self.load() if entries is None else entries
+        return {key: entry for key, entry in entries.items() if entry.state.unresolved}
 
     def resolve(self, resolutions: Mapping[str, int | None],
-                confirm: Callable[[Mapping[str, int]], None] | None = None) -> dict[str, LedgerEntry]:
+                confirm: Callable[[Mapping[str, int]], None] | None = None,
+                entries: Mapping[str, LedgerEntry] | None = None) -> dict[str, LedgerEntry]:
         """Record what a user found on the panel: each key's order ID, or (None) that it was not placed.
 
         A key resolved as placed is returned as placed by later tries and runs, without a request;
         one resolved as not placed is placed by the next try or run that has it. Keys without an
         entry, and placed keys given another order ID, are refused before anything is written;
-        then ``confirm`` is called with the order IDs given (it raises to refuse them).
+        then ``confirm`` is called with the order IDs given (it raises to refuse them). ``entries``
+        are what :meth:`load` returned just before, when the caller has them.
         """
-        entries = self.load()
+        entries = self.load() if entries is None else entries
         missing = [key for key in resolutions if key not in entries]
         if missing:
             raise MirPanelInputError(f"keys {', '.join(map(repr, missing))} have no entry in {self.where}: nothing to "

@@ -19,6 +19,7 @@ from airflow_provider_mirpanel.protocol import (
     canonical_status,
     normalize_ids,
 )
+from airflow_provider_mirpanel.reporting import listing
 
 
 class WaitKind(str, Enum):
@@ -103,11 +104,12 @@ class WaitProgress:
         if unknown:
             errors = sorted({str(record["error"]) for record in latest if record.get("error")})
             return self._fail(unknown, f"{len(unknown)} {id_field}(s) could not be checked ({'; '.join(errors)}): "
-                              f"{_id_list(unknown)}")
+                              f"{listing(map(str, unknown), 20)}")
         failed = [item for item, record in self.final.items() if record.get("status") in self.failed_statuses]
         if failed:
             statuses = sorted({str(self.final[item]["status"]) for item in failed})
-            return self._fail(failed, f"{len(failed)} {id_field}(s) ended {'/'.join(statuses)}: {_id_list(failed)}")
+            ended = f"{len(failed)} {id_field}(s) ended {'/'.join(statuses)}"
+            return self._fail(failed, f"{ended}: {listing(map(str, failed), 20)}")
         self.message = self.summary(latest)
         return WaitOutcome.DONE if not self.pending else WaitOutcome.WAITING
 
@@ -145,8 +147,3 @@ class WaitProgress:
         pending, total = len(self.pending), len(self.ids)
         still = f"{pending} of {total}" if pending < total else f"{pending}"
         return f"poll failed ({reason}); {still} {self.kind.value}s still pending, {then}"
-
-
-def _id_list(ids: list[int], limit: int = 20) -> str:
-    shown = ", ".join(map(str, ids[:limit]))
-    return shown + (f" … (+{len(ids) - limit} more)" if len(ids) > limit else "")

@@ -246,8 +246,9 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
     def execute(self, context: Context) -> list[Record]:
         wanted = parse_resolutions(self.resolutions)
         ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
-        unresolved = ledger.unresolved()
-        resolved = ledger.resolve(wanted, confirm=self._check_order_ids) if wanted else {}
+        entries = ledger.load()
+        unresolved = ledger.unresolved(entries)
+        resolved = ledger.resolve(wanted, confirm=self._check_order_ids, entries=entries) if wanted else {}
         records = [_resolution_record(key, resolved.get(key, entry), key in resolved)
                    for key, entry in {**unresolved, **resolved}.items()]
         left = [key for key in unresolved if key not in resolved]
