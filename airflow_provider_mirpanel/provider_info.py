@@ -37,6 +37,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [{"integration-name": "MirPanel",
                       "python-modules": [f"{_MODULES}.triggers.mirpanel", f"{_MODULES}.triggers.balance"]}],
         "extra-links": [f"{_MODULES}.links.PanelOrderLink"],
+        # mirpanel://<conn id>/<dataset>: the panel's datasets (and this provider's assets), which
+        # OpenLineage shows in the namespace of the panel behind the connection (lineage.py)
+        "asset-uris": [{"schemes": ["mirpanel"], "handler": f"{_MODULES}.lineage.sanitize_uri",
+                        "to_openlineage_converter": f"{_MODULES}.lineage.convert_asset_to_openlineage"}],
         "connection-types": [connection_type()],
     }
 

@@ -65,6 +65,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 
+from airflow_provider_mirpanel.lineage import ORDERS, REFILLS, SERVICES, collect, dataset_uri
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,37 @@ def get_engine(conn_id: str = WAREHOUSE_CONN_ID) -> Engine:
 # -- small conversions --------------------------------------------------------------------------
 
 
+# -- lineage --------------------------------------------------------------------------------------
+
+def table_uri(url: URL, table: Table) -> str | None:
+    """The asset URI of a warehouse table, in the form its database's Airflow provider turns into OpenLineage.
+
+    PostgreSQL (apache-airflow-providers-postgres): ``postgres://host:port/database/schema/table``,
+    the dataset ``database.schema.table`` in ``postgres://host:port``; MySQL
+    (apache-airflow-providers-mysql): ``mysql://host:port/database/table``. None for SQLite and the
+    rest, which no provider translates: their lineage shows the panel's side only.
+    """
+    backend = url.get_backend_name()
+    if not url.host or not url.database:
+        return None
+    if backend == "postgresql":
+        return f"postgres://{url.host}:{url.port or 5432}/{url.database}/{table.schema or 'public'}/{table.name}"
+    if backend == "mysql":
+        return f"mysql://{url.host}:{url.port or 3306}/{url.database}/{table.name}"
+    return None
+
+
+def report_lineage(engine: Engine, reads: Sequence[str], writes: Sequence[Table]) -> None:
+    """Tell Airflow's hook-level lineage that this task loads panel datasets into warehouse tables.
+
+    ``reads`` are the panel's datasets (:mod:`airflow_provider_mirpanel.lineage`) of the connection
+    :data:`PANEL_CONN_ID`; with OpenLineage a lineage tool draws the edge panel → table. Best effort:
+    never fails the load.
+    """
+    tables = [uri for uri in (table_uri(engine.url, table) for table in writes) if uri]
+    collect(engine, [dataset_uri(PANEL_CONN_ID, name) for name in reads], tables)
+
+
 def utc(value: Any) -> datetime | None:
     """A timezone-aware UTC datetime from a datetime or ISO-8601 text (the records' ``checked_at``)."""
     if value is None or value == "":
@@ -238,6 +270,7 @@ def record_placed(engine: Engine, campaign: str, records: Iterable[Mapping[str, 
     Orders already in the table (same order ID) are left as they are, so recording twice is safe.
     ``services`` are ``ServicesOperator`` records: they give the service's name and refill/cancel flags.
     """
+    report_lineage(engine, [ORDERS, SERVICES], [orders])
     catalogue = {service["service"]: service for service in services}
     placed = [record for record in records if record.get("state") == "placed" and record.get("order")]
     if not placed:
@@ -268,6 +301,7 @@ def update_statuses(engine: Engine, records: Iterable[Mapping[str, Any]]) -> int
 
     A record older than what the row holds (``checked_at``) does not overwrite it.
     """
+    report_lineage(engine, [ORDERS], [orders])
     rows = [{f"new_{name}": value for name, value in {"order_id": record["order"], **_status_values(record)}.items()}
             for record in records if not record.get("error")]
     if not rows:
@@ -298,6 +332,7 @@ def replace_snapshot(engine: Engine, snapshot_at: datetime, records: Iterable[Ma
     All in one transaction, so a re-run of the same interval replaces its snapshot instead of
     adding to it. Returns (rows replaced, rows inserted).
     """
+    report_lineage(engine, [ORDERS], [order_status_history, orders])
     snapshot_at = utc(snapshot_at) or now()
     rows = [{"order_id": record["order"], "snapshot_at": snapshot_at, "error": record.get("error"),
              "run_id": run_id, **_status_values(record)} for record in records]
@@ -346,6 +381,7 @@ def refill_candidates(engine: Engine, cooldown: timedelta, guarantee: timedelta,
 def record_refill_requests(engine: Engine, requested_for: datetime, records: Iterable[Mapping[str, Any]],
                            run_id: str | None) -> int:
     """Store ``RefillOperator`` records (refill ID or refusal), replacing those of the same run interval."""
+    report_lineage(engine, [REFILLS], [refills])
     requested_for = utc(requested_for) or now()
     requested_at = now()
     rows = [{"order_id": record["order"], "requested_for": requested_for, "refill_id": record.get("refill"),
@@ -361,6 +397,7 @@ def record_refill_requests(engine: Engine, requested_for: datetime, records: Ite
 
 def update_refills(engine: Engine, records: Iterable[Mapping[str, Any]]) -> int:
     """Set the final status of refills from ``RefillStatusSensor`` records."""
+    report_lineage(engine, [REFILLS], [refills])
     rows = [{"new_refill": record["refill"], "new_status": record.get("status"),
              "new_checked_at": utc(record.get("checked_at"))} for record in records if not record.get("error")]
     if not rows:

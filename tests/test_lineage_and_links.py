@@ -120,6 +120,110 @@ print(ServicesOperator(task_id="s").get_openlineage_facets_on_complete(None),
     assert result.stdout.split() == ["None", "None"]
 
 
+# -- hook-level lineage: tasks that use the hook, and the example warehouse ---------------------------
+
+
+def hook_lineage_collector() -> Any:
+    """A fresh instance of Airflow's real hook lineage collector (what the OpenLineage plugin enables)."""
+    try:
+        from airflow.providers.common.compat.sdk import HookLineageCollector
+    except ImportError:  # an older common-compat
+        from airflow.lineage.hook import HookLineageCollector  # type: ignore[no-redef,unused-ignore]
+    return HookLineageCollector()
+
+
+@pytest.fixture
+def collector(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Airflow's hook lineage collector, as it is in a task process with OpenLineage enabled."""
+    import airflow.providers.common.compat.lineage.hook as compat_hook
+
+    fresh = hook_lineage_collector()
+    monkeypatch.setattr(compat_hook, "get_hook_lineage_collector", lambda: fresh)
+    return fresh
+
+
+def collected(collector: Any) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The URIs of the collected input and output assets (one entry per reporting hook or engine), with
+    how often each was reported."""
+    assets = collector.collected_assets
+    return (sorted((info.asset.uri, info.count) for info in assets.inputs),
+            sorted((info.asset.uri, info.count) for info in assets.outputs))
+
+
+def as_openlineage(info: Any) -> tuple[str, str]:
+    """What OpenLineage's listener makes of a collected asset (the converters the providers register)."""
+    from airflow.providers.openlineage.utils.utils import translate_airflow_asset
+
+    dataset = translate_airflow_asset(info.asset, info.context)
+    assert dataset is not None, f"no OpenLineage dataset for {info.asset.uri}"
+    return dataset.namespace, dataset.name
+
+
+def test_the_hook_reports_what_each_action_read_and_wrote_once(panel: SandboxPanel, collector: Any) -> None:
+    from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
+
+    hook = MirPanelHook()
+    service = service_of(panel)
+    hook.get_balance()
+    order = hook.add_order(service["service"], link="https://example.com/a", quantity=service["min"])["order"]
+    hook.add_order(service["service"], link="https://example.com/b", quantity=service["min"])
+    hook.get_order_status(order)
+    hook.get_orders_status(range(1, 250))  # three requests on threads, one report
+    hook.refill_orders([order])
+    inputs, outputs = collected(collector)
+    # orders: read by status and by refill; each action reported once however often it was called
+    assert inputs == [("mirpanel://mirpanel_default/balance", 1), ("mirpanel://mirpanel_default/orders", 2)]
+    assert outputs == [("mirpanel://mirpanel_default/orders", 1), ("mirpanel://mirpanel_default/refills", 1)]
+    namespace = f"mirpanel://127.0.0.1:{panel.port}"
+    assets = collector.collected_assets
+    assert sorted({as_openlineage(info) for info in [*assets.inputs, *assets.outputs]}) == [
+        (namespace, "balance"), (namespace, "orders"), (namespace, "refills")]
+
+
+def test_a_panel_asset_without_a_hook_is_named_from_its_connection(panel: SandboxPanel) -> None:
+    from airflow.providers.openlineage.utils.utils import translate_airflow_asset
+
+    from airflow_provider_mirpanel.lineage import dataset_uri
+    from airflow_provider_mirpanel.version_compat import Asset
+
+    dataset = translate_airflow_asset(Asset(uri=dataset_uri("mirpanel_default", "orders")), None)
+    assert dataset is not None
+    assert (dataset.namespace, dataset.name) == (f"mirpanel://127.0.0.1:{panel.port}", "orders")
+    with pytest.raises(ValueError, match="must name a dataset"):
+        Asset(uri="mirpanel://mirpanel_default")
+
+
+@pytest.fixture
+def warehouse_module() -> Any:
+    sys.path.insert(0, str(ROOT / "dags_examples"))
+    try:
+        import mirpanel_warehouse
+
+        yield mirpanel_warehouse
+    finally:
+        sys.path.remove(str(ROOT / "dags_examples"))
+
+
+def test_the_example_warehouse_names_its_tables_after_the_panel_datasets_they_load(
+        panel: SandboxPanel, collector: Any, warehouse_module: Any, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    postgres = create_engine("postgresql+psycopg2://etl:secret@db.internal:6543/marketing")  # never connected
+    warehouse_module.report_lineage(postgres, ["orders"], [warehouse_module.order_status_history,
+                                                            warehouse_module.orders])
+    sqlite = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    warehouse_module.metadata.create_all(sqlite)
+    statuses = [{"order": 1, "status": "Completed", "charge": 1.0, "checked_at": "2026-11-30T00:00:00+00:00"}]
+    assert warehouse_module.update_statuses(sqlite, statuses) == 0  # no row yet; it still reports
+    inputs, outputs = collected(collector)
+    assert inputs == [("mirpanel://mirpanel_default/orders", 1)] * 2  # by each engine
+    # the form apache-airflow-providers-postgres turns into the dataset marketing.public.<table>;
+    # no Airflow provider translates SQLite tables, so those are not reported
+    assert outputs == [("postgres://db.internal:6543/marketing/public/order_status_history", 1),
+                       ("postgres://db.internal:6543/marketing/public/orders", 1)]
+    assert "secret" not in json.dumps([*inputs, *outputs])
+
+
 # -- the "Panel order" link ------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from airflow_provider_mirpanel.exceptions import (
     MirPanelError,
     MirPanelTransientError,
 )
+from airflow_provider_mirpanel.lineage import collect_action
 from airflow_provider_mirpanel.protocol import (
     Action,
     AddOrderRecord,
@@ -120,6 +121,7 @@ class MirPanelHook(BaseHook):
         self._session: requests.Session | None = None
         self._panel: PanelConnection | None = None
         self._limiter = RateLimiter()
+        self._lineage_reported: set[Action] = set()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
@@ -199,6 +201,9 @@ class MirPanelHook(BaseHook):
 
     def _call(self, action: Action, form: dict[str, str]) -> Any:
         """Send a request, retrying what the protocol allows to be retried."""
+        if action not in self._lineage_reported:  # once per action: the collector counts every report
+            self._lineage_reported.add(action)
+            collect_action(self, self.mirpanel_conn_id, action.value)
         for attempt in Retrying(**retry_arguments(action, self.settings.retry_policy, self.log)):
             with attempt:
                 return self._send(action, form)
