@@ -64,6 +64,8 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
             "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": sandbox.url,
             "password": sandbox.api_key, "description": "the sandbox panel of make e2e"})
         api.set_paused("mirpanel_campaign", False)
+        # Data-aware: every campaign run whose orders all finish starts a report run (scenario 6).
+        api.set_paused("mirpanel_campaign_report", False)
         sockets = deployment.listening()
         assert sockets and all(address == "127.0.0.1" for _, address, _ in sockets), sockets
         postgres = deployment.postgres
@@ -120,7 +122,7 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "scenario(number, title): a numbered scenario of issue 11")
+    config.addinivalue_line("markers", "scenario(number, title): a numbered scenario of issues 11 and 15")
 
 
 @pytest.hookimpl(wrapper=True)

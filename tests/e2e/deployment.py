@@ -80,7 +80,16 @@ AIRFLOW_SETTINGS = {
     "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
     # The example DAGs' sensors poll every 2 s instead of every minute.
     "MIRPANEL_EXAMPLES_POKE_INTERVAL": "2",
+    # The watcher of mirpanel_balance_watch (read by the dag-processor when it parses the file): its
+    # BalanceTrigger asks for the balance every 2 s instead of every 5 minutes, and alerts below 100
+    # (the sandbox starts with 1,000) or when the balance runs out within 24 h at the spend rate.
+    "MIRPANEL_BALANCE_MIN": "100",
+    "MIRPANEL_BALANCE_HOURS": "24",
+    "MIRPANEL_BALANCE_POLL": "2",
 }
+
+#: The example DAGs the scenarios run (the deployment waits until the dag-processor has parsed them).
+EXAMPLE_DAGS = ("mirpanel_campaign", "mirpanel_campaign_report", "mirpanel_balance_alert", "mirpanel_balance_watch")
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
@@ -507,6 +516,31 @@ class Api:
                          deserialize="true", stringify="false")
         return reply["value"]
 
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of a DAG, oldest first."""
+        return list(self.get(f"/dags/{dag_id}/dagRuns", limit=100, order_by="id")["dag_runs"])
+
+    def asset_id(self, name: str) -> int:
+        """The ID of the asset named ``name`` (exactly)."""
+        assets = [asset for asset in self.get("/assets", name_pattern=name, limit=100)["assets"]
+                  if asset["name"] == name]
+        if len(assets) != 1:
+            raise DeploymentError(f"expected one asset named {name!r}, found {assets}")
+        return int(assets[0]["id"])
+
+    def asset_events(self, **filters: Any) -> list[dict[str, Any]]:
+        """Asset events (oldest first) matching ``filters`` (``asset_id``, ``source_dag_id``, ``source_run_id``, …)."""
+        return list(self.get("/assets/events", limit=100, **filters)["asset_events"])
+
+    def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The asset events a run consumed (those that made the scheduler start it)."""
+        return list(self.get(f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"])
+
+    def reparse(self, dag_id: str) -> None:
+        """Ask the dag-processor to parse the DAG's file now (the UI's "Reparse Dag" button)."""
+        token = self.get(f"/dags/{dag_id}/details")["file_token"]
+        self.call("PUT", f"/parseDagFile/{token}", expect=(201,))
+
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": paused}, params={"update_mask": "is_paused"})
 
@@ -650,7 +684,7 @@ class Deployment:
             raise DeploymentError("the example DAGs do not import:\n" + "\n".join(
                 f"{error['filename']}: {error['stack_trace'][-1500:]}" for error in errors["import_errors"]))
         dags = {dag["dag_id"] for dag in self.api.get("/dags", limit=100)["dags"]}
-        return {"mirpanel_campaign", "mirpanel_balance_alert"} <= dags
+        return set(EXAMPLE_DAGS) <= dags
 
     # -- using it -----------------------------------------------------------------------------------
 

@@ -1,21 +1,30 @@
-"""Issue 11's five scenarios on a real Airflow deployment (``make e2e``; see ``deployment.py``).
+"""Issue 11's five scenarios and issue 15's two on a real Airflow deployment (``make e2e``; see ``deployment.py``).
 
 Airflow is driven only as a user drives it — ``airflow dags trigger``, the REST API, ``kill -9`` of
 real processes — and every outcome is checked where it lands: the panel's own order list and
 request log (the sandbox runs in this process), the warehouse the example DAGs write, and the
 metadata DB. The sandbox clock is the panel's pace: frozen while a scenario needs orders to stay
 open (so a sensor must defer), fast when they may finish.
+
+Scenarios 6 and 7 are Airflow's data-aware scheduling: the scheduler starts ``mirpanel_campaign_report``
+on a campaign's "finished" asset event, and the triggerer runs the ``BalanceTrigger`` of
+``mirpanel_balance_watch``'s ``AssetWatcher``, whose event makes the scheduler start the alert run.
+"Nothing more happens" is measured in the watcher's polls (the panel's ``balance`` requests), not in
+seconds.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,12 @@ pytestmark = pytest.mark.e2e
 
 CAMPAIGN = "mirpanel_campaign"
 ALERT = "mirpanel_balance_alert"
+REPORT = "mirpanel_campaign_report"
+WATCH = "mirpanel_balance_watch"
+#: The asset the watch's AssetWatcher gives events to (dags_examples/mirpanel_balance_watch.py).
+BALANCE_LOW = "mirpanel_balance_low"
+#: Scenario 1's campaign run, which scenario 6 reuses: it runs a campaign to the end.
+LAUNCH_RUN, LAUNCH_CAMPAIGN = "e2e_campaign", "e2e_launch"
 #: The sandbox clock while orders may finish: 10 sandbox minutes per second.
 FAST = 600.0
 #: Services of the example campaign file, cycled through by the generated campaigns.
@@ -146,6 +161,57 @@ def check_final_statuses(panel: SandboxPanel, records: list[dict[str, Any]], row
         assert float(row["charge"]) == pytest.approx(order.charge, abs=1e-5), (row, order)
 
 
+def balance_polls(panel: SandboxPanel, since: int) -> int:
+    """How many ``balance`` requests the panel received since request ``since`` (the watcher's polls)."""
+    return sum(1 for entry in list(panel.requests)[since:] if entry.action == "balance")
+
+
+def watcher_trigger(deployment: Deployment) -> tuple[Any, ...] | None:
+    """(trigger id, classpath, triggerer job id, job type, job state) of the balance watch's AssetWatcher."""
+    rows = deployment.meta(
+        "SELECT t.id, t.classpath, t.triggerer_id, j.job_type, j.state FROM asset a "
+        "JOIN asset_watcher w ON w.asset_id = a.id JOIN trigger t ON t.id = w.trigger_id "
+        "LEFT JOIN job j ON j.id = t.triggerer_id WHERE a.name = %s", BALANCE_LOW)
+    assert len(rows) <= 1, f"more than one watcher trigger: {rows}"
+    return rows[0] if rows else None
+
+
+def running_watcher(deployment: Deployment, not_job: int | None = None) -> tuple[Any, ...] | None:
+    """The watcher's trigger once a live triggerer (other than job ``not_job``) has taken it."""
+    row = watcher_trigger(deployment)
+    if row is None or row[2] is None or row[2] == not_job or row[4] != "running":
+        return None
+    return row
+
+
+def seconds_between(earlier: str, later: str | None) -> float:
+    """Seconds from one ISO timestamp of the REST API to another."""
+    if later is None:
+        return math.nan
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+def finished_campaign_run(deployment: Deployment, sandbox: SandboxPanel, scenario: Scenario) -> tuple[str, str]:
+    """(run ID, campaign) of a campaign run whose orders all finished: scenario 1's, or (without it) our own."""
+    api = deployment.api
+    assert api is not None
+    if any(run["dag_run_id"] == LAUNCH_RUN for run in api.dag_runs(CAMPAIGN)):
+        run = deployment.wait_run(CAMPAIGN, LAUNCH_RUN, timeout=240)
+        if run["state"] != "success":
+            pytest.fail(f"scenario 1's campaign run {LAUNCH_RUN} ended {run['state']}: no 'finished' asset event "
+                        "to schedule the report on (see scenario 1)")
+        scenario.note(f"scenario 1's campaign run {LAUNCH_RUN} reused")
+        return LAUNCH_RUN, LAUNCH_CAMPAIGN
+    # Scenario 1 was not selected (pytest -k): a small campaign of our own, run to the end.
+    path, _ = write_campaign(deployment.home, "e2e-report", 3)
+    sandbox.speed = FAST
+    deployment.trigger(CAMPAIGN, "e2e_report", {"campaign": "e2e_report", "campaign_csv": str(path), "max_spend": 100})
+    run = deployment.wait_run(CAMPAIGN, "e2e_report", timeout=240)
+    assert run["state"] == "success", {k: v["state"] for k, v in api.task_instances(CAMPAIGN, "e2e_report").items()}
+    scenario.note("campaign run e2e_report of 3 orders (scenario 1 not run)")
+    return "e2e_report", "e2e_report"
+
+
 # -- the scenarios --------------------------------------------------------------------------------
 
 
@@ -155,11 +221,11 @@ def test_campaign_defers_and_loads_final_statuses(deployment: Deployment, sandbo
                                                   scenario: Scenario) -> None:
     api = deployment.api
     assert api is not None
-    run_id, start = "e2e_campaign", len(sandbox.requests)
+    run_id, start = LAUNCH_RUN, len(sandbox.requests)
     rows = example_campaign()
     sandbox.speed = 0  # orders stay Pending: the sensor's first check cannot succeed, it must defer
     scenario.started = time.monotonic()
-    deployment.trigger(CAMPAIGN, run_id, {"campaign": "e2e_launch", "max_spend": 100})
+    deployment.trigger(CAMPAIGN, run_id, {"campaign": LAUNCH_CAMPAIGN, "max_spend": 100})
 
     deployment.wait_task(CAMPAIGN, run_id, "wait_for_orders", lambda ti: ti["state"] == "deferred",
                          "deferred", timeout=240)
@@ -186,7 +252,7 @@ def test_campaign_defers_and_loads_final_statuses(deployment: Deployment, sandbo
     assert all(len(ids) == 1 for ids in placed.values()), placed
 
     records = api.xcom(CAMPAIGN, run_id, "wait_for_orders")
-    warehouse = deployment.warehouse("SELECT * FROM orders WHERE campaign = %s", "e2e_launch")
+    warehouse = deployment.warehouse("SELECT * FROM orders WHERE campaign = %s", LAUNCH_CAMPAIGN)
     order_ids = [ids[0] for ids in placed.values()]
     check_final_statuses(sandbox, records, warehouse, order_ids)
     assert sorted(row["order_key"] for row in warehouse) == sorted(placed)
@@ -374,3 +440,183 @@ def test_connection_test_through_rest_api(deployment: Deployment, sandbox: Sandb
     for reply in (good, bad):
         assert sandbox.api_key not in reply["message"] and bad_key not in reply["message"], reply
     assert [entry.action for entry in entries] == ["balance", "balance"], entries
+
+
+@pytest.mark.scenario(6, "campaign finished → asset event → report run started by the scheduler")
+@pytest.mark.timeout(360)
+def test_finished_campaign_schedules_its_report(deployment: Deployment, sandbox: SandboxPanel,
+                                                scenario: Scenario) -> None:
+    api = deployment.api
+    assert api is not None
+    scenario.started = time.monotonic()
+    run_id, campaign = finished_campaign_run(deployment, sandbox, scenario)
+    events = {event["source_task_id"]: event for event in api.asset_events(source_dag_id=CAMPAIGN,
+                                                                             source_run_id=run_id)}
+    assert set(events) == {"place_orders", "wait_for_orders"}, events
+    placed, finished = events["place_orders"], events["wait_for_orders"]
+    assert (placed["name"], finished["name"]) == ("mirpanel_campaign_placed", "mirpanel_campaign_finished")
+
+    # The events' extra summarise the campaign as the warehouse has it.
+    rows = deployment.warehouse("SELECT * FROM orders WHERE campaign = %s", campaign)
+    statuses = dict(Counter(row["status"] for row in rows))
+    assert placed["extra"]["stage"] == "placed" and placed["extra"]["campaign"] == campaign, placed["extra"]
+    assert placed["extra"]["states"] == {"placed": len(rows)}, placed["extra"]
+    assert placed["extra"]["spend"] == pytest.approx(sum(float(row["estimated_cost"]) for row in rows), abs=1e-4)
+    summary = finished["extra"]
+    assert summary["stage"] == "finished" and summary["campaign"] == campaign, summary
+    assert (summary["orders"], summary["statuses"]) == (len(rows), statuses), (summary, statuses)
+    assert summary["spend"] == pytest.approx(sum(float(row["charge"]) for row in rows), abs=1e-4), summary
+    assert summary["remains"] == sum(int(row["remains"] or 0) for row in rows), summary
+    scenario.note(f"asset events of {run_id}: placed {placed['extra']['states']}, finished {statuses} "
+                  f"(spend {summary['spend']}, remains {summary['remains']})")
+
+    # The scheduler starts the report for the "finished" event: no trigger by anyone.
+    def created() -> list[dict[str, Any]]:
+        [event] = api.asset_events(source_dag_id=CAMPAIGN, source_run_id=run_id, source_task_id="wait_for_orders")
+        return [ref for ref in event["created_dagruns"] if ref["dag_id"] == REPORT]
+
+    refs = wait_for(f"the scheduler to start {REPORT} for the 'finished' event of {run_id}", created, 120,
+                    check=deployment.check)
+    assert len(refs) == 1, refs
+    report_id = refs[0]["run_id"]
+    run = deployment.wait_run(REPORT, report_id, timeout=120)
+    consumed = [event["id"] for event in api.upstream_asset_events(REPORT, report_id)]
+    all_runs = api.dag_runs(REPORT)
+    scenario.note(f"{REPORT}: {run['run_type']} run {run['state']}, queued "
+                  f"{seconds_between(finished['timestamp'], run['queued_at']):.1f} s after the event, ended "
+                  f"{seconds_between(finished['timestamp'], run['end_date']):.1f} s after it; consumed events "
+                  f"{consumed}; {len(all_runs)} report runs in all, "
+                  f"{dict(Counter(r['run_type'] for r in all_runs))}")
+    assert run["run_type"] == "asset_triggered" and run["state"] == "success", run
+    assert finished["id"] in consumed, consumed
+    assert all(r["run_type"] == "asset_triggered" for r in all_runs), all_runs
+
+    # It reports the summary it got from the event's extra (XCom and log).
+    reported = api.xcom(REPORT, report_id, "report")
+    assert summary in reported, reported
+    ti = api.task_instance(REPORT, report_id, "report")
+    log = api.task_log(REPORT, report_id, "report", ti["try_number"])
+    line = f"campaign {campaign!r} finished: {len(rows)} orders, statuses {statuses}"
+    assert line in log, log[-2000:]
+    scenario.note(f"reported: {line}")
+
+
+@pytest.mark.scenario(7, "balance drop → AssetWatcher in the triggerer → one event → one alert run")
+@pytest.mark.timeout(480)
+def test_balance_watch_alerts_once_per_crossing(deployment: Deployment, sandbox: SandboxPanel,
+                                                scenario: Scenario) -> None:
+    api = deployment.api
+    assert api is not None
+    minimum, poll = float(deployment.env["MIRPANEL_BALANCE_MIN"]), float(deployment.env["MIRPANEL_BALANCE_POLL"])
+    fine, low = round(minimum + 0.05, 2), round(minimum - 0.05, 2)
+    sandbox.speed = 0  # no order of an earlier scenario ends (and refunds) now: only we move the balance
+    before = sandbox.balance  # reading it credits the refunds already due: none can come after our setting
+    sandbox.state.balance = fine
+    asset_id = api.asset_id(BALANCE_LOW)
+
+    def events() -> list[dict[str, Any]]:
+        return api.asset_events(asset_id=asset_id)
+
+    def runs() -> list[dict[str, Any]]:
+        return api.dag_runs(WATCH)
+
+    def wait_polls(since: int, count: int, what: str) -> None:
+        wait_for(f"{count} polls of the watcher {what}", lambda: balance_polls(sandbox, since) >= count,
+                 30 + count * poll * 5, interval=0.2, check=deployment.check)
+
+    assert not events() and not runs()
+    assert watcher_trigger(deployment) is None, "the watcher of a paused DAG has a trigger"
+    scenario.started = time.monotonic()
+    start = len(sandbox.requests)
+    # Unpause, as in the UI; the watcher's trigger is made when the dag-processor next parses the file
+    # (the UI's "Reparse Dag" asks for that now), and the triggerer then runs it.
+    api.set_paused(WATCH, False)
+    api.reparse(WATCH)
+    trigger_id, classpath, job_id, _, _ = wait_for("the watcher's trigger made and run by the triggerer",
+                                                   lambda: running_watcher(deployment), 120, check=deployment.check)
+    assert classpath == "airflow_provider_mirpanel.triggers.balance.BalanceTrigger", classpath
+    wait_polls(start, 1, "at all")
+    scenario.note(f"balance {before:,.2f} set to {fine:.2f}; unpaused: trigger {trigger_id} "
+                  f"({classpath.rsplit('.', 1)[1]}, min {minimum:g}, poll {poll:g} s) polling in triggerer job "
+                  f"{job_id} {time.monotonic() - scenario.started:.1f} s later")
+
+    # While the balance is fine: polls, and nothing else.
+    mark = len(sandbox.requests)
+    wait_polls(mark, 3, f"at {fine}")
+    assert not events(), events()
+    assert not runs(), runs()
+    scenario.note(f"{balance_polls(sandbox, start)} polls at {fine:.2f}: 0 events, 0 runs")
+
+    # The drop: one event with the projection in its extra, and one run the scheduler starts for it.
+    dropped, dropped_at = len(sandbox.requests), time.monotonic()
+    sandbox.state.balance = low
+    fired = wait_for("an asset event for the drop", events, 60, interval=0.2, check=deployment.check)
+    assert len(fired) == 1, fired
+    event = fired[0]
+    payload = event["extra"]["payload"]
+    assert event["extra"].get("from_trigger") is True, event
+    assert payload["status"] == "low" and payload["balance"] == low and payload["min_balance"] == minimum, payload
+    rate, hours = payload["spend_rate_per_hour"], payload["hours_left"]
+    assert rate and rate > 0 and hours == pytest.approx(low / rate, abs=2e-3), payload
+    # The message says balance, threshold, spend rate and run-out: the payload's numbers, as displayed.
+    verdict = re.escape(f"balance {low:,.2f} USD is below the threshold {minimum:,.2f} USD; ")
+    said = re.fullmatch(verdict + r"spend rate ([\d,.]+) USD/h: it runs out in about ([\d,.]+) h \(at (\S+)\)",
+                        payload["message"])
+    assert said, payload["message"]
+    assert float(said[1].replace(",", "")) == pytest.approx(rate, abs=0.006), payload
+    assert float(said[2].replace(",", "")) == pytest.approx(hours, abs=0.06), payload
+    assert said[3] == payload["runs_out_at"], payload
+    assert sandbox.api_key not in json.dumps(event)
+    scenario.note(f"dropped to {low:.2f}: asset event {event['id']} after {balance_polls(sandbox, dropped)} poll(s), "
+                  f"{time.monotonic() - dropped_at:.1f} s")
+
+    started = wait_for(f"the scheduler to start {WATCH}", runs, 120, check=deployment.check)
+    assert len(started) == 1, started
+    run = deployment.wait_run(WATCH, started[0]["dag_run_id"], timeout=120)
+    assert run["run_type"] == "asset_triggered" and run["state"] == "success", run
+    assert [e["id"] for e in api.upstream_asset_events(WATCH, run["dag_run_id"])] == [event["id"]]
+    alert_ti = api.task_instance(WATCH, run["dag_run_id"], "alert")
+    log = api.task_log(WATCH, run["dag_run_id"], "alert", alert_ti["try_number"])
+    alerts = [line for line in log.splitlines() if "ALERT: MirPanel balance:" in line]
+    assert len(alerts) == 1 and payload["message"] in alerts[0], log[-2000:]
+    assert api.xcom(WATCH, run["dag_run_id"], "alert") == [payload["message"]]
+    scenario.note(f"{run['run_type']} run {run['state']}, ended "
+                  f"{seconds_between(event['timestamp'], run['end_date']):.1f} s after the event; "
+                  f"alert: {payload['message']}")
+
+    # Still low: more polls, no more events or runs — also after the triggerer is killed and restarted
+    # (whether it alerted already lives in the asset's state store, not in the triggerer).
+    mark = len(sandbox.requests)
+    wait_polls(mark, 3, f"at {low} after the alert run")
+    assert len(events()) == 1 and len(runs()) == 1, (events(), runs())
+    killed = deployment.services["triggerer"].kill9()
+    restarted = len(sandbox.requests)
+    deployment.restart("triggerer")
+    back = wait_for("the watcher's trigger back in the restarted triggerer",
+                    lambda: running_watcher(deployment, not_job=job_id), 120, check=deployment.check)
+    wait_polls(restarted, 3, "in the restarted triggerer")
+    assert len(events()) == 1 and len(runs()) == 1, (events(), runs())
+    scenario.note(f"{balance_polls(sandbox, dropped)} polls while low (triggerer killed with {len(killed)} "
+                  f"processes and restarted: trigger {back[0]} in job {back[2]}): still 1 event, 1 run")
+
+    # Recovered, then dropped again: a second crossing, a second event and run.
+    recovered = len(sandbox.requests)
+    sandbox.state.balance = fine
+    wait_polls(recovered, 2, f"at {fine} again")  # the second certainly read it
+    assert len(events()) == 1
+    sandbox.state.balance = low
+    second = wait_for("a second asset event", lambda: events() if len(events()) >= 2 else None, 60, interval=0.2,
+                      check=deployment.check)
+    assert len(second) == 2 and second[1]["extra"]["payload"]["status"] == "low", second
+    both = wait_for(f"the scheduler to start a second {WATCH} run",
+                    lambda: runs() if len(runs()) >= 2 else None, 120, check=deployment.check)
+    again = deployment.wait_run(WATCH, both[1]["dag_run_id"], timeout=120)
+    assert again["run_type"] == "asset_triggered" and again["state"] == "success", again
+    assert len(events()) == 2 and len(runs()) == 2
+    scenario.note(f"recovered to {fine:.2f} and dropped again: event {second[1]['id']}, run {again['state']}")
+
+    # Paused again: the next parse removes the watcher's trigger.
+    api.set_paused(WATCH, True)
+    api.reparse(WATCH)
+    wait_for("the watcher's trigger removed", lambda: watcher_trigger(deployment) is None, 60, check=deployment.check)
+    scenario.note(f"paused: trigger gone; requests: {request_counts(list(sandbox.requests)[start:])}")
