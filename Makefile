@@ -44,7 +44,8 @@ bench-deployment: $(E2E_STAMP)
 	$(BIN)/python -m benchmarks --deployment
 
 # A real Airflow deployment on 127.0.0.1 (PostgreSQL, api-server, scheduler, dag-processor, triggerer)
-# driven through issue 11's five scenarios, in .e2e/ (a few minutes; README: "Production deployment").
+# driven through seven scenarios (issue 11's five; issue 15's asset-triggered report and balance watch),
+# in .e2e/ (about 3 minutes; README: "Production deployment").
 e2e: $(E2E_STAMP)
 	$(BIN)/pytest -m e2e tests/e2e -q -p no:cacheprovider
 
