@@ -579,6 +579,19 @@ class Deployment:
         return self.home / "logs"
 
     @property
+    def openlineage_file(self) -> Path:
+        """Where every process writes its OpenLineage events (the file transport, one JSON per line)."""
+        return self.logs / "openlineage.jsonl"
+
+    def openlineage_events(self, job: str, event_type: str = "COMPLETE") -> list[dict[str, Any]]:
+        """The OpenLineage events of one job (``<dag id>.<task id>``) of a given type, oldest first."""
+        if not self.openlineage_file.exists():
+            return []
+        events = [json.loads(line) for line in self.openlineage_file.read_text().splitlines() if line.strip()]
+        return [event for event in events
+                if event.get("job", {}).get("name") == job and event.get("eventType") == event_type]
+
+    @property
     def marker_env(self) -> dict[str, str]:
         return {MARKER: str(self.home)}
 
@@ -659,6 +672,10 @@ class Deployment:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": json.dumps(warehouse),
+            # OpenLineage on, to a file: scenario 1 reads what a lineage tool would get
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "append": True,
+                                                           "log_file_path": str(self.openlineage_file)}),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "mirpanel_e2e",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",

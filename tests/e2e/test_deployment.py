@@ -259,6 +259,33 @@ def test_campaign_defers_and_loads_final_statuses(deployment: Deployment, sandbo
     assert sorted(row["order_key"] for row in warehouse) == sorted(placed)
     scenario.note(f"final statuses in the warehouse: {dict(Counter(row['status'] for row in warehouse))}")
     assert trigger_row(deployment, run_id, "wait_for_orders") is None  # the trigger is cleaned up
+    scenario.note("OpenLineage: " + check_lineage(deployment, sandbox, run_id))
+
+
+Datasets = list[tuple[str, str]]
+
+
+def lineage_of(deployment: Deployment, task_id: str, run_id: str) -> tuple[Datasets, Datasets]:
+    """(inputs, outputs) as (namespace, name) of the COMPLETE OpenLineage event of a campaign task of one run."""
+    events = [event for event in deployment.openlineage_events(f"{CAMPAIGN}.{task_id}")
+              if run_id in json.dumps(event["run"].get("facets", {}))]
+    assert len(events) == 1, f"{len(events)} COMPLETE OpenLineage events of {task_id} in {run_id}"
+    return ([(d["namespace"], d["name"]) for d in events[0].get("inputs", [])],
+            [(d["namespace"], d["name"]) for d in events[0].get("outputs", [])])
+
+
+def check_lineage(deployment: Deployment, sandbox: SandboxPanel, run_id: str) -> str:
+    """The campaign's OpenLineage events show panel → warehouse: the operators' facets, the hook-level
+    lineage of the warehouse tasks (the panel dataset loaded, the PostgreSQL table written)."""
+    assert deployment.postgres is not None
+    panel = f"mirpanel://127.0.0.1:{sandbox.port}"
+    table = (f"postgres://127.0.0.1:{deployment.postgres.port}", "warehouse.public.orders")
+    place = lineage_of(deployment, "place_orders", run_id)
+    # the balance read before placing; no services: the catalogue came from the services task
+    assert place == ([(panel, "balance")], [(panel, "orders")]), place
+    load = lineage_of(deployment, "load_final_statuses", run_id)
+    assert load == ([(panel, "orders")], [table]), load
+    return f"place_orders → {place[1][0][0]}/orders; load_final_statuses {load[0][0][1]} → {'/'.join(table)}"
 
 
 @pytest.mark.scenario(2, "task process killed mid-placement → retry → re-trigger")
