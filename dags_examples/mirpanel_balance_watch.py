@@ -14,7 +14,8 @@ low. This one costs a triggerer coroutine and no worker slot until there is some
 
 The thresholds are the trigger's arguments, fixed when the DAG file is parsed: edit them below (or
 set ``MIRPANEL_BALANCE_MIN`` / ``MIRPANEL_BALANCE_HOURS`` / ``MIRPANEL_BALANCE_POLL`` for the
-dag-processor). Connection: ``mirpanel_default`` (read by the triggerer).
+dag-processor; ``MIRPANEL_BALANCE_HOURS`` empty or 0 alerts on the minimum only). Connection:
+``mirpanel_default`` (read by the triggerer).
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ from airflow_provider_mirpanel.triggers.balance import BalanceTrigger
 
 log = logging.getLogger(__name__)
 
+
+def run_out_hours(value: str) -> float | None:
+    """``MIRPANEL_BALANCE_HOURS``: hours, or None (no run-out alert) when empty or 0."""
+    return float(value) if value.strip() and float(value) else None
+
+
 BALANCE_LOW = Asset(
     "mirpanel_balance_low",
     watchers=[AssetWatcher(name="mirpanel_balance_watch", trigger=BalanceTrigger(
         mirpanel_conn_id="mirpanel_default",
         min_balance=float(os.environ.get("MIRPANEL_BALANCE_MIN", "50")),
-        runs_out_within_hours=float(os.environ.get("MIRPANEL_BALANCE_HOURS", "24")),
+        runs_out_within_hours=run_out_hours(os.environ.get("MIRPANEL_BALANCE_HOURS", "24")),
         poll_interval=float(os.environ.get("MIRPANEL_BALANCE_POLL", "300")),
     ))],
 )

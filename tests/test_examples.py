@@ -300,3 +300,10 @@ def test_the_balance_watch_dag_watches_its_asset_with_a_balance_trigger(example_
         "mirpanel_conn_id": "mirpanel_default", "min_balance": 50.0, "runs_out_within_hours": 24.0,
         "poll_interval": 300.0}
     assert list(dag.task_dict) == ["alert"] and asset in dag.task_dict["alert"].inlets
+
+
+def test_the_balance_watch_alerts_on_the_minimum_only_when_its_hours_are_empty_or_zero(warehouse: ModuleType) -> None:
+    import mirpanel_balance_watch  # the DAGs folder is on sys.path while the warehouse fixture is
+
+    hours = [mirpanel_balance_watch.run_out_hours(value) for value in ("", " ", "0", "0.0", "24", "1.5")]
+    assert hours == [None, None, None, None, 24.0, 1.5]
