@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -206,9 +207,10 @@ def warehouse_module() -> Any:
 
 def test_the_example_warehouse_names_its_tables_after_the_panel_datasets_they_load(
         panel: SandboxPanel, collector: Any, warehouse_module: Any, tmp_path: Path) -> None:
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, make_url
 
-    postgres = create_engine("postgresql+psycopg2://etl:secret@db.internal:6543/marketing")  # never connected
+    # only the URL counts (no driver needed, nothing connects)
+    postgres = SimpleNamespace(url=make_url("postgresql+psycopg2://etl:secret@db.internal:6543/marketing"))
     warehouse_module.report_lineage(postgres, ["orders"], [warehouse_module.order_status_history,
                                                             warehouse_module.orders])
     sqlite = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
@@ -222,6 +224,10 @@ def test_the_example_warehouse_names_its_tables_after_the_panel_datasets_they_lo
     assert outputs == [("postgres://db.internal:6543/marketing/public/order_status_history", 1),
                        ("postgres://db.internal:6543/marketing/public/orders", 1)]
     assert "secret" not in json.dumps([*inputs, *outputs])
+    table_uri, orders = warehouse_module.table_uri, warehouse_module.orders
+    assert table_uri(make_url("mysql+mysqldb://etl:secret@db.internal/marketing"), orders) == \
+        "mysql://db.internal:3306/marketing/orders"
+    assert table_uri(make_url(f"sqlite:///{tmp_path / 'w.db'}"), orders) is None
 
 
 # -- the "Panel order" link ------------------------------------------------------------------------
