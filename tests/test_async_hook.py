@@ -26,7 +26,7 @@ FAST_RETRIES = {"backoff": 0.01, "retries": 3}
 
 def connect(monkeypatch: pytest.MonkeyPatch, panel: SandboxPanel, **extra: Any) -> None:
     """Point ``mirpanel_default`` at the panel with these connection extras."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {**FAST_RETRIES, **extra}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**{**FAST_RETRIES, **extra})))
 
 
 def with_hook(call: Callable[[MirPanelAsyncHook], Awaitable[T]]) -> T:

@@ -29,7 +29,7 @@ HOUR = 3600.0
 @pytest.fixture(autouse=True)
 def fast_retries(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
     """Hook retries in milliseconds, so that fault tests stay fast."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"backoff": 0.01, "retries": 1}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(backoff=0.01, retries=1)))
 
 
 def spending_history(now: float, start: float, per_hour: float, hours: int) -> list[list[float]]:

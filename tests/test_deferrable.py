@@ -42,7 +42,7 @@ Sensor = OrderStatusSensor | RefillStatusSensor
 
 @pytest.fixture(autouse=True)
 def fast_retries(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"backoff": 0.01, "retries": 1}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(backoff=0.01, retries=1)))
 
 
 def orders_sensor(**kwargs: Any) -> OrderStatusSensor:

@@ -128,7 +128,7 @@ def run(fault: Fault, panel: SandboxPanel, hook: MirPanelHook, call: Callable[[M
 
 @pytest.mark.parametrize(("fault", "action"), CELLS, ids=[f"{fault.name} × {action}" for fault, action in CELLS])
 def test_fault_matrix_cell(fault: Fault, action: str, panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": SETTINGS}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**SETTINGS)))
     setup_hook = MirPanelHook()
     case = scenario(action, panel, setup_hook)
     setup_hook.close()

@@ -29,7 +29,7 @@ FAST_RETRIES = {"retries": 4, "backoff": 0.01, "timeout": 2}
 @pytest.fixture
 def hook(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> Iterator[MirPanelHook]:
     """A hook on the sandbox whose retries back off in milliseconds."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": FAST_RETRIES}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**FAST_RETRIES)))
     hook = MirPanelHook()
     yield hook
     hook.close()

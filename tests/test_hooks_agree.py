@@ -91,7 +91,7 @@ def arguments(method: str, panel: SandboxPanel) -> tuple[Any, ...]:
 def test_both_hooks_give_the_same_outcome_under_each_fault(
     fault: Fault, method: str, panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": SETTINGS}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**SETTINGS)))
     panel.speed = 0  # statuses hold still between the two calls
     args = arguments(method, panel)
     action = ACTION_OF[method]
@@ -111,7 +111,7 @@ def test_a_multi_call_whose_batches_fail_differently_raises_the_most_serious_in_
     panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first batch fails transiently, the second with a refused key: both hooks raise the refused key."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"retries": 0, "concurrency": 1}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(retries=0, concurrency=1)))
     ids = panel.create_orders(150)
     first, second = str(ids[0]), str(ids[100])
     panel.faults.add("status", "http_status", status=503, times=None,

@@ -57,7 +57,7 @@ def datasets(lineage: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]
 
 
 def with_order_page(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch, pattern: Any) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"order_url": pattern}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(order_url=pattern)))
 
 
 def place_one(panel: SandboxPanel, ti: StandInTi | None = None,

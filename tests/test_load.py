@@ -36,7 +36,7 @@ PASS_REQUESTS = [1000, 1000, 500]  # all pending; all still pending when asked; 
 @pytest.fixture
 def lifecycle(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SandboxPanel, list[int]]]:
     """100,000 orders on a frozen clock: half end at sandbox t=70 s, half at t=260 s (IDs interleaved)."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"concurrency": 8}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(concurrency=8)))
     panel.speed = 0
     service = panel.catalogue.first_of_type("Default")["service"]
     quick = panel.create_orders(N // 2, service=service, quantity=100)  # 60 s pending + 10 s delivery
@@ -149,7 +149,7 @@ def test_100000_orders_waited_for_by_the_trigger_ask_only_about_pending_ones(
 def test_2000_orders_placed_concurrently_are_all_accounted_for_and_charges_add_up(
     panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"concurrency": 16}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(concurrency=16)))
     panel.speed = 0
     service = panel.catalogue.first_of_type("Default")
     orders = [{"service": service["service"], "link": f"https://example.com/load/{i}",

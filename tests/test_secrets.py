@@ -136,7 +136,7 @@ def debug_logging() -> Iterator[Capture]:
 def scan(panel: SandboxPanel, debug_logging: Capture, capfd: pytest.CaptureFixture[str],
          monkeypatch: pytest.MonkeyPatch) -> Scan:
     """Small timeouts and quick retries on the sandbox connection, and a scanner for its key."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": FAST}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**FAST)))
     return Scan([panel.api_key], debug_logging, capfd)
 
 
@@ -214,7 +214,7 @@ def test_failures_and_retries_keep_the_key_out_of_everything(panel: SandboxPanel
 def test_a_wrong_key_is_not_leaked_either(panel: SandboxPanel, debug_logging: Capture,
                                           capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = "wrong-key-" + panel.api_key[::-1]
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "password": wrong, "extra": FAST}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(**FAST), "password": wrong}))
     scan = Scan([wrong, panel.api_key], debug_logging, capfd)
     hook = MirPanelHook()
     error = scan.call(hook.get_balance)

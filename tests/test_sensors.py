@@ -97,7 +97,7 @@ def test_progress_is_logged_each_poke(panel: SandboxPanel, capsys: pytest.Captur
 
 def test_a_failed_poke_is_logged_as_failed_not_as_progress(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"retries": 1, "backoff": 0.01}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(retries=1, backoff=0.01)))
     ids = frozen_orders(panel, 20)
     panel.set_order(ids[0], "Completed")
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=60)

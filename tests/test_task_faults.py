@@ -33,7 +33,7 @@ QUICK = {"timeout": 1.0, "connect_timeout": 0.5, "retries": 2, "backoff": 0.02}
 @pytest.fixture
 def quick(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> SandboxPanel:
     """The sandbox connection with short timeouts and quick retries."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": QUICK}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**QUICK)))
     return panel
 
 
@@ -393,7 +393,7 @@ def test_a_wait_that_outlasts_the_sensor_timeout_during_an_outage_times_out_clea
 def test_a_refused_key_still_ends_a_poke_mode_wait_at_once(quick: SandboxPanel,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     panel = quick
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "password": "wrong", "extra": QUICK}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(**QUICK), "password": "wrong"}))
     sensor = OrderStatusSensor(task_id="wait", order_ids=[1], poke_interval=0.1, timeout=30, mode="poke")
     with pytest.raises(MirPanelError, match="Invalid API key"):
         sensor.execute(task_context())

@@ -25,7 +25,7 @@ TERMINAL = {"Completed", "Partial", "Canceled", "Refunded"}
 @pytest.fixture(autouse=True)
 def fast_retries(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
     """Hook retries in milliseconds, so that fault tests stay fast."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": FAST_RETRIES}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**FAST_RETRIES)))
 
 
 def events_of(trigger: BaseTrigger) -> list[dict[str, Any]]:
@@ -331,7 +331,7 @@ def test_the_deadline_ends_the_wait_with_a_timeout_event_naming_the_pending_orde
 def test_a_panel_that_never_answers_times_out_at_the_deadline(
     panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(), "extra": {"timeout": 0.2, "retries": 100}}))
+    monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(timeout=0.2, retries=100)))
     panel.faults.add("status", "html", times=None)
 
     started = time.monotonic()

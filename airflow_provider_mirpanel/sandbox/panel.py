@@ -179,22 +179,26 @@ class SandboxPanel:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/api/v2"
 
-    def connection(self) -> dict[str, str]:
-        """The Airflow connection's fields: conn_type ``mirpanel``, host = :attr:`url`, password = key."""
-        return {"conn_type": "mirpanel", "host": self.url, "password": self.api_key}
+    def connection(self, **extra: Any) -> dict[str, Any]:
+        """The Airflow connection's fields: conn_type ``mirpanel``, host = :attr:`url`, password = key,
+        and ``extra`` with the client settings given (``panel.connection(retries=1)``)."""
+        fields: dict[str, Any] = {"conn_type": "mirpanel", "host": self.url, "password": self.api_key}
+        if extra:
+            fields["extra"] = extra
+        return fields
 
-    def connection_json(self) -> str:
+    def connection_json(self, **extra: Any) -> str:
         """The Airflow connection as JSON, the form ``AIRFLOW_CONN_*`` variables take."""
-        return json.dumps(self.connection())
+        return json.dumps(self.connection(**extra))
 
     def connection_uri(self) -> str:
         """The Airflow connection as a URI (``airflow connections add --conn-uri``)."""
         scheme, rest = self.url.split("://", 1)
         return f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
 
-    def env(self) -> dict[str, str]:
+    def env(self, **extra: Any) -> dict[str, str]:
         """``{"AIRFLOW_CONN_MIRPANEL_DEFAULT": <json>}``, to put in ``os.environ``."""
-        return {CONN_ENV_VAR: self.connection_json()}
+        return {CONN_ENV_VAR: self.connection_json(**extra)}
 
     # -- observing ----------------------------------------------------------------------------
 
