@@ -14,6 +14,11 @@ def _number(label: str, description: str, kind: str, default: float, minimum: fl
             "schema": {"type": [kind, "null"], "default": default, "minimum": minimum}}
 
 
+def _default_budgets() -> str:
+    return ", ".join(f"{action} {defaults.budget_text(*budget)}"
+                     for action, budget in defaults.DEFAULT_RATE_LIMITS.items())
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider, its hook, operators, sensors, triggers and the ``mirpanel`` connection."""
     return {
@@ -72,9 +77,19 @@ def connection_type() -> dict[str, Any]:
                                "number", defaults.DEFAULT_BACKOFF, 0),
             "concurrency": _number("Concurrency", "Requests in flight at once for multi-ID calls "
                                    "(100 IDs per request).", "integer", defaults.DEFAULT_CONCURRENCY, 1),
-            "rate_limit": _number("Rate limit (requests/min)", "Most requests per minute this "
-                                  "client sends; 0 means no limit (429 replies are still "
-                                  "honoured).", "number", defaults.DEFAULT_RATE_LIMIT, 0),
+            "rate_limits": {
+                "label": "Rate limits per action",
+                "description": f"Empty: the default budgets ({_default_budgets()}; the first four are the published "
+                "limits). "
+                'To change some, JSON of requests per minute, e.g. {"add": 30, "status": 240} or '
+                '{"services": {"limit": 20, "per": 3600}}; "off" for none. Each task keeps its own '
+                "budgets.",
+                "schema": {"type": ["string", "null"]},
+            },
+            "rate_limit": _number("Overall rate limit (requests/min)", "Most requests per minute of all "
+                                  "actions together, evenly spaced, on top of the per-action limits; "
+                                  "0 means no overall limit (429 replies are honoured anyway).",
+                                  "number", defaults.DEFAULT_RATE_LIMIT, 0),
             "verify_ssl": {
                 "label": "Verify TLS certificates",
                 "description": "Turning this off needs 'Allow insecure transport' too.",

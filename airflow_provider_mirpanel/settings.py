@@ -7,22 +7,24 @@ extra the client settings declared as ``conn-fields`` in the provider metadata.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_mirpanel import defaults
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.protocol import RetryPolicy, to_bool, to_float
+from airflow_provider_mirpanel.protocol import Action, RetryPolicy, to_bool, to_float
+from airflow_provider_mirpanel.ratelimit import DEFAULT_BUDGETS, MAX_LIMIT, Budget
 
 log = logging.getLogger(__name__)
 
 #: Connection-extra keys this provider reads; none of them is ever sent to the panel.
 EXTRA_KEYS = frozenset(
-    {"timeout", "connect_timeout", "retries", "backoff", "concurrency", "rate_limit", "allow_insecure",
-     "verify_ssl", "verify", "order_url"}
+    {"timeout", "connect_timeout", "retries", "backoff", "concurrency", "rate_limit", "rate_limits",
+     "allow_insecure", "verify_ssl", "verify", "order_url"}
 )
 
 
@@ -68,9 +70,72 @@ def _number(extra: Mapping[str, Any], name: str, default: float, minimum: float)
     return number
 
 
+def _is_off(value: Any) -> bool:
+    """``"off"`` or ``false`` (also as the form's text ``"false"``)."""
+    return value is False or (isinstance(value, str) and value.strip().lower() in (defaults.RATE_LIMITS_OFF, "false"))
+
+
+def _budget(action: str, value: Any) -> Budget | None:
+    """One action's budget from ``rate_limits``: requests a minute, ``{"limit": n, "per": seconds}``,
+    or 0 / ``"off"`` / ``false`` for none."""
+    if _is_off(value):
+        return None
+    if isinstance(value, Mapping):
+        limit, per = to_float(value.get("limit")), to_float(value.get("per"))
+        if set(value) == {"limit", "per"} and limit is not None and limit == int(limit) and per is not None \
+                and 1 <= limit <= MAX_LIMIT and per > 0:
+            return Budget(int(limit), per)
+    elif not isinstance(value, bool) and (per_minute := to_float(value)) is not None \
+            and 0 <= per_minute <= MAX_LIMIT:
+        return Budget.per_minute(per_minute) if per_minute else None
+    raise MirPanelInputError(
+        f"connection extra 'rate_limits', action {action!r}: give requests per minute (a number from 0 "
+        f'to {MAX_LIMIT:,}), {{"limit": <whole number >= 1>, "per": <seconds>}}, or "off"; got {value!r}')
+
+
+def parse_rate_limits(raw: Any) -> dict[str, Budget]:
+    """The per-action budgets from the ``rate_limits`` extra (already read; None: absent).
+
+    Absent: the published limits (:data:`~airflow_provider_mirpanel.ratelimit.DEFAULT_BUDGETS`).
+    ``"off"`` or ``false``: none. An object (or its JSON text, as the connection form stores it)
+    overrides the actions it names and keeps the defaults of the others; per action a number of
+    requests per minute, ``{"limit": n, "per": seconds}``, or 0 / ``"off"`` for no budget.
+
+    :raises MirPanelInputError: not one of these, or an unknown action.
+    """
+    budgets = dict(DEFAULT_BUDGETS)
+    if raw is None:
+        return budgets
+    if _is_off(raw):
+        return {}
+    given = raw
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    if not isinstance(raw, Mapping):
+        raise MirPanelInputError(
+            'connection extra \'rate_limits\' must be "off", or an object of action: requests per minute '
+            f'(e.g. {{"add": 30, "services": {{"limit": 10, "per": 3600}}}}); got {given!r:.120}')
+    known = [action.value for action in Action]
+    for action, value in raw.items():
+        if action not in known:
+            raise MirPanelInputError(f"connection extra 'rate_limits' names no action {action!r}; "
+                                     f"the actions are {', '.join(known)}")
+        budget = _budget(action, value)
+        if budget is None:
+            budgets.pop(action, None)
+        else:
+            budgets[action] = budget
+    return budgets
+
+
 @dataclass(frozen=True)
 class ClientSettings:
-    """How the hook talks to a panel: where, how long to wait, how often to retry, how many at once."""
+    """How the hook talks to a panel: where, how long to wait, how often to retry, how many at once,
+    and how many requests of each action it may start per minute (``rate_limits``, per action;
+    ``rate_limit``, all actions together)."""
 
     url: str = defaults.DEFAULT_API_URL
     timeout: float = defaults.DEFAULT_TIMEOUT
@@ -79,6 +144,7 @@ class ClientSettings:
     backoff: float = defaults.DEFAULT_BACKOFF
     concurrency: int = defaults.DEFAULT_CONCURRENCY
     rate_limit: float = defaults.DEFAULT_RATE_LIMIT
+    rate_limits: Mapping[str, Budget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     verify: bool = True
 
     @property
@@ -100,6 +166,7 @@ class ClientSettings:
             backoff=_number(extra, "backoff", cls.backoff, 0),
             concurrency=int(_number(extra, "concurrency", cls.concurrency, 1)),
             rate_limit=_number(extra, "rate_limit", cls.rate_limit, 0),
+            rate_limits=parse_rate_limits(_extra(extra, "rate_limits")),
             verify=verify is not False,
         )
         settings.check_transport(allow_insecure=bool(to_bool(_extra(extra, "allow_insecure"))))

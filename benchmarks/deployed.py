@@ -78,7 +78,7 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
             api = deployment.api
             api.call("POST", "/connections", expect=(201,), json={
                 "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": panel.url,
-                "password": panel.api_key})
+                "password": panel.api_key, "extra": json.dumps(panel.connection()["extra"])})
             api.set_paused(DAG_ID, False)
             progress_note = f"deployment up in {deployment.timings['total']:.0f} s"
             print(progress_note, flush=True)

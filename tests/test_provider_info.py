@@ -28,7 +28,8 @@ def test_connection_type_is_declared_with_relabelled_fields_and_conn_fields() ->
     assert behaviour["relabeling"] == {"host": "API URL", "password": "API key"}
     assert behaviour["placeholders"]["host"] == DEFAULT_API_URL
     assert set(conn["conn-fields"]) <= EXTRA_KEYS
-    assert {"timeout", "retries", "concurrency", "rate_limit", "order_url"} <= set(conn["conn-fields"])
+    assert {"timeout", "retries", "concurrency", "rate_limit", "rate_limits", "order_url"} <= set(conn["conn-fields"])
+    assert "add 60/min" in conn["conn-fields"]["rate_limits"]["description"]
     assert info["extra-links"] == ["airflow_provider_mirpanel.links.PanelOrderLink"]
 
 

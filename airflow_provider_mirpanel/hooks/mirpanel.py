@@ -8,7 +8,6 @@ bytes: reading the connection, planning multi-ID calls, decoding replies and mer
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
@@ -47,7 +46,7 @@ from airflow_provider_mirpanel.protocol import (
     retry_arguments,
     single_form,
 )
-from airflow_provider_mirpanel.ratelimit import RateLimiter
+from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, Clock, RateLimiter
 from airflow_provider_mirpanel.settings import ClientSettings
 from airflow_provider_mirpanel.version_compat import (
     BaseHook,
@@ -98,8 +97,11 @@ class MirPanelHook(BaseHook):
 
     The connection's host is the API URL (empty: ``https://mirpanel.com/api/v2``), its password the
     API key. Connection extras set the client: ``timeout`` and ``connect_timeout`` (s), ``retries``,
-    ``backoff`` (s), ``concurrency``, ``rate_limit`` (requests/min), ``verify_ssl``,
-    ``allow_insecure``; none of them is ever sent.
+    ``backoff`` (s), ``concurrency``, ``rate_limits`` (per-action budgets; by default the published
+    limits: ``add`` 60/min, ``status`` 120/min, ``balance`` 30/min, ``services`` 10/hour),
+    ``rate_limit`` (requests/min for all actions together), ``verify_ssl``, ``allow_insecure``; none
+    of them is ever sent. The budgets are the hook's own: each hook (each task, each process) paces
+    only its own requests.
 
     Multi-ID methods take any iterable of IDs, drop duplicates, send them in requests of at most 100
     IDs (``concurrency`` at once) and return one flat record per distinct ID in input order; a
@@ -120,6 +122,8 @@ class MirPanelHook(BaseHook):
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._panel: PanelConnection | None = None
+        #: Time for the request budgets (tests replace it before the first request).
+        self.clock: Clock = SYSTEM_CLOCK
         self._limiter = RateLimiter()
         self._lineage_reported: set[Action] = set()
 
@@ -153,7 +157,7 @@ class MirPanelHook(BaseHook):
                     conn = self.get_connection(self.mirpanel_conn_id)
                     panel = PanelConnection.read(self.mirpanel_conn_id, conn, conn.extra_dejson)
                     mask_secret(panel.key)
-                    self._limiter = RateLimiter(panel.settings.rate_limit)
+                    self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self.clock)
                     self._panel = panel
         return self._panel
 
@@ -184,9 +188,7 @@ class MirPanelHook(BaseHook):
     def _send(self, action: Action, form: dict[str, str]) -> Any:
         """Send one request once and decode its reply."""
         session, panel = self.get_conn(), self.panel
-        delay = self._limiter.reserve()
-        if delay:
-            time.sleep(delay)
+        self._limiter.wait(action.value, self.log)
         failure: MirPanelError | None = None
         try:
             response = session.post(panel.settings.url, data=panel.body(form), allow_redirects=False,

@@ -30,7 +30,7 @@ from airflow_provider_mirpanel.protocol import (
     parse_balance,
     retry_arguments,
 )
-from airflow_provider_mirpanel.ratelimit import RateLimiter
+from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, Clock, RateLimiter
 from airflow_provider_mirpanel.settings import ClientSettings
 from airflow_provider_mirpanel.version_compat import BaseHook, aextra_dejson, amask_secret
 
@@ -63,7 +63,8 @@ class MirPanelAsyncHook(BaseHook):
     """Read order and refill statuses and the balance from a panel, asynchronously.
 
     Uses the same ``mirpanel`` connection as :class:`MirPanelHook` (host = API URL, password = API
-    key, extras = client settings; none of the extras is ever sent). Multi-ID methods split the IDs
+    key, extras = client settings, among them the request budgets ``rate_limits`` and ``rate_limit``,
+    kept per hook; none of the extras is ever sent). Multi-ID methods split the IDs
     into requests of at most 100, run ``concurrency`` of them at once over one keep-alive pool, and
     return one record per distinct ID in input order; transient failures are retried with the
     protocol's backoff. Use it as ``async with MirPanelAsyncHook(...) as hook:`` or call
@@ -81,6 +82,8 @@ class MirPanelAsyncHook(BaseHook):
         super().__init__()
         self.mirpanel_conn_id = mirpanel_conn_id
         self._panel: PanelConnection | None = None
+        #: Time for the request budgets (tests replace it before the first request).
+        self.clock: Clock = SYSTEM_CLOCK
         self._limiter = RateLimiter()
         self._session: aiohttp.ClientSession | None = None
         self._reading = asyncio.Lock()  # concurrent first calls read the connection once
@@ -105,7 +108,7 @@ class MirPanelAsyncHook(BaseHook):
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
                 panel = PanelConnection.read(self.mirpanel_conn_id, conn, await aextra_dejson(conn))
                 await amask_secret(panel.key)
-                self._limiter = RateLimiter(panel.settings.rate_limit)
+                self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self.clock)
                 self._panel = panel
         return self._panel
 
@@ -140,9 +143,7 @@ class MirPanelAsyncHook(BaseHook):
     async def _send(self, action: Action, form: dict[str, str]) -> Any:
         """Send one request once and decode its reply."""
         session, panel = await self.get_conn(), await self.get_panel()
-        delay = self._limiter.reserve()
-        if delay:
-            await asyncio.sleep(delay)
+        await self._limiter.await_turn(action.value, self.log)
         failure: MirPanelError | None = None
         try:
             async with session.post(panel.settings.url, data=panel.body(form), allow_redirects=False) as response:

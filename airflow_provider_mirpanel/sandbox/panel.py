@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
+from airflow_provider_mirpanel.defaults import RATE_LIMITS_OFF
 from airflow_provider_mirpanel.protocol import order_cost, to_float, to_int
 from airflow_provider_mirpanel.sandbox.actions import PanelApi
 from airflow_provider_mirpanel.sandbox.catalogue import Catalogue, default_catalogue
@@ -181,20 +182,26 @@ class SandboxPanel:
 
     def connection(self, **extra: Any) -> dict[str, Any]:
         """The Airflow connection's fields: conn_type ``mirpanel``, host = :attr:`url`, password = key,
-        and ``extra`` with the client settings given (``panel.connection(retries=1)``)."""
-        fields: dict[str, Any] = {"conn_type": "mirpanel", "host": self.url, "password": self.api_key}
-        if extra:
-            fields["extra"] = extra
-        return fields
+        and ``extra``: the client settings given (``panel.connection(retries=1)``) and ``rate_limits``
+        ``"off"``.
+
+        The sandbox answers as fast as the machine allows and has no request limit of its own, and tests, demos and
+        benchmarks send thousands of requests: the published limits' budgets, which a connection to
+        a real panel gets by default, would only make them wait (``rate_limits=None`` keeps them).
+        """
+        return {"conn_type": "mirpanel", "host": self.url, "password": self.api_key,
+                "extra": {"rate_limits": RATE_LIMITS_OFF, **extra}}
 
     def connection_json(self, **extra: Any) -> str:
         """The Airflow connection as JSON, the form ``AIRFLOW_CONN_*`` variables take."""
         return json.dumps(self.connection(**extra))
 
     def connection_uri(self) -> str:
-        """The Airflow connection as a URI (``airflow connections add --conn-uri``)."""
+        """The Airflow connection as a URI (``airflow connections add --conn-uri``), with ``rate_limits``
+        ``"off"`` as :meth:`connection`."""
         scheme, rest = self.url.split("://", 1)
-        return f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
+        return (f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
+                f"?rate_limits={RATE_LIMITS_OFF}")
 
     def env(self, **extra: Any) -> dict[str, str]:
         """``{"AIRFLOW_CONN_MIRPANEL_DEFAULT": <json>}``, to put in ``os.environ``."""

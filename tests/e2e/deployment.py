@@ -896,7 +896,7 @@ def main() -> int:
             assert deployment.api is not None
             deployment.api.call("POST", "/connections", expect=(201,), json={
                 "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": panel.url,
-                "password": panel.api_key})
+                "password": panel.api_key, "extra": json.dumps(panel.connection()["extra"])})
             print(f"Airflow: http://127.0.0.1:{deployment.api_port} (user e2e, password in "
                   f"{deployment.airflow_home}/simple_auth_manager_passwords.json); timings {deployment.timings}",
                   flush=True)
