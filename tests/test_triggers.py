@@ -432,18 +432,19 @@ def test_repr_is_short(panel: SandboxPanel) -> None:
     )
 
 
-def test_the_trigger_module_leaves_the_async_hook_and_aiohttp_to_run() -> None:
-    """The triggerer imports trigger modules on its event loop: ours does not import aiohttp with it."""
+@pytest.mark.parametrize("module", ["airflow_provider_mirpanel.triggers.mirpanel",
+                                    "airflow_provider_mirpanel.triggers.balance"])
+def test_the_trigger_module_leaves_the_async_hook_and_aiohttp_to_run(module: str) -> None:
+    """The triggerer imports trigger modules on its event loop: ours do not import aiohttp with them."""
+    import importlib
     import subprocess
     import sys
 
     from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
-    from airflow_provider_mirpanel.triggers import mirpanel as trigger_module
 
-    code = ("import sys, airflow.triggers.base; before = set(sys.modules); "
-            "import airflow_provider_mirpanel.triggers.mirpanel; "
+    code = (f"import sys, airflow.triggers.base; before = set(sys.modules); import {module}; "
             "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'aiohttp' "
             "or m == 'airflow_provider_mirpanel.hooks.mirpanel_async'))")
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert imported.stdout.strip() == "[]"
-    assert MirPanelAsyncHook.default_conn_name == trigger_module.DEFAULT_CONN_ID
+    assert MirPanelAsyncHook.default_conn_name == importlib.import_module(module).DEFAULT_CONN_ID

@@ -40,14 +40,17 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
-from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.spending import BalanceHistory, assess, threshold
 from airflow_provider_mirpanel.taskstate import digest
+from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class
+
+if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
+    from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 
 Payload = dict[str, Any]
 
@@ -100,7 +103,7 @@ class BalanceTrigger(BaseEventTrigger):
 
     def __init__(
         self,
-        mirpanel_conn_id: str = MirPanelAsyncHook.default_conn_name,
+        mirpanel_conn_id: str = DEFAULT_CONN_ID,
         min_balance: float | None = None,
         runs_out_within_hours: float | None = None,
         poll_interval: float = 300.0,
@@ -135,7 +138,7 @@ class BalanceTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll forever; yield an event at each crossing into low (or into a lasting error)."""
         state = await self._load()
-        hook = MirPanelAsyncHook(self.mirpanel_conn_id)
+        hook = (await asyncio.to_thread(async_hook_class))(self.mirpanel_conn_id)
         async with hook:
             while True:
                 before = state.to_json()

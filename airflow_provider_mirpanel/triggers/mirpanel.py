@@ -38,6 +38,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol import normalize_ids
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
+from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class
 from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
 
 if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
@@ -50,15 +51,6 @@ Payload = dict[str, Any]
 MAX_TRIGGER_IDS = 2_500
 #: IDs named in a failed or timeout event; ``count`` says how many there were.
 MAX_EVENT_IDS = 100
-#: ``MirPanelAsyncHook.default_conn_name``, without importing the hook (and aiohttp) with this module.
-DEFAULT_CONN_ID = "mirpanel_default"
-
-
-def _async_hook_class() -> type[MirPanelAsyncHook]:
-    """The async hook's class; its module (aiohttp and friends) is imported on first use."""
-    from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
-
-    return MirPanelAsyncHook
 
 
 class _StatusTrigger(BaseTrigger):
@@ -112,7 +104,7 @@ class _StatusTrigger(BaseTrigger):
         """Poll until every ID has ended, one has failed, the deadline passes or an error ends the wait."""
         # The triggerer imports this module on its event loop, so the hook's module (aiohttp, ~0.1 s)
         # is imported here, in a thread, the first time a trigger runs.
-        hook = (await asyncio.to_thread(_async_hook_class))(self.mirpanel_conn_id)
+        hook = (await asyncio.to_thread(async_hook_class))(self.mirpanel_conn_id)
         try:
             async with hook:
                 payload = await self._wait(hook, self._progress())
