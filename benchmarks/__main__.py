@@ -67,6 +67,7 @@ def run(config: Config, progress: Callable[[Row], None]) -> list[Row]:
         add(cases.ledger_cost(panel, config))
         add(cases.deferral_sizes(panel, config))
         add(cases.mapped_catalogue(panel, config))
+        add(cases.default_budgets(panel, config))
     add(cases.parse_cost(config))
     return rows
 

@@ -8,6 +8,7 @@ fail, whatever the timings. Timing targets are only judged in the full run.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import json
 import math
@@ -27,6 +28,7 @@ import requests
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.protocol import MAX_IDS_PER_REQUEST, Action, decode_reply, parse_orders_status
+from airflow_provider_mirpanel.ratelimit import DEFAULT_BUDGETS
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
 from airflow_provider_mirpanel.taskstate import MemoryStateStore
@@ -675,4 +677,54 @@ def mapped_catalogue(panel: PanelProcess, config: Config) -> Row:
     row.met = stats["requests"].get("services") == 1
     row.check(row.met, f"{stats['requests'].get('services')} services requests")
     row.check(placed == 40 and stats["requests"].get("add") == 40, f"{placed} of 40 orders placed")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. The default request budgets
+# ---------------------------------------------------------------------------------------------
+
+
+class BudgetClock:
+    """Budget time for a hook: it passes only when the hook waits for its budget, instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def default_budgets(panel: PanelProcess, config: Config) -> Row:
+    """N adds, one after another, by a hook whose connection sets no ``rate_limits``: the published
+    60 a minute, on budget time (the requests are real, the waits are not slept)."""
+    n, budget = config.budget_n, DEFAULT_BUDGETS["add"]
+    service, quantity = panel.service()
+    hook = new_hook(panel, rate_limits=None)  # None: the default budgets, as a user's connection
+    hook.clock = clock = BudgetClock()
+    starts: list[float] = []
+    with latency(panel, 0.0):
+        panel.reset()
+        started = time.perf_counter()
+        for i in range(n):
+            hook.add_order(service, link=f"https://example.com/budget/{time.time_ns()}/{i}", quantity=quantity)
+            starts.append(clock.now)  # only the budget's wait moves the clock, and it comes before the send
+        wall = time.perf_counter() - started
+    hook.close()
+    stats = panel.stats()
+    busiest = max(bisect.bisect_left(starts, start + budget.per) - index for index, start in enumerate(starts))
+    floor = (math.ceil(n / budget.limit) - 1) * budget.per
+    row = Row(f"budget: adds under the default budget ({budget}), budget time", n,
+              requests=sum(stats["requests"].values()), wall=wall,
+              target=f"≤ {budget.limit} starts in any {budget.per:g} s; last start at {floor:g} s",
+              note=f"busiest {budget.per:g} s: {busiest} starts; last start at {starts[-1]:g} s of budget time "
+                   f"({starts[-1] / 60:.1f} min); wall is the real time (no wait slept)")
+    row.met = busiest <= budget.limit and starts[-1] == floor
+    row.check(stats["requests"] == {"add": n}, f"requests {stats['requests']}")
     return row

@@ -34,6 +34,7 @@ class Config:
     placement_n: int
     deferral_n: int  # orders a deferrable sensor waits for (trigger arguments, events, log lines)
     store_trip: float  # seconds one state-store call takes (the ledger-cost case's model)
+    budget_n: int  # adds placed under the default request budget (on budget time: no wait is slept)
     timed: bool = True
 
     @property
@@ -57,6 +58,7 @@ FULL = Config(
     placement_n=1_000,
     deferral_n=100_000,
     store_trip=STORE_TRIP,
+    budget_n=1_000,
 )
 
 QUICK = Config(
@@ -74,5 +76,6 @@ QUICK = Config(
     placement_n=40,
     deferral_n=3_000,
     store_trip=0.001,
+    budget_n=150,
     timed=False,
 )

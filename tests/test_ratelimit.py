@@ -223,6 +223,7 @@ def users_connection(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> It
 def test_a_default_hook_places_60_orders_a_minute(panel: SandboxPanel, users_connection: FakeClock) -> None:
     clock = users_connection
     hook = MirPanelHook()
+    assert hook.settings.rate_limits["add"] == Budget(60, MINUTE)  # the connection is read: the clock still counts
     hook.clock = clock
     service = dict(panel.catalogue.first_of_type("Default"))
     for i in range(65):

@@ -122,13 +122,21 @@ class MirPanelHook(BaseHook):
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
         self._panel: PanelConnection | None = None
-        #: Time for the request budgets (tests replace it before the first request).
-        self.clock: Clock = SYSTEM_CLOCK
+        self._clock: Clock = SYSTEM_CLOCK
         self._limiter = RateLimiter()
         self._lineage_reported: set[Action] = set()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
+
+    @property
+    def clock(self) -> Clock:
+        """The time the request budgets are kept in (the system's; tests and benchmarks give a fake one)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = self._limiter.clock = clock
 
     # -- the connection form on Airflow 3.1 (3.2+ reads provider_info's conn-fields instead) --------
 
@@ -157,7 +165,7 @@ class MirPanelHook(BaseHook):
                     conn = self.get_connection(self.mirpanel_conn_id)
                     panel = PanelConnection.read(self.mirpanel_conn_id, conn, conn.extra_dejson)
                     mask_secret(panel.key)
-                    self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self.clock)
+                    self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self._clock)
                     self._panel = panel
         return self._panel
 

@@ -82,14 +82,22 @@ class MirPanelAsyncHook(BaseHook):
         super().__init__()
         self.mirpanel_conn_id = mirpanel_conn_id
         self._panel: PanelConnection | None = None
-        #: Time for the request budgets (tests replace it before the first request).
-        self.clock: Clock = SYSTEM_CLOCK
+        self._clock: Clock = SYSTEM_CLOCK
         self._limiter = RateLimiter()
         self._session: aiohttp.ClientSession | None = None
         self._reading = asyncio.Lock()  # concurrent first calls read the connection once
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
+
+    @property
+    def clock(self) -> Clock:
+        """The time the request budgets are kept in (the system's; tests and benchmarks give a fake one)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = self._limiter.clock = clock
 
     async def __aenter__(self) -> MirPanelAsyncHook:
         return self
@@ -108,7 +116,7 @@ class MirPanelAsyncHook(BaseHook):
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
                 panel = PanelConnection.read(self.mirpanel_conn_id, conn, await aextra_dejson(conn))
                 await amask_secret(panel.key)
-                self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self.clock)
+                self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self._clock)
                 self._panel = panel
         return self._panel
 
