@@ -82,7 +82,7 @@ def connection_type() -> dict[str, Any]:
                 "description": f"Empty: the default budgets ({_default_budgets()}; the first four are the published "
                 "limits). "
                 'To change some, JSON of requests per minute, e.g. {"add": 30, "status": 240} or '
-                '{"services": {"limit": 20, "per": 3600}}; "off" for none. Each task keeps its own '
+                '{"services": {"limit": 20, "per": 3600}}; false for none. Each task keeps its own '
                 "budgets.",
                 "schema": {"type": ["string", "null"]},
             },

@@ -71,13 +71,13 @@ def _number(extra: Mapping[str, Any], name: str, default: float, minimum: float)
 
 
 def _is_off(value: Any) -> bool:
-    """``"off"`` or ``false`` (also as the form's text ``"false"``)."""
-    return value is False or (isinstance(value, str) and value.strip().lower() in (defaults.RATE_LIMITS_OFF, "false"))
+    """``false``, or the text ``"false"`` (as the connection form stores it) or ``"off"``."""
+    return value is False or (isinstance(value, str) and value.strip().lower() in ("false", "off"))
 
 
 def _budget(action: str, value: Any) -> Budget | None:
     """One action's budget from ``rate_limits``: requests a minute, ``{"limit": n, "per": seconds}``,
-    or 0 / ``"off"`` / ``false`` for none."""
+    or 0 / ``false`` for none."""
     if _is_off(value):
         return None
     if isinstance(value, Mapping):
@@ -90,16 +90,16 @@ def _budget(action: str, value: Any) -> Budget | None:
         return Budget.per_minute(per_minute) if per_minute else None
     raise MirPanelInputError(
         f"connection extra 'rate_limits', action {action!r}: give requests per minute (a number from 0 "
-        f'to {MAX_LIMIT:,}), {{"limit": <whole number >= 1>, "per": <seconds>}}, or "off"; got {value!r}')
+        f'to {MAX_LIMIT:,}), {{"limit": <whole number >= 1>, "per": <seconds>}}, or false; got {value!r}')
 
 
 def parse_rate_limits(raw: Any) -> dict[str, Budget]:
     """The per-action budgets from the ``rate_limits`` extra (already read; None: absent).
 
     Absent: the published limits (:data:`~airflow_provider_mirpanel.ratelimit.DEFAULT_BUDGETS`).
-    ``"off"`` or ``false``: none. An object (or its JSON text, as the connection form stores it)
+    ``false`` (or ``"off"``): none. An object (or its JSON text, as the connection form stores it)
     overrides the actions it names and keeps the defaults of the others; per action a number of
-    requests per minute, ``{"limit": n, "per": seconds}``, or 0 / ``"off"`` for no budget.
+    requests per minute, ``{"limit": n, "per": seconds}``, or 0 / ``false`` for no budget.
 
     :raises MirPanelInputError: not one of these, or an unknown action.
     """
@@ -116,7 +116,7 @@ def parse_rate_limits(raw: Any) -> dict[str, Budget]:
             raw = None
     if not isinstance(raw, Mapping):
         raise MirPanelInputError(
-            'connection extra \'rate_limits\' must be "off", or an object of action: requests per minute '
+            'connection extra \'rate_limits\' must be false, or an object of action: requests per minute '
             f'(e.g. {{"add": 30, "services": {{"limit": 10, "per": 3600}}}}); got {given!r:.120}')
     known = [action.value for action in Action]
     for action, value in raw.items():

@@ -274,8 +274,8 @@ def test_raised_budgets_are_opt_in(panel: SandboxPanel, monkeypatch: pytest.Monk
 
 
 def test_the_sandbox_connection_turns_the_budgets_off_and_keeps_it_with_other_extras(panel: SandboxPanel) -> None:
-    assert panel.connection()["extra"] == {"rate_limits": "off"}
-    assert panel.connection(retries=1)["extra"] == {"rate_limits": "off", "retries": 1}
+    assert panel.connection()["extra"] == {"rate_limits": False}
+    assert panel.connection(retries=1)["extra"] == {"rate_limits": False, "retries": 1}
     hook = MirPanelHook()  # the panel fixture set mirpanel_default to panel.connection_json()
     hook.clock = clock = FakeClock()
     for _ in range(31):

@@ -183,7 +183,7 @@ class SandboxPanel:
     def connection(self, **extra: Any) -> dict[str, Any]:
         """The Airflow connection's fields: conn_type ``mirpanel``, host = :attr:`url`, password = key,
         and ``extra``: the client settings given (``panel.connection(retries=1)``) and ``rate_limits``
-        ``"off"``.
+        ``false``.
 
         The sandbox answers as fast as the machine allows and has no request limit of its own, and tests, demos and
         benchmarks send thousands of requests: the published limits' budgets, which a connection to
@@ -198,10 +198,10 @@ class SandboxPanel:
 
     def connection_uri(self) -> str:
         """The Airflow connection as a URI (``airflow connections add --conn-uri``), with ``rate_limits``
-        ``"off"`` as :meth:`connection`."""
+        ``false`` as :meth:`connection`."""
         scheme, rest = self.url.split("://", 1)
         return (f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
-                f"?rate_limits={RATE_LIMITS_OFF}")
+                "?rate_limits=false")
 
     def env(self, **extra: Any) -> dict[str, str]:
         """``{"AIRFLOW_CONN_MIRPANEL_DEFAULT": <json>}``, to put in ``os.environ``."""
