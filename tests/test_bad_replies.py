@@ -188,3 +188,20 @@ def test_a_10_mb_bad_reply_is_a_typed_error_with_a_short_message(body: bytes, st
     assert type(caught.value) is expected
     limit = protocol.MAX_PANEL_TEXT + 100 if expected is MirPanelAPIError else 600  # a panel's text is kept, capped
     assert len(str(caught.value)) < limit
+
+
+def nested(depth: int) -> bytes:
+    """A reply whose containers nest ``depth`` levels, dicts and lists in turn: {"a": [{"a": [...]}]}."""
+    body = b"1"
+    for level in range(depth, 0, -1):
+        body = b'{"a": ' + body + b"}" if level % 2 else b"[" + body + b"]"
+    return body
+
+
+def test_a_reply_may_nest_100_levels_and_no_more_on_every_python() -> None:
+    deepest = protocol.decode_reply(nested(protocol.decode.MAX_DEPTH), 200, Action.BALANCE)
+    for _ in range(protocol.decode.MAX_DEPTH - 1):
+        deepest = deepest["a"] if isinstance(deepest, dict) else deepest[0]
+    assert deepest == [1]
+    with pytest.raises(exceptions.MirPanelResponseError, match="not JSON \\(nested too deeply\\)"):
+        protocol.decode_reply(nested(protocol.decode.MAX_DEPTH + 1), 200, Action.BALANCE)

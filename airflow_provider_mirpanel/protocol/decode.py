@@ -96,15 +96,15 @@ MAX_DEPTH = 100
 
 
 def _nested_too_deep(payload: dict[str, Any] | list[Any]) -> bool:
-    """Whether ``payload`` nests containers deeper than :data:`MAX_DEPTH` (iteratively: no recursion)."""
-    stack: list[tuple[Any, int]] = [(payload, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return True
-        items = value.values() if isinstance(value, dict) else value
-        stack.extend((item, depth + 1) for item in items if isinstance(item, (dict, list)))
-    return False
+    """Whether ``payload`` nests containers deeper than :data:`MAX_DEPTH` (level by level: no recursion)."""
+    level: list[Any] = [payload]
+    for _ in range(MAX_DEPTH):
+        # exact types (json makes no subclasses): the check runs on every reply, this is its hot loop
+        level = [item for value in level for item in (value.values() if type(value) is dict else value)
+                 if type(item) is dict or type(item) is list]
+        if not level:
+            return False
+    return True
 
 
 def _json_problem(error: Exception) -> str:
