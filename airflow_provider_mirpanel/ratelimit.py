@@ -176,6 +176,22 @@ class RateLimiter:
         return waited
 
 
+class BudgetClock:
+    """The ``clock`` property of a hook whose request budgets are a :class:`RateLimiter` in ``_limiter``."""
+
+    _clock: Clock
+    _limiter: RateLimiter
+
+    @property
+    def clock(self) -> Clock:
+        """The time the request budgets are kept in (the system's; tests and benchmarks give a fake one)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = self._limiter.clock = clock
+
+
 def _announce(pause: Pause, action: str, log: Log | None) -> None:
     if pause.announce and log is not None:
         log.info("Request budget %s used up: the next %r request waits %.1f s (connection extras "

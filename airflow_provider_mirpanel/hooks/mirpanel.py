@@ -46,7 +46,7 @@ from airflow_provider_mirpanel.protocol import (
     retry_arguments,
     single_form,
 )
-from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, Clock, RateLimiter
+from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
 from airflow_provider_mirpanel.settings import ClientSettings
 from airflow_provider_mirpanel.version_compat import (
     BaseHook,
@@ -92,7 +92,7 @@ def _outcome(future: Future[list[Any]]) -> list[Any] | BaseException:
     return future.exception() or future.result()
 
 
-class MirPanelHook(BaseHook):
+class MirPanelHook(BudgetClock, BaseHook):
     """Talk to MirPanel, or any panel serving the Perfect Panel API v2.
 
     The connection's host is the API URL (empty: ``https://mirpanel.com/api/v2``), its password the
@@ -128,15 +128,6 @@ class MirPanelHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
-
-    @property
-    def clock(self) -> Clock:
-        """The time the request budgets are kept in (the system's; tests and benchmarks give a fake one)."""
-        return self._clock
-
-    @clock.setter
-    def clock(self, clock: Clock) -> None:
-        self._clock = self._limiter.clock = clock
 
     # -- the connection form on Airflow 3.1 (3.2+ reads provider_info's conn-fields instead) --------
 

@@ -30,7 +30,7 @@ from airflow_provider_mirpanel.protocol import (
     parse_balance,
     retry_arguments,
 )
-from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, Clock, RateLimiter
+from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
 from airflow_provider_mirpanel.settings import ClientSettings
 from airflow_provider_mirpanel.version_compat import BaseHook, aextra_dejson, amask_secret
 
@@ -59,7 +59,7 @@ def transport_error(error: BaseException, action: Action) -> MirPanelError:
     return MirPanelError(f"request to the panel failed ({name}): {type(error).__name__}: {error}")
 
 
-class MirPanelAsyncHook(BaseHook):
+class MirPanelAsyncHook(BudgetClock, BaseHook):
     """Read order and refill statuses and the balance from a panel, asynchronously.
 
     Uses the same ``mirpanel`` connection as :class:`MirPanelHook` (host = API URL, password = API
@@ -89,15 +89,6 @@ class MirPanelAsyncHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
-
-    @property
-    def clock(self) -> Clock:
-        """The time the request budgets are kept in (the system's; tests and benchmarks give a fake one)."""
-        return self._clock
-
-    @clock.setter
-    def clock(self, clock: Clock) -> None:
-        self._clock = self._limiter.clock = clock
 
     async def __aenter__(self) -> MirPanelAsyncHook:
         return self
