@@ -530,11 +530,29 @@ class Api:
 
     def asset_events(self, **filters: Any) -> list[dict[str, Any]]:
         """Asset events (oldest first) matching ``filters`` (``asset_id``, ``source_dag_id``, ``source_run_id``, …)."""
-        return list(self.get("/assets/events", limit=100, **filters)["asset_events"])
+        return self._events("/assets/events", limit=100, **filters)
 
     def upstream_asset_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """The asset events a run consumed (those that made the scheduler start it)."""
-        return list(self.get(f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")["asset_events"])
+        return self._events(f"/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")
+
+    def _events(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """``asset_events`` of an endpoint that lists them, asked again while Airflow answers 500.
+
+        Airflow 3.3.2 answers 500 while a run an event created is still queued: the reply lists the
+        run with no ``start_date``, which its own response model refuses. The scheduler starts the run
+        within seconds, and the endpoint answers again.
+        """
+        deadline = time.monotonic() + 60
+        while True:
+            reply = self.session.get(f"{self.base_url}/api/v2{path}", params=params or None, timeout=60)
+            self.requests += 1
+            if reply.status_code != 500 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        if reply.status_code != 200:
+            raise DeploymentError(f"GET {path}: HTTP {reply.status_code}: {reply.text[:2000]}")
+        return list(reply.json()["asset_events"])
 
     def reparse(self, dag_id: str) -> None:
         """Ask the dag-processor to parse the DAG's file now (the UI's "Reparse Dag" button)."""
