@@ -540,8 +540,9 @@ class Api:
         """``asset_events`` of an endpoint that lists them, asked again while Airflow answers 500.
 
         Airflow 3.3.2 answers 500 while a run an event created is still queued: the reply lists the
-        run with no ``start_date``, which its own response model refuses. The scheduler starts the run
-        within seconds, and the endpoint answers again.
+        run with no ``start_date``, which its own response model refuses (apache/airflow#71360, fixed
+        by #71379 after 3.3.2). The scheduler starts the run within seconds, and the endpoint answers
+        again.
         """
         deadline = time.monotonic() + 60
         while True:
