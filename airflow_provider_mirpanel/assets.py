@@ -14,9 +14,12 @@ Nothing here talks to the panel.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: The stages a campaign event reports.
 STAGES = ("placed", "finished")
@@ -27,6 +30,20 @@ def balance_asset(mirpanel_conn_id: str) -> Any:
     from airflow_provider_mirpanel.version_compat import Asset
 
     return Asset(name=f"mirpanel_balance__{mirpanel_conn_id}", uri=f"mirpanel://{mirpanel_conn_id}/balance")
+
+
+def run_events(context: Mapping[str, Any], asset: Any) -> list[Any]:
+    """The asset events a task's run is about: those that triggered the run, else the asset's latest.
+
+    A run the scheduler starts for the asset has them in ``triggering_asset_events``. A run started by
+    hand (or by ``airflow dags test``) has none: then the asset's latest event, read through the
+    task's inlet (give the task ``inlets=[asset]``).
+    """
+    events = list(context["triggering_asset_events"].get(asset, []))
+    if not events:
+        events = list(context["inlet_events"][asset].ascending(False).limit(1))
+        log.info("no triggering event (a manual run): reporting the asset's latest event")
+    return events
 
 
 def campaign_summary(records: Sequence[Mapping[str, Any]], stage: str, campaign: str | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
+from airflow_provider_mirpanel.assets import run_events
 from airflow_provider_mirpanel.triggers.balance import BalanceTrigger
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,8 @@ BALANCE_LOW = Asset(
 
 
 def balance_events(context: dict[str, Any]) -> list[dict[str, Any]]:
-    """The trigger payloads of this run's asset events.
-
-    A run the scheduler starts for the asset has them in ``triggering_asset_events``. A run started
-    by hand (or by ``airflow dags test``, as ``make demo`` does) has none: it reports the asset's
-    latest event instead, read through the task's inlet.
-    """
-    events = list(context["triggering_asset_events"].get(BALANCE_LOW, []))
-    if not events:
-        events = list(context["inlet_events"][BALANCE_LOW].ascending(False).limit(1))
-        log.info("no triggering event (a manual run): reporting the asset's latest event")
-    return [event.extra.get("payload", {}) for event in events]
+    """The trigger payloads of this run's asset events (a run by hand: of the asset's latest event)."""
+    return [event.extra.get("payload", {}) for event in run_events(context, BALANCE_LOW)]
 
 
 with DAG(

@@ -15,16 +15,14 @@ from typing import Any
 from airflow.sdk import DAG, task
 from mirpanel_campaign_assets import CAMPAIGN_FINISHED
 
+from airflow_provider_mirpanel.assets import run_events
+
 log = logging.getLogger(__name__)
 
 
 def finished_campaigns(context: dict[str, Any]) -> list[dict[str, Any]]:
-    """The summaries of this run's asset events (a run by hand: the asset's latest event)."""
-    events = list(context["triggering_asset_events"].get(CAMPAIGN_FINISHED, []))
-    if not events:
-        events = list(context["inlet_events"][CAMPAIGN_FINISHED].ascending(False).limit(1))
-        log.info("no triggering event (a manual run): reporting the asset's latest event")
-    return [dict(event.extra) for event in events]
+    """The summaries of this run's asset events (a run by hand: of the asset's latest event)."""
+    return [dict(event.extra) for event in run_events(context, CAMPAIGN_FINISHED)]
 
 
 with DAG(
