@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
 # Airflow creates its home (config, logs) when imported: keep test runs out of the user's ~/airflow.
 # Set before anything imports Airflow, hence the lazy imports below.
 os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / "airflow-provider-mirpanel-tests"))
+
+#: The example DAGs' folder.
+EXAMPLE_DAGS = Path(__file__).resolve().parent.parent / "dags_examples"
 
 #: Clock speed of the ``panel`` fixture: an order is Pending for 0.06 s and ends within 0.3 s.
 FAST_SPEED = 1000.0
@@ -35,3 +40,15 @@ def panel(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPanel]:
     with SandboxPanel(speed=FAST_SPEED, first_order_id=1000, first_refill_id=1) as sandbox:
         monkeypatch.setenv(CONN_ENV_VAR, sandbox.connection_json())
         yield sandbox
+
+
+@pytest.fixture(scope="module")
+def warehouse() -> Iterator[ModuleType]:
+    """dags_examples/mirpanel_warehouse.py, imported as the DAGs import it (the DAGs folder on sys.path)."""
+    sys.path.insert(0, str(EXAMPLE_DAGS))
+    try:
+        import mirpanel_warehouse
+
+        yield mirpanel_warehouse
+    finally:
+        sys.path.remove(str(EXAMPLE_DAGS))

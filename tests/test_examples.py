@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,18 +33,6 @@ LOGICAL_DATE_ONLY = frozenset({
     "logical_date", "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "data_interval_start",
     "data_interval_end", "prev_data_interval_start_success", "prev_data_interval_end_success",
 })
-
-
-@pytest.fixture(scope="module")
-def warehouse() -> Iterator[ModuleType]:
-    """dags_examples/mirpanel_warehouse.py, imported as the DAGs import it (the DAGs folder on sys.path)."""
-    sys.path.insert(0, str(DAGS))
-    try:
-        import mirpanel_warehouse
-
-        yield mirpanel_warehouse
-    finally:
-        sys.path.remove(str(DAGS))
 
 
 @pytest.fixture(scope="module")

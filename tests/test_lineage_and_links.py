@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import attrs
@@ -194,29 +194,18 @@ def test_a_panel_asset_without_a_hook_is_named_from_its_connection(panel: Sandbo
         Asset(uri="mirpanel://mirpanel_default")
 
 
-@pytest.fixture
-def warehouse_module() -> Any:
-    sys.path.insert(0, str(ROOT / "dags_examples"))
-    try:
-        import mirpanel_warehouse
-
-        yield mirpanel_warehouse
-    finally:
-        sys.path.remove(str(ROOT / "dags_examples"))
-
-
 def test_the_example_warehouse_names_its_tables_after_the_panel_datasets_they_load(
-        panel: SandboxPanel, collector: Any, warehouse_module: Any, tmp_path: Path) -> None:
+        panel: SandboxPanel, collector: Any, warehouse: ModuleType, tmp_path: Path) -> None:
     from sqlalchemy import create_engine, make_url
 
     # only the URL counts (no driver needed, nothing connects)
     postgres = SimpleNamespace(url=make_url("postgresql+psycopg2://etl:secret@db.internal:6543/marketing"))
-    warehouse_module.report_lineage(postgres, ["orders"], [warehouse_module.order_status_history,
-                                                            warehouse_module.orders])
+    warehouse.report_lineage(postgres, ["orders"], [warehouse.order_status_history,
+                                                            warehouse.orders])
     sqlite = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
-    warehouse_module.metadata.create_all(sqlite)
+    warehouse.metadata.create_all(sqlite)
     statuses = [{"order": 1, "status": "Completed", "charge": 1.0, "checked_at": "2026-11-30T00:00:00+00:00"}]
-    assert warehouse_module.update_statuses(sqlite, statuses) == 0  # no row yet; it still reports
+    assert warehouse.update_statuses(sqlite, statuses) == 0  # no row yet; it still reports
     inputs, outputs = collected(collector)
     assert inputs == [("mirpanel://mirpanel_default/orders", 1)] * 2  # by each engine
     # the form apache-airflow-providers-postgres turns into the dataset marketing.public.<table>;
@@ -224,7 +213,7 @@ def test_the_example_warehouse_names_its_tables_after_the_panel_datasets_they_lo
     assert outputs == [("postgres://db.internal:6543/marketing/public/order_status_history", 1),
                        ("postgres://db.internal:6543/marketing/public/orders", 1)]
     assert "secret" not in json.dumps([*inputs, *outputs])
-    table_uri, orders = warehouse_module.table_uri, warehouse_module.orders
+    table_uri, orders = warehouse.table_uri, warehouse.orders
     assert table_uri(make_url("mysql+mysqldb://etl:secret@db.internal/marketing"), orders) == \
         "mysql://db.internal:3306/marketing/orders"
     assert table_uri(make_url(f"sqlite:///{tmp_path / 'w.db'}"), orders) is None
