@@ -40,7 +40,8 @@ def get_provider_info() -> dict[str, Any]:
                        "python-modules": [f"{_MODULES}.operators.mirpanel", f"{_MODULES}.operators.orders"]}],
         "sensors": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.sensors.mirpanel"]}],
         "triggers": [{"integration-name": "MirPanel",
-                      "python-modules": [f"{_MODULES}.triggers.mirpanel", f"{_MODULES}.triggers.balance"]}],
+                      "python-modules": [f"{_MODULES}.triggers.mirpanel", f"{_MODULES}.triggers.balance",
+                                         f"{_MODULES}.triggers.scope"]}],
         "extra-links": [f"{_MODULES}.links.PanelOrderLink"],
         # mirpanel://<conn id>/<dataset>: the panel's datasets (and this provider's assets), which
         # OpenLineage shows in the namespace of the panel behind the connection (lineage.py)

@@ -33,6 +33,7 @@ from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, Res
 from airflow_provider_mirpanel.operators.scoped import LEDGER_CLAIM_XCOM_KEY, MirPanelScopeBusyError
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.taskstate import MemoryAssetStores, MemoryStateStore
+from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
 from airflow_provider_mirpanel.version_compat import TaskDeferred
 
 OWNER_A = LeaseOwner("campaign", "run_a", "place", -1)
@@ -273,8 +274,15 @@ def test_a_writer_that_finds_the_scope_held_defers_sends_nothing_and_places_once
 
     assert panel.count() == 0, "nothing asked while the scope is held"
     assert deferred.value.method_name == "execute_after_wait"
-    assert type(deferred.value.trigger).__name__ in ("TimeDeltaTrigger", "DateTimeTrigger")
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, LedgerScopeTrigger)
+    assert trigger.serialize() == ("airflow_provider_mirpanel.triggers.scope.LedgerScopeTrigger", {
+        "asset_name": "mirpanel_order_ledger__mirpanel_default", "lease_key": KEY,
+        "owner": {"dag_id": "campaign", "run_id": "run_a", "task_id": "place", "map_index": -1},
+        "poll_interval": 20.0, "skew": 5.0, "give_up_at": pytest.approx(trigger.give_up_at)})
+    assert trigger.give_up_at is not None
     wait = (deferred.value.kwargs or {})["scope_wait"]
+    assert trigger.give_up_at == pytest.approx(wait["since"] + 24 * 3600)
     assert wait["polls"] == 1 and "run 'run_b'" in wait["holders"][0]
 
     release(assets)
@@ -420,3 +428,51 @@ def test_the_skipping_clock_counts_what_a_claim_waits(lease_clock: SkippingClock
     store = MemoryStateStore()
     assert ScopeLease(store, KEY, OWNER_A).claim().held
     assert lease_clock.sleeps == [LeaseTiming().claim_wait]
+
+
+# -- the trigger a waiting placement defers to ------------------------------------------------------
+
+
+def trigger_events(trigger: LedgerScopeTrigger, reads: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Run the trigger to its event, its reads of the lease answered by ``reads`` (the triggerer's comms
+    are Airflow's own; the lease's store is what the test controls)."""
+    import asyncio
+
+    async def read() -> Any:
+        return reads()
+
+    trigger._read = read  # type: ignore[method-assign]
+
+    async def first() -> list[dict[str, Any]]:
+        async for event in trigger.run():
+            return [event.payload]
+        return []
+
+    return asyncio.run(first())
+
+
+def test_the_scope_trigger_fires_once_the_lease_is_released() -> None:
+    now = lease_module.SystemLeaseClock().time()
+    held = Lease(OWNER_B, "theirs", now, now, now + 60).as_json()
+    answers = [held, held, {**held, "expires": 0.0, "released_at": now}]
+    trigger = LedgerScopeTrigger("ledger", KEY, OWNER_A.as_json(), poll_interval=0.01)
+
+    assert trigger_events(trigger, lambda: answers.pop(0)) == [{"free": True}]
+    assert answers == [], "it read the lease until it was free"
+
+
+def test_the_scope_trigger_gives_up_at_the_tasks_timeout_so_the_task_names_the_holder() -> None:
+    now = lease_module.SystemLeaseClock().time()
+    held = Lease(OWNER_B, "theirs", now, now, now + 600).as_json()
+    trigger = LedgerScopeTrigger("ledger", KEY, OWNER_A.as_json(), poll_interval=0.01, give_up_at=now - 1)
+
+    assert trigger_events(trigger, lambda: held) == [{"free": False}]
+
+
+def test_the_scope_trigger_hands_a_failed_read_to_the_tasks_own_claim() -> None:
+    def broken() -> Any:
+        raise RuntimeError("api-server unreachable")
+
+    trigger = LedgerScopeTrigger("ledger", KEY, OWNER_A.as_json(), poll_interval=0.01)
+    [event] = trigger_events(trigger, broken)
+    assert event["free"] is None and "api-server unreachable" in event["error"]
