@@ -15,11 +15,13 @@ last-write-wins register allows):
 
 **Assumptions** (docs/operators.md, "Concurrent writers of a scope"):
 
-- *The claim's bound*: a writer's read in step 1 and its write in step 2 land within
-  :attr:`LeaseTiming.write_bound` (1 s) of each other; the claim waits twice that (2 s) in step 3.
-  So every claim that read the lease free before ours landed has landed before we verify, and the
-  last writer alone sees its own token. A claim that measures its own read→write above the bound
-  does not trust itself: it leaves the lease to expire and tries again.
+- *The claim's bound*: a claim's read in step 1 and its write in step 2 land within
+  :attr:`LeaseTiming.write_bound` (0.25 s; a state-store trip takes 7–15 ms) of each other, and
+  it waits twice that (0.5 s) in step 3. So every claim that read the lease free before ours
+  landed has landed before we verify, and the last writer alone sees its own token. Each claim
+  measures its own read → write: one above the bound does not trust itself — it leaves its lease
+  to expire (not even a later look of the same try takes it back) and tries again; a holder whose
+  lease such a slow claim overwrote sees the other token at its next renewal and stops.
 - *Clocks*: hosts' wall clocks agree within :attr:`LeaseTiming.skew` (5 s; NTP keeps them within
   milliseconds). A lease is free to others only ``skew`` after its ``expires``.
 - *The holder stops in time*: it renews every ``ttl / 4`` and writes nothing — no mark, no page,
@@ -27,8 +29,9 @@ last-write-wins register allows):
   renewal began. So its last write lands before anybody else may claim.
 
 The owner is ``(dag_id, run_id, task_id, map_index)`` — not the task instance's ``id``, which
-changes every try: a retry of the holder (Airflow starts it only once the earlier try is over)
-takes the lease back at once instead of waiting for it to expire. Nothing here talks to the panel.
+changes every try: a later try of the holder (Airflow starts it only once the earlier try is over)
+takes the lease back at once instead of waiting for it to expire; the lease records the try that
+took it. Nothing here talks to the panel.
 """
 
 from __future__ import annotations
@@ -137,10 +140,12 @@ class Lease:
     renewed_at: float
     expires: float
     released_at: float | None = None
+    try_number: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"owner": self.owner.as_json(), "token": self.token, "taken_at": self.taken_at,
-                "renewed_at": self.renewed_at, "expires": self.expires, "released_at": self.released_at}
+                "renewed_at": self.renewed_at, "expires": self.expires, "released_at": self.released_at,
+                "try_number": self.try_number}
 
     @classmethod
     def from_json(cls, value: Any) -> Lease | None:
@@ -150,17 +155,21 @@ class Lease:
         try:
             released = value.get("released_at")
             return cls(owner, str(value["token"]), float(value["taken_at"]), float(value["renewed_at"]),
-                       float(value["expires"]), None if released is None else float(released))
+                       float(value["expires"]), None if released is None else float(released),
+                       int(value.get("try_number") or 0))
         except (KeyError, TypeError, ValueError):
             return None
 
-    def keeps_out(self, owner: LeaseOwner, now: float, skew: float) -> bool:
-        """Whether this lease keeps ``owner`` from claiming at wall time ``now``.
+    def keeps_out(self, owner: LeaseOwner, try_number: int, now: float, skew: float) -> bool:
+        """Whether this lease keeps ``owner``'s try ``try_number`` from claiming at wall time ``now``.
 
-        A released lease keeps nobody out, nor does one expired for ``skew`` seconds, nor one of
-        ``owner`` itself (a retry of the holder: its earlier try is over).
+        A released lease keeps nobody out, nor does one expired for ``skew`` seconds, nor one an
+        earlier try of ``owner`` took (that try is over). The same try's own lease keeps it out: it
+        is a claim that did not trust itself, left to expire.
         """
-        return self.released_at is None and self.owner != owner and now < self.expires + skew
+        if self.released_at is not None or now >= self.expires + skew:
+            return False
+        return not (self.owner == owner and try_number > self.try_number)
 
     def describe(self) -> str:
         """``DAG 'a', run 'b', task 'c' (since 12:00:01 UTC, lease until 12:01:01 UTC)``."""
@@ -172,8 +181,8 @@ class LeaseTiming:
     """The lease's numbers, in seconds (see the module's assumptions)."""
 
     ttl: float = 60.0
-    claim_wait: float = 2.0
-    write_bound: float = 1.0
+    claim_wait: float = 0.5
+    write_bound: float = 0.25
     skew: float = 5.0
 
     def __post_init__(self) -> None:
@@ -206,13 +215,15 @@ class ScopeLease:
     :param owner: the task instance claiming.
     :param timing: the lease's numbers.
     :param clock: wall and monotonic time, and waiting.
+    :param try_number: the claiming task's try.
     """
 
     def __init__(self, store: LeaseStore, key: str, owner: LeaseOwner, timing: LeaseTiming | None = None,
-                 clock: LeaseClock | None = None):
+                 clock: LeaseClock | None = None, try_number: int = 1):
         self.store = store
         self.key = key
         self.owner = owner
+        self.try_number = try_number
         self.timing = timing or LeaseTiming()
         self.clock = clock or DEFAULT_CLOCK
         self.held: Lease | None = None
@@ -229,9 +240,9 @@ class ScopeLease:
         start = self.clock.monotonic()
         current = self.read()
         now = self.clock.time()
-        if current is not None and current.keeps_out(self.owner, now, self.timing.skew):
+        if current is not None and current.keeps_out(self.owner, self.try_number, now, self.timing.skew):
             return Claim(False, holder=current, seconds=self.clock.monotonic() - start)
-        mine = Lease(self.owner, uuid.uuid4().hex, now, now, now + self.timing.ttl)
+        mine = Lease(self.owner, uuid.uuid4().hex, now, now, now + self.timing.ttl, try_number=self.try_number)
         self.store.set(self.key, mine.as_json())
         if self.clock.monotonic() - start > self.timing.write_bound:
             return Claim(False, note=f"the claim's read and write took over {self.timing.write_bound:g} s (a slow "

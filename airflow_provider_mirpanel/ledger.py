@@ -147,7 +147,8 @@ class PlacementLedger:
     """
 
     def __init__(self, store: StateStore, scope: str | None = None, durable: bool = True, blind: bool = False,
-                 retry: bool = False, owner: LeaseOwner | None = None, timing: LeaseTiming | None = None):
+                 retry: bool = False, owner: LeaseOwner | None = None, timing: LeaseTiming | None = None,
+                 try_number: int = 1):
         self.store = store
         self.scope = scope
         self.durable = durable
@@ -156,7 +157,7 @@ class PlacementLedger:
         self._prefix = PAGE_PREFIX if scope is None else f"{PAGE_PREFIX}{quote(scope, safe='')}."
         self._pages: int | None = None  # pages in the store, once loaded
         self._formatted = False  # whether the loaded pages hold FORMAT_ROW
-        self.lease = (ScopeLease(store, self._prefix + LEASE_SUFFIX, owner, timing)
+        self.lease = (ScopeLease(store, self._prefix + LEASE_SUFFIX, owner, timing, try_number=try_number)
                       if scope is not None and owner is not None else None)
 
     @classmethod
@@ -181,7 +182,8 @@ class PlacementLedger:
                     "state store cannot be reached. A mapped task gets its inlets from partial(): give "
                     "mirpanel_conn_id (and ledger_asset, if any) to partial(), not to expand(); or pass "
                     "ledger_asset= explicitly. No order was sent") from None
-            return cls(store, scope=check_scope(scope), owner=LeaseOwner.of(context), timing=timing)
+            return cls(store, scope=check_scope(scope), owner=LeaseOwner.of(context), timing=timing,
+                       try_number=try_number(context))
         store = store_of(context)
         if store is None:
             return cls(MemoryStateStore(), durable=False, blind=retry)
@@ -219,6 +221,8 @@ class PlacementLedger:
         entries: dict[str, LedgerEntry] = {}
         page = 0
         while (rows := self.store.get(f"{self._prefix}{page}")) is not None:
+            if page % 50 == 49:
+                self.keep_alive()  # a long ledger is read under a lease renewed in time
             for row in rows if isinstance(rows, list) else ():
                 self._formatted = self._formatted or row == FORMAT_ROW
                 parsed = LedgerEntry.from_row(row)

@@ -77,8 +77,8 @@ class ManualClock:
         self.now += seconds
 
 
-def lease_of(store: Any, owner: LeaseOwner, clock: Any) -> ScopeLease:
-    return ScopeLease(store, KEY, owner, LeaseTiming(), clock)
+def lease_of(store: Any, owner: LeaseOwner, clock: Any, try_number: int = 1) -> ScopeLease:
+    return ScopeLease(store, KEY, owner, LeaseTiming(), clock, try_number=try_number)
 
 
 # -- the lease, step by step ------------------------------------------------------------------------
@@ -141,6 +141,23 @@ def test_a_claim_whose_read_and_write_took_longer_than_the_bound_does_not_trust_
     assert not claim.held and claim.holder is None and "not trusted" in claim.note
 
 
+def test_a_claim_that_did_not_trust_itself_is_not_taken_back_by_the_same_try_before_it_expires() -> None:
+    """Its write may have overwritten a holder's lease: that holder must see it at its renewal, and stop."""
+    store, clock = StepStore(), ManualClock()
+    slow = lease_of(store, OWNER_A, clock)
+
+    def slow_store() -> None:
+        clock.now += LeaseTiming().write_bound + 0.5
+
+    store.interlude = slow_store
+    assert not slow.claim().held
+    again = lease_of(store, OWNER_A, clock)  # the same try, e.g. resumed after a deferral
+    claim = again.claim()
+    assert not claim.held and claim.holder is not None and claim.holder.owner == OWNER_A
+    clock.now += LeaseTiming().ttl + LeaseTiming().skew
+    assert again.claim().held, "once it has expired"
+
+
 def test_a_holder_whose_lease_was_taken_stops_before_its_next_write() -> None:
     store, clock = MemoryStateStore(), ManualClock()
     holder = lease_of(store, OWNER_A, clock)
@@ -176,7 +193,7 @@ def test_an_expired_or_released_lease_frees_the_scope_and_the_holders_own_retry_
     assert killed.claim().held  # then the try is killed: no release
     assert not lease_of(store, OWNER_B, clock).claim().held
 
-    retry = lease_of(store, OWNER_A, clock)  # same (dag, run, task, map index): a later try
+    retry = lease_of(store, OWNER_A, clock, try_number=2)  # same (dag, run, task, map index): a later try
     assert retry.claim().held
     retry.release()
     released = Lease.from_json(store.get(KEY))
@@ -279,7 +296,7 @@ def test_a_writer_that_finds_the_scope_held_defers_sends_nothing_and_places_once
     assert trigger.serialize() == ("airflow_provider_mirpanel.triggers.scope.LedgerScopeTrigger", {
         "asset_name": "mirpanel_order_ledger__mirpanel_default", "lease_key": KEY,
         "owner": {"dag_id": "campaign", "run_id": "run_a", "task_id": "place", "map_index": -1},
-        "poll_interval": 20.0, "skew": 5.0, "give_up_at": pytest.approx(trigger.give_up_at)})
+        "poll_interval": 20.0, "skew": 5.0, "give_up_at": pytest.approx(trigger.give_up_at), "try_number": 1})
     assert trigger.give_up_at is not None
     wait = (deferred.value.kwargs or {})["scope_wait"]
     assert trigger.give_up_at == pytest.approx(wait["since"] + 24 * 3600)

@@ -164,7 +164,8 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
                 trigger = LedgerScopeTrigger(asset_name=self.ledger_asset.name, lease_key=ledger.lease.key,
                                              owner=ledger.lease.owner.as_json(), poll_interval=self.ledger_wait_poll,
                                              skew=ledger.lease.timing.skew,
-                                             give_up_at=wait.since + self.ledger_wait_timeout)
+                                             give_up_at=wait.since + self.ledger_wait_timeout,
+                                             try_number=ledger.lease.try_number)
                 self.defer(trigger=trigger, method_name="execute_after_wait", kwargs={"scope_wait": wait.as_json()})
             clock.sleep(self.ledger_wait_poll)
 

@@ -25,6 +25,7 @@ class LedgerScopeTrigger(BaseTrigger):
     :param asset_name: the ledger asset's name (its state store holds the lease).
     :param lease_key: the lease's key in that store.
     :param owner: the waiting task (``LeaseOwner.as_json()``).
+    :param try_number: the waiting task's try.
     :param poll_interval: seconds between reads of the lease.
     :param skew: the clocks' allowance of the lease, in seconds.
     :param give_up_at: when the task stops waiting (epoch seconds): the trigger fires then, so that the
@@ -32,11 +33,12 @@ class LedgerScopeTrigger(BaseTrigger):
     """
 
     def __init__(self, asset_name: str, lease_key: str, owner: dict[str, Any], poll_interval: float,
-                 skew: float = 5.0, give_up_at: float | None = None):
+                 skew: float = 5.0, give_up_at: float | None = None, try_number: int = 1):
         super().__init__()
         self.asset_name = asset_name
         self.lease_key = lease_key
         self.owner = owner
+        self.try_number = try_number
         self.poll_interval = poll_interval
         self.skew = skew
         self.give_up_at = give_up_at
@@ -45,7 +47,8 @@ class LedgerScopeTrigger(BaseTrigger):
         """The class path and the JSON keyword arguments that rebuild this trigger."""
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "asset_name": self.asset_name, "lease_key": self.lease_key, "owner": self.owner,
-            "poll_interval": self.poll_interval, "skew": self.skew, "give_up_at": self.give_up_at})
+            "poll_interval": self.poll_interval, "skew": self.skew, "give_up_at": self.give_up_at,
+            "try_number": self.try_number})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Read the lease until it is free for the waiting task, then yield one event."""
@@ -60,7 +63,7 @@ class LedgerScopeTrigger(BaseTrigger):
                 yield TriggerEvent({"free": None, "error": f"{type(error).__name__}: {error}"})
                 return
             now = time.time()
-            if owner is None or lease is None or not lease.keeps_out(owner, now, self.skew):
+            if owner is None or lease is None or not lease.keeps_out(owner, self.try_number, now, self.skew):
                 yield TriggerEvent({"free": True})
                 return
             if self.give_up_at is not None and now >= self.give_up_at:
