@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.taskstate import MemoryStateStore, StateStore, store_of
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore, StateStore, store_of
 from airflow_provider_mirpanel.version_compat import Asset
 
 #: Prefix of the ledger's pages in a state store. Renaming it would make in-flight retries and
