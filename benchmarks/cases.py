@@ -25,14 +25,14 @@ from typing import Any, TypeVar
 
 import requests
 
+from airflow_provider_mirpanel.client.ratelimit import DEFAULT_BUDGETS
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.protocol import MAX_IDS_PER_REQUEST, Action, decode_reply, parse_orders_status
-from airflow_provider_mirpanel.ratelimit import DEFAULT_BUDGETS
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 from benchmarks.config import Config
 from benchmarks.panel_process import PanelProcess
 from benchmarks.table import Row

@@ -55,7 +55,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSki
 from airflow.sdk import DAG, Param, task
 from mirpanel_campaign_assets import CAMPAIGN_FINISHED, CAMPAIGN_PLACED
 
-from airflow_provider_mirpanel.assets import CampaignAssetEvent
+from airflow_provider_mirpanel.assets.events import CampaignAssetEvent
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.operators.mirpanel import BalanceCheckOperator, PlaceOrderOperator, ServicesOperator
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor

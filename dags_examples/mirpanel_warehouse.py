@@ -65,7 +65,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL
 
-from airflow_provider_mirpanel.lineage import ORDERS, REFILLS, SERVICES, collect, dataset_uri
+from airflow_provider_mirpanel.assets.lineage import ORDERS, REFILLS, SERVICES, collect, dataset_uri
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def table_uri(url: URL, table: Table) -> str | None:
 def report_lineage(engine: Engine, reads: Sequence[str], writes: Sequence[Table]) -> None:
     """Tell Airflow's hook-level lineage that this task loads panel datasets into warehouse tables.
 
-    ``reads`` are the panel's datasets (:mod:`airflow_provider_mirpanel.lineage`) of the connection
+    ``reads`` are the panel's datasets (:mod:`airflow_provider_mirpanel.assets.lineage`) of the connection
     :data:`PANEL_CONN_ID`; with OpenLineage a lineage tool draws the edge panel → table. Best effort:
     never fails the load.
     """

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from airflow.sdk import Context
 
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 
 
 def task_context(store: Any = None, **more: Any) -> Context:

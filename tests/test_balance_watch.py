@@ -14,13 +14,13 @@ import pytest
 from airflow_compat import deserialize, serialize
 from task_context import task_context
 
-from airflow_provider_mirpanel.assets import balance_asset
+from airflow_provider_mirpanel.assets.events import balance_asset
+from airflow_provider_mirpanel.balance.spending import BalanceHistory, spend_rate
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.operators.mirpanel import HISTORY_KEY, BalanceCheckOperator
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
-from airflow_provider_mirpanel.spending import BalanceHistory, spend_rate
-from airflow_provider_mirpanel.taskstate import MemoryAssetStores
 from airflow_provider_mirpanel.triggers.balance import BalanceTrigger, MemoryWatchStore
+from airflow_provider_mirpanel.utils.state_stores import MemoryAssetStores
 from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 HOUR = 3600.0

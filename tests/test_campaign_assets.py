@@ -9,7 +9,7 @@ from airflow.sdk import Asset
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from task_context import task_context
 
-from airflow_provider_mirpanel.assets import CampaignAssetEvent, campaign_summary
+from airflow_provider_mirpanel.assets.events import CampaignAssetEvent, campaign_summary
 from airflow_provider_mirpanel.operators.mirpanel import OrderStatusOperator, PlaceOrderOperator
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 

@@ -26,8 +26,8 @@ from task_context import task_context
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import DEFER_GRACE_SECONDS, OrderStatusSensor, RefillStatusSensor
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 from airflow_provider_mirpanel.version_compat import (
     STATE_STORES,
     AirflowException,

@@ -2,7 +2,7 @@
 
 Every fault of the fault matrix (``tests/fault_matrix.py``) is run through both hooks for each
 action the async hook offers (``status``, ``refill_status``, ``balance``) against the sandbox panel
-over real HTTP. Both hooks call the same sans-IO core (:mod:`airflow_provider_mirpanel.core`), so
+over real HTTP. Both hooks call the same sans-IO core (:mod:`airflow_provider_mirpanel.client.calls`), so
 they must give equal records, or exceptions of the same type with the same attributes, after the
 same number of requests.
 """

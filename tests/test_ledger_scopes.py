@@ -15,11 +15,11 @@ from airflow_compat import STATE_STORES, needs_state_stores
 from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger, ledger_asset
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, ResolveOrdersOperator
-from airflow_provider_mirpanel.placement import OrdersNotPlacedError, OrdersUnresolvedError
+from airflow_provider_mirpanel.placement.ledger import LedgerEntry, LedgerState, PlacementLedger, ledger_asset
+from airflow_provider_mirpanel.placement.run import OrdersNotPlacedError, OrdersUnresolvedError
 from airflow_provider_mirpanel.sandbox import SandboxPanel
-from airflow_provider_mirpanel.taskstate import MemoryAssetStores, MemoryStateStore
+from airflow_provider_mirpanel.utils.state_stores import MemoryAssetStores, MemoryStateStore
 from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 
@@ -274,7 +274,7 @@ def test_a_killed_try_is_listed_at_once(panel: SandboxPanel) -> None:
     """A try that died between marking its orders and their replies left them 'sending': listed, not resent."""
     orders = rows(panel, 2)
     assets = MemoryAssetStores()
-    from airflow_provider_mirpanel.order_rows import order_specs
+    from airflow_provider_mirpanel.placement.order_rows import order_specs
 
     ledger = PlacementLedger(assets[ledger_asset("mirpanel_default")], scope="spring")
     ledger.append({"row-1": LedgerEntry(LedgerState.SENDING, order_specs(orders)[1].digest)})

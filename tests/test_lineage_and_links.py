@@ -19,7 +19,7 @@ from airflow_compat import STATE_STORES
 from task_context import task_context
 from test_operators import service_of
 
-from airflow_provider_mirpanel.links import ORDER_URL_XCOM_KEY, PanelOrderLink, order_page_url
+from airflow_provider_mirpanel.links.order_page import ORDER_URL_XCOM_KEY, PanelOrderLink, order_page_url
 from airflow_provider_mirpanel.operators.mirpanel import (
     BalanceCheckOperator,
     CancelOrdersOperator,
@@ -95,7 +95,7 @@ def test_every_operator_names_the_panel_datasets_it_read_and_wrote(panel: Sandbo
 
 
 def test_the_namespace_is_the_panels_host_without_path_or_credentials() -> None:
-    from airflow_provider_mirpanel.lineage import panel_namespace
+    from airflow_provider_mirpanel.assets.lineage import panel_namespace
 
     assert panel_namespace("https://MirPanel.com/api/v2") == "mirpanel://mirpanel.com"
     assert panel_namespace("https://user:secret@panel.example:8443/api/v2?key=x") == "mirpanel://panel.example:8443"
@@ -111,7 +111,7 @@ class Refuse(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Refuse())
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, ServicesOperator
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
-from airflow_provider_mirpanel.links import PanelOrderLink
+from airflow_provider_mirpanel.links.order_page import PanelOrderLink
 print(ServicesOperator(task_id="s").get_openlineage_facets_on_complete(None),
       OrderStatusSensor(task_id="w", order_ids=[1]).get_openlineage_facets_on_complete(None))
 """
@@ -184,7 +184,7 @@ def test_the_hook_reports_what_each_action_read_and_wrote_once(panel: SandboxPan
 def test_a_panel_asset_without_a_hook_is_named_from_its_connection(panel: SandboxPanel) -> None:
     from airflow.providers.openlineage.utils.utils import translate_airflow_asset
 
-    from airflow_provider_mirpanel.lineage import dataset_uri
+    from airflow_provider_mirpanel.assets.lineage import dataset_uri
     from airflow_provider_mirpanel.version_compat import Asset
 
     dataset = translate_airflow_asset(Asset(uri=dataset_uri("mirpanel_default", "orders")), None)

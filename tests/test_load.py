@@ -24,8 +24,8 @@ from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 
 pytestmark = pytest.mark.slow
 

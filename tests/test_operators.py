@@ -12,7 +12,6 @@ from airflow_compat import deserialize, serialize
 from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
-from airflow_provider_mirpanel.ledger import PAGE_PREFIX, LedgerEntry, LedgerState, PlacementLedger
 from airflow_provider_mirpanel.operators.mirpanel import (
     BalanceCheckOperator,
     CancelOrdersOperator,
@@ -21,10 +20,11 @@ from airflow_provider_mirpanel.operators.mirpanel import (
     RefillOperator,
     ServicesOperator,
 )
-from airflow_provider_mirpanel.placement import OrdersNotPlacedError, order_specs
+from airflow_provider_mirpanel.placement.ledger import PAGE_PREFIX, LedgerEntry, LedgerState, PlacementLedger
+from airflow_provider_mirpanel.placement.run import OrdersNotPlacedError, order_specs
 from airflow_provider_mirpanel.records import to_dataframe
 from airflow_provider_mirpanel.sandbox import SandboxPanel
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException
 
 ACTIVE_ORDER = "You have active order with this link. Please wait until order being completed."
@@ -539,7 +539,7 @@ def test_table_cells_become_parameters_and_empty_cells_none() -> None:
 
 
 def test_cost_estimates_by_service_type() -> None:
-    from airflow_provider_mirpanel.placement import estimated_cost
+    from airflow_provider_mirpanel.placement.run import estimated_cost
 
     default = {"type": "Default", "rate": "2.5"}
     assert estimated_cost(default, {"service": "1", "quantity": "2000"}) == 5.0

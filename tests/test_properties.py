@@ -19,7 +19,7 @@ from test_bad_replies import ADD_FORM, parse_reply
 
 from airflow_provider_mirpanel import protocol
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError
-from airflow_provider_mirpanel.placement import order_specs, parse_order_rows
+from airflow_provider_mirpanel.placement.run import order_specs, parse_order_rows
 from airflow_provider_mirpanel.protocol import Action
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

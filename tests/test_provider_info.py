@@ -9,9 +9,10 @@ import pytest
 from airflow_cli import airflow_home, run_airflow
 
 from airflow_provider_mirpanel import DEFAULT_API_URL
-from airflow_provider_mirpanel.provider_info import get_provider_info
-from airflow_provider_mirpanel.settings import EXTRA_KEYS
-from airflow_provider_mirpanel.version_compat import DECLARATIVE_CONN_FIELDS, airflow_line
+from airflow_provider_mirpanel.client.settings import EXTRA_KEYS
+from airflow_provider_mirpanel.get_provider_info import get_provider_info
+from airflow_provider_mirpanel.utils.airflow_lines import airflow_line
+from airflow_provider_mirpanel.version_compat import DECLARATIVE_CONN_FIELDS
 
 
 def airflow_cli(tmp_path: Path, *args: str) -> str:

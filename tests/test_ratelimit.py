@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_mirpanel.defaults import DEFAULT_RATE_LIMITS
+from airflow_provider_mirpanel.client.defaults import DEFAULT_RATE_LIMITS
+from airflow_provider_mirpanel.client.ratelimit import DEFAULT_BUDGETS, Budget, RateLimiter
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
-from airflow_provider_mirpanel.ratelimit import DEFAULT_BUDGETS, Budget, RateLimiter
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 
 MINUTE, HOUR = 60.0, 3600.0

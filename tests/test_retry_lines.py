@@ -26,7 +26,7 @@ from airflow_cli import AIRFLOW, airflow_home
 from airflow_compat import STATE_STORES
 
 from airflow_provider_mirpanel.sandbox import SandboxPanel
-from airflow_provider_mirpanel.version_compat import airflow_line
+from airflow_provider_mirpanel.utils.airflow_lines import airflow_line
 
 DAGS = Path(__file__).parent / "dags"
 ACTIVE_ORDER = "You have active order with this link. Please wait until order being completed."

@@ -1,6 +1,6 @@
 """Issue 20: a ledger scope holds with any number of concurrent writers, and no rule to remember.
 
-The lease (``airflow_provider_mirpanel/lease.py``) is driven step by step where the order of two
+The lease (``airflow_provider_mirpanel/placement/lease.py``) is driven step by step where the order of two
 writers' steps is the point (a store that runs the other writer's steps at a chosen moment), and
 end to end against the sandbox panel, whose own order list is the evidence: each row bought once,
 every outcome in the ledger.
@@ -20,7 +20,7 @@ from lease_clock import SkippingClock
 
 from airflow_provider_mirpanel import lease as lease_module
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.lease import (
+from airflow_provider_mirpanel.placement.lease import (
     Lease,
     LeaseOwner,
     LeaseTiming,
@@ -28,7 +28,7 @@ from airflow_provider_mirpanel.lease import (
     MirPanelScopeLostError,
     ScopeLease,
 )
-from airflow_provider_mirpanel.ledger import FORMAT_ROW, LedgerEntry, LedgerState, PlacementLedger, ledger_asset
+from airflow_provider_mirpanel.placement.ledger import FORMAT_ROW, LedgerEntry, LedgerState, PlacementLedger, ledger_asset
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.operators.scoped import LEDGER_CLAIM_XCOM_KEY, MirPanelScopeBusyError
 from airflow_provider_mirpanel.sandbox import SandboxPanel

@@ -23,6 +23,7 @@ import pytest
 import requests
 from task_context import task_context
 
+from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
     MirPanelAuthError,
@@ -42,9 +43,8 @@ from airflow_provider_mirpanel.operators.mirpanel import (
 )
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, RefillStatusSensor
-from airflow_provider_mirpanel.settings import ClientSettings
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 from airflow_provider_mirpanel.version_compat import TaskDeferred
 
 LOGGERS = ("", "requests", "urllib3", "aiohttp", "aiohttp.client", "airflow", "airflow.task", "airflow.hooks",
@@ -403,7 +403,7 @@ def test_allow_insecure_lets_it_through_with_a_warning(fields: dict[str, Any], p
                                                         caplog: pytest.LogCaptureFixture) -> None:
     fields = {**fields, "extra": {**fields.get("extra", {}), "allow_insecure": opt_in}}
     monkeypatch.setenv(CONN_ENV_VAR, connection(fields))
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_mirpanel.settings"), \
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_mirpanel.client.settings"), \
             pytest.raises(AssertionError, match="a request was attempted"):
         MirPanelHook().get_balance()
     assert len(no_network) == 1 and no_network[0].startswith(fields["host"].split("/api")[0].lower()[:12])

@@ -15,7 +15,7 @@ from airflow_provider_mirpanel.operators.mirpanel import RefillOperator
 from airflow_provider_mirpanel.records import to_dataframe
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, RefillStatusSensor
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from airflow_provider_mirpanel import DEFAULT_API_URL
+from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR
-from airflow_provider_mirpanel.settings import ClientSettings
 
 
 @pytest.mark.parametrize(

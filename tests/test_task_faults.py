@@ -20,11 +20,11 @@ from task_context import task_context
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
-from airflow_provider_mirpanel.placement import OrdersNotPlacedError, OrdersUnresolvedError
+from airflow_provider_mirpanel.placement.run import OrdersNotPlacedError, OrdersUnresolvedError
 from airflow_provider_mirpanel.protocol import AddOrderRecord
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 from airflow_provider_mirpanel.version_compat import AirflowSensorTimeout, TaskDeferred
 
 QUICK = {"timeout": 1.0, "connect_timeout": 0.5, "retries": 2, "backoff": 0.02}

@@ -2,7 +2,7 @@
 
 The hook owns its ``requests.Session`` (a keep-alive pool sized to ``concurrency``) and only moves
 bytes: reading the connection, planning multi-ID calls, decoding replies and merging chunks are
-:mod:`airflow_provider_mirpanel.core`'s; every rule of the API is :mod:`airflow_provider_mirpanel.protocol`'s.
+:mod:`airflow_provider_mirpanel.client.calls`'s; every rule of the API is :mod:`airflow_provider_mirpanel.protocol`'s.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 from tenacity import Retrying
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from airflow_provider_mirpanel.core import HEADERS, USER_AGENT, MultiCall, PanelConnection
+from airflow_provider_mirpanel.assets.lineage import collect_action
+from airflow_provider_mirpanel.client.calls import HEADERS, USER_AGENT, MultiCall, PanelConnection
+from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
+from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
     MirPanelError,
     MirPanelTransientError,
 )
-from airflow_provider_mirpanel.lineage import collect_action
 from airflow_provider_mirpanel.protocol import (
     Action,
     AddOrderRecord,
@@ -46,14 +48,8 @@ from airflow_provider_mirpanel.protocol import (
     retry_arguments,
     single_form,
 )
-from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
-from airflow_provider_mirpanel.settings import ClientSettings
-from airflow_provider_mirpanel.version_compat import (
-    BaseHook,
-    connection_form_widgets,
-    mask_secret,
-    ui_field_behaviour,
-)
+from airflow_provider_mirpanel.utils.airflow_lines import connection_form_widgets, ui_field_behaviour
+from airflow_provider_mirpanel.version_compat import BaseHook, mask_secret
 
 __all__ = ["USER_AGENT", "MirPanelHook", "transport_error"]
 
@@ -134,14 +130,14 @@ class MirPanelHook(BudgetClock, BaseHook):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The form's extra fields, from provider_info's ``conn-fields`` (read by Airflow 3.1 only)."""
-        from airflow_provider_mirpanel.provider_info import connection_type
+        from airflow_provider_mirpanel.get_provider_info import connection_type
 
         return connection_form_widgets(connection_type()["conn-fields"])
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hidden, relabelled and placeholder fields, from provider_info (read by Airflow 3.1 only)."""
-        from airflow_provider_mirpanel.provider_info import connection_type
+        from airflow_provider_mirpanel.get_provider_info import connection_type
 
         return ui_field_behaviour(connection_type()["ui-field-behaviour"])
 

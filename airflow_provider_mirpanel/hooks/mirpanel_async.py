@@ -3,7 +3,7 @@
 The async twin of :class:`~airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook` for the reads a
 trigger needs (order and refill statuses, balance). It owns its ``aiohttp.ClientSession`` and only
 moves bytes: the connection, the multi-ID plan, decoding and merging are
-:mod:`airflow_provider_mirpanel.core`'s, every rule of the API :mod:`airflow_provider_mirpanel.protocol`'s,
+:mod:`airflow_provider_mirpanel.client.calls`'s, every rule of the API :mod:`airflow_provider_mirpanel.protocol`'s,
 so it gives the same records and raises the same exceptions as the sync hook. Nothing in it blocks
 the event loop.
 """
@@ -18,7 +18,9 @@ from typing import Any, cast
 import aiohttp
 from tenacity import AsyncRetrying
 
-from airflow_provider_mirpanel.core import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
+from airflow_provider_mirpanel.client.calls import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
+from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
+from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol import (
     READ_ONLY_ACTIONS,
@@ -30,9 +32,8 @@ from airflow_provider_mirpanel.protocol import (
     parse_balance,
     retry_arguments,
 )
-from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
-from airflow_provider_mirpanel.settings import ClientSettings
-from airflow_provider_mirpanel.version_compat import BaseHook, aextra_dejson, amask_secret
+from airflow_provider_mirpanel.utils.airflow_lines import aextra_dejson, amask_secret
+from airflow_provider_mirpanel.version_compat import BaseHook
 
 __all__ = ["KEEPALIVE_SECONDS", "REDACTED", "MirPanelAsyncHook", "most_serious", "transport_error"]
 

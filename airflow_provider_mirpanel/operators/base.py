@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
+from airflow_provider_mirpanel.assets.lineage import panel_lineage
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lineage import panel_lineage
 from airflow_provider_mirpanel.version_compat import BaseOperator
 
 
@@ -31,7 +31,7 @@ class MirPanelBaseOperator(BaseOperator):
     :param mirpanel_conn_id: the Airflow connection of the panel (host: API URL, password: API key).
     """
 
-    #: The panel datasets (:mod:`~airflow_provider_mirpanel.lineage`) this operator reads and writes.
+    #: The panel datasets (:mod:`~airflow_provider_mirpanel.assets.lineage`) this operator reads and writes.
     lineage_inputs: ClassVar[tuple[str, ...]] = ()
     lineage_outputs: ClassVar[tuple[str, ...]] = ()
 

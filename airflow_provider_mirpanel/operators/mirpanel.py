@@ -13,10 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from airflow_provider_mirpanel.assets import balance_asset as balance_asset_of
+from airflow_provider_mirpanel.assets.events import balance_asset as balance_asset_of
+from airflow_provider_mirpanel.assets.lineage import BALANCE, ORDERS, REFILLS, SERVICES
+from airflow_provider_mirpanel.balance.spending import BalanceHistory, Projection, assess, threshold
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lineage import BALANCE, ORDERS, REFILLS, SERVICES
 from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, as_list, choice
 from airflow_provider_mirpanel.operators.orders import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.protocol import (
@@ -28,8 +29,7 @@ from airflow_provider_mirpanel.protocol import (
     to_text,
 )
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
-from airflow_provider_mirpanel.reporting import errors_by
-from airflow_provider_mirpanel.spending import BalanceHistory, Projection, assess, threshold
+from airflow_provider_mirpanel.utils.listing import errors_by
 from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException, Context
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The base of the operators that write a ledger scope: the scope's lease, waiting for it, mapped inlets.
 
 ``PlaceOrderOperator`` and ``ResolveOrdersOperator`` write a scope's ledger only while they hold
-its lease (:mod:`~airflow_provider_mirpanel.lease`). A task that finds the scope held defers — it
+its lease (:mod:`~airflow_provider_mirpanel.placement.lease`). A task that finds the scope held defers — it
 frees its worker slot — to a :class:`~airflow_provider_mirpanel.triggers.scope.LedgerScopeTrigger`,
 which reads the lease every ``ledger_wait_poll`` seconds in the triggerer and resumes the task once
 it is free, up to ``ledger_wait_timeout``; then the task fails naming the holder. docs/operators.md ("Concurrent writers
@@ -18,13 +18,14 @@ from typing import Any
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lease import Claim, LeaseTiming
-from airflow_provider_mirpanel.ledger import PlacementLedger
-from airflow_provider_mirpanel.ledger import ledger_asset as ledger_asset_of
 from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, as_list
-from airflow_provider_mirpanel.reporting import listing
+from airflow_provider_mirpanel.placement.lease import Claim, LeaseTiming
+from airflow_provider_mirpanel.placement.ledger import PlacementLedger
+from airflow_provider_mirpanel.placement.ledger import ledger_asset as ledger_asset_of
 from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
-from airflow_provider_mirpanel.version_compat import STATE_STORES, Context, requires_state_stores
+from airflow_provider_mirpanel.utils.airflow_lines import requires_state_stores
+from airflow_provider_mirpanel.utils.listing import listing
+from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
 
 #: The XCom key of what claiming the scope took (``scope, waited, claim, polls, holders``).
 LEDGER_CLAIM_XCOM_KEY = "ledger_claim"

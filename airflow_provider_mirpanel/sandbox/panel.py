@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from airflow_provider_mirpanel.defaults import RATE_LIMITS_OFF
+from airflow_provider_mirpanel.client.defaults import RATE_LIMITS_OFF
 from airflow_provider_mirpanel.protocol import order_cost, to_float, to_int
 from airflow_provider_mirpanel.sandbox.actions import PanelApi
 from airflow_provider_mirpanel.sandbox.catalogue import Catalogue, default_catalogue

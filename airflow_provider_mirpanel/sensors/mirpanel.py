@@ -1,6 +1,6 @@
 """Sensors that wait for orders or refills to finish on a Perfect Panel API v2 panel.
 
-Both sensors run the shared wait logic of :mod:`airflow_provider_mirpanel.waiting`: each poke asks
+Both sensors run the shared wait logic of :mod:`airflow_provider_mirpanel.utils.waiting`: each poke asks
 only about the IDs not yet in a terminal status (100 per request), logs one progress line, fails
 early on an unknown ID or a status the user names, and returns the final status records through
 XCom when every ID has finished. They work in ``poke`` and ``reschedule`` mode, and with
@@ -17,18 +17,19 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar, NoReturn, cast
 
+from airflow_provider_mirpanel.assets.lineage import ORDERS, REFILLS, panel_lineage
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lineage import ORDERS, REFILLS, panel_lineage
 from airflow_provider_mirpanel.protocol import ORDER_STATUS_FIELDS, REFILL_STATUS_FIELDS
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
-from airflow_provider_mirpanel.taskstate import RecordPages, digest, store_of
 from airflow_provider_mirpanel.triggers.mirpanel import (
     MAX_TRIGGER_IDS,
     OrderStatusTrigger,
     RefillStatusTrigger,
     ends_wait,
 )
+from airflow_provider_mirpanel.utils.state_stores import RecordPages, digest, store_of
+from airflow_provider_mirpanel.utils.waiting import WaitKind, WaitOutcome, WaitProgress
 from airflow_provider_mirpanel.version_compat import (
     AirflowException,
     AirflowFailException,
@@ -39,7 +40,6 @@ from airflow_provider_mirpanel.version_compat import (
     PokeReturnValue,
     conf,
 )
-from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress
 
 #: Prefix of the sensors' keys in ``task_state_store`` (finished records kept across pokes).
 STATE_PREFIX = "mirpanel.wait."

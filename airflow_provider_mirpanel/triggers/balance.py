@@ -3,7 +3,7 @@
 Run it from an ``AssetWatcher``: the triggerer polls ``balance`` every ``poll_interval`` seconds and
 the asset gets an event only when the balance *becomes* low — below ``min_balance``, or running
 out within ``runs_out_within_hours`` at the current spend rate (see
-:mod:`airflow_provider_mirpanel.spending`). While it stays low nothing more fires; once it has
+:mod:`airflow_provider_mirpanel.balance.spending`). While it stays low nothing more fires; once it has
 recovered, the next crossing fires again. A DAG scheduled on the asset sends the alert::
 
     from airflow.sdk import DAG, Asset, AssetWatcher
@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from airflow_provider_mirpanel.balance.spending import BalanceHistory, assess, threshold
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
-from airflow_provider_mirpanel.spending import BalanceHistory, assess, threshold
-from airflow_provider_mirpanel.taskstate import digest
 from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class
+from airflow_provider_mirpanel.utils.state_stores import digest
 
 if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
     from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook

@@ -2,7 +2,7 @@
 
 A deferrable ``OrderStatusSensor`` / ``RefillStatusSensor`` hands its wait to one of these. Each
 poll asks the panel only about the IDs not yet in a terminal status, 100 per request, several
-requests at once; the wait logic is :class:`~airflow_provider_mirpanel.waiting.WaitProgress`, the
+requests at once; the wait logic is :class:`~airflow_provider_mirpanel.utils.waiting.WaitProgress`, the
 same as the sensors' poke mode, so every mode ends the same way with the same records.
 
 Every trigger yields exactly one event, a small dict (a few hundred bytes, whatever the number of
@@ -39,7 +39,7 @@ from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputErr
 from airflow_provider_mirpanel.protocol import normalize_ids
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
 from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class
-from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
+from airflow_provider_mirpanel.utils.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
 
 if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
     from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook

@@ -1,6 +1,6 @@
 """The trigger a placement waits on while another task holds its ledger scope.
 
-It reads the scope's lease (:mod:`~airflow_provider_mirpanel.lease`) from the ledger asset's state
+It reads the scope's lease (:mod:`~airflow_provider_mirpanel.placement.lease`) from the ledger asset's state
 store every ``poll_interval`` seconds, in the triggerer, and fires once the lease no longer keeps
 the waiting task out (released, expired, or the task's own). The task then resumes and claims the
 scope itself: the trigger only says when to look, so a read that fails fires after one interval
@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_mirpanel.lease import Lease, LeaseOwner
+from airflow_provider_mirpanel.placement.lease import Lease, LeaseOwner
 
 
 class LedgerScopeTrigger(BaseTrigger):

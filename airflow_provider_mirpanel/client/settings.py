@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_mirpanel import defaults
+from airflow_provider_mirpanel.client import defaults
+from airflow_provider_mirpanel.client.ratelimit import DEFAULT_BUDGETS, MAX_LIMIT, Budget
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.protocol import Action, RetryPolicy, to_bool, to_float
-from airflow_provider_mirpanel.ratelimit import DEFAULT_BUDGETS, MAX_LIMIT, Budget
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _budget(action: str, value: Any) -> Budget | None:
 def parse_rate_limits(raw: Any) -> dict[str, Budget]:
     """The per-action budgets from the ``rate_limits`` extra (already read; None: absent).
 
-    Absent: the published limits (:data:`~airflow_provider_mirpanel.ratelimit.DEFAULT_BUDGETS`).
+    Absent: the published limits (:data:`~airflow_provider_mirpanel.client.ratelimit.DEFAULT_BUDGETS`).
     ``false`` (or ``"off"``): none. An object (or its JSON text, as the connection form stores it)
     overrides the actions it names and keeps the defaults of the others; per action a number of
     requests per minute, ``{"limit": n, "per": seconds}``, or 0 / ``false`` for no budget.

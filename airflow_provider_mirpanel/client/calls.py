@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from airflow_provider_mirpanel import __version__
+from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAPIError,
     MirPanelAuthError,
@@ -31,7 +32,6 @@ from airflow_provider_mirpanel.protocol import (
     multi_form,
     normalize_ids,
 )
-from airflow_provider_mirpanel.settings import ClientSettings
 
 USER_AGENT = f"airflow-provider-mirpanel/{__version__}"
 #: Headers of every request; the key travels in the POST body, never in a header or the URL.

@@ -26,8 +26,8 @@ from airflow_provider_mirpanel.exceptions import (
     MirPanelInsufficientFundsError,
     MirPanelTransientError,
 )
-from airflow_provider_mirpanel.ledger import PAGE_SIZE, LedgerEntry, LedgerState, PlacementLedger
-from airflow_provider_mirpanel.order_rows import (
+from airflow_provider_mirpanel.placement.ledger import PAGE_SIZE, LedgerEntry, LedgerState, PlacementLedger
+from airflow_provider_mirpanel.placement.order_rows import (
     OrderSpec,
     OrderState,
     check_against_catalogue,
@@ -38,7 +38,7 @@ from airflow_provider_mirpanel.order_rows import (
 )
 from airflow_provider_mirpanel.protocol import AddOrderRecord, BalanceRecord, ServiceRecord
 from airflow_provider_mirpanel.records import Record
-from airflow_provider_mirpanel.reporting import errors_by, listing
+from airflow_provider_mirpanel.utils.listing import errors_by, listing
 from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 __all__ = [

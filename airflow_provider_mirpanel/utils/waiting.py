@@ -19,7 +19,7 @@ from airflow_provider_mirpanel.protocol import (
     canonical_status,
     normalize_ids,
 )
-from airflow_provider_mirpanel.reporting import listing
+from airflow_provider_mirpanel.utils.listing import listing
 
 
 class WaitKind(str, Enum):

@@ -28,7 +28,7 @@ from airflow_provider_mirpanel.protocol import (
     to_int,
 )
 from airflow_provider_mirpanel.records import Record
-from airflow_provider_mirpanel.taskstate import digest
+from airflow_provider_mirpanel.utils.state_stores import digest
 
 MAX_KEY_LENGTH = 200  # state store keys are at most 512 characters, and a scope's name comes first
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-from airflow_provider_mirpanel import defaults
+from airflow_provider_mirpanel.client import defaults
 
 #: The largest ``limit`` a budget may have (its window keeps that many start times); for more, no budget.
 MAX_LIMIT = 1_000_000

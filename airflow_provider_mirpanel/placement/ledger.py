@@ -21,7 +21,7 @@ Where the ledger lives is its *scope*:
   (:func:`ledger_asset`), which survives DAG runs; the scope's name prefixes the keys, so an order
   key placed by any earlier run of that scope is never placed again. Any number of runs, DAGs
   and mapped tasks may use one scope at once: a writer claims the scope's lease
-  (:mod:`~airflow_provider_mirpanel.lease`) before it reads the pages, and writes pages only while
+  (:mod:`~airflow_provider_mirpanel.placement.lease`) before it reads the pages, and writes pages only while
   it holds it, so pages are numbered by one writer at a time and a key is sent at most once.
 
 A scope's first page written under a lease starts with a *format row* that the release before
@@ -40,8 +40,8 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.lease import LEASE_SUFFIX, Claim, LeaseOwner, LeaseTiming, ScopeLease
-from airflow_provider_mirpanel.taskstate import MemoryStateStore, StateStore, store_of
+from airflow_provider_mirpanel.placement.lease import LEASE_SUFFIX, Claim, LeaseOwner, LeaseTiming, ScopeLease
+from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore, StateStore, store_of
 from airflow_provider_mirpanel.version_compat import Asset
 
 #: Prefix of the ledger's pages in a state store. Renaming it would make in-flight retries and
@@ -195,7 +195,7 @@ class PlacementLedger:
         return f"ledger scope {self.scope!r}" if self.scope is not None else "this task's ledger"
 
     def claim(self) -> Claim:
-        """Try once to claim the scope's lease (see :class:`~airflow_provider_mirpanel.lease.ScopeLease`)."""
+        """Try once to claim the scope's lease (see :class:`~airflow_provider_mirpanel.placement.lease.ScopeLease`)."""
         if self.lease is None:
             return Claim(True)
         return self.lease.claim()
