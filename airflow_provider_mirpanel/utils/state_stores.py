@@ -43,22 +43,6 @@ class MemoryStateStore:
         return f"MemoryStateStore({len(self.values)} keys)"
 
 
-class MemoryAssetStores:
-    """A ``context["asset_state_store"]`` stand-in kept in memory: one :class:`MemoryStateStore` per asset.
-
-    Share one between several ``op.execute(context)`` calls to stand for DAG runs of one deployment.
-    """
-
-    def __init__(self) -> None:
-        self.stores: dict[str, MemoryStateStore] = {}
-
-    def __getitem__(self, asset: Any) -> MemoryStateStore:
-        return self.stores.setdefault(asset.name, MemoryStateStore())
-
-    def __repr__(self) -> str:
-        return f"MemoryAssetStores({sorted(self.stores)})"
-
-
 def store_of(context: Mapping[str, Any]) -> StateStore | None:
     """The task's state store, or None (a bare ``op.execute(context)``, Airflow before 3.3)."""
     store = context.get("task_state_store")
