@@ -5,6 +5,7 @@ The spend rate and BalanceCheckOperator's projection are in ``unit/balance/test_
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from collections.abc import Callable, Coroutine
@@ -151,3 +152,21 @@ def test_the_trigger_serializes_to_json_and_back() -> None:
                       "poll_interval": 600.0}
     rebuilt = BalanceTrigger(**cast(dict[str, Any], deserialize(serialize(kwargs))))
     assert rebuilt.serialize() == (classpath, kwargs) and rebuilt.state_key == trigger.state_key
+
+
+def test_a_watch_stored_before_the_layout_move_resumes_and_fires(panel: SandboxPanel) -> None:
+    """An ``AssetWatcher``'s trigger row as 0.2.0 (the flat layout, before issue 21) stored it resumes."""
+    classpath = "airflow_provider_mirpanel.triggers.balance.BalanceTrigger"
+    kwargs = {"mirpanel_conn_id": "mirpanel_default", "min_balance": 5000.0, "runs_out_within_hours": None,
+              "poll_interval": 0.01}
+    module, _, name = classpath.rpartition(".")
+    trigger = getattr(importlib.import_module(module), name)(**cast(dict[str, Any], deserialize(serialize(kwargs))))
+    assert trigger.serialize() == (classpath, kwargs)
+
+    trigger.asset_state_store = MemoryWatchStore()  # the triggerer injects the asset's store
+
+    async def first_event() -> dict[str, Any]:
+        event = await anext(trigger.run())
+        return cast(dict[str, Any], event.payload)
+
+    assert asyncio.run(first_event())["status"] == "low"  # the sandbox's balance of 1000 is below 5000

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from airflow.triggers.base import BaseTrigger
@@ -448,3 +449,37 @@ def test_the_trigger_module_leaves_the_async_hook_and_aiohttp_to_run(module: str
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert imported.stdout.strip() == "[]"
     assert MirPanelAsyncHook.default_conn_name == importlib.import_module(module).DEFAULT_CONN_ID
+
+
+# -- stored triggers resume across the package's layout move --------------------------------------
+
+#: Trigger rows as version 0.2.0 (the flat layout, before issue 21 moved modules into folders) left
+#: them in the metadata DB: ``serialize()``'s class path and keyword arguments, through Airflow's serde.
+STORED_BY_0_2_0 = {
+    "airflow_provider_mirpanel.triggers.mirpanel.OrderStatusTrigger": "order_ids",
+    "airflow_provider_mirpanel.triggers.mirpanel.RefillStatusTrigger": "refill_ids",
+}
+
+
+def trigger_of_row(classpath: str, kwargs: dict[str, Any]) -> BaseTrigger:
+    """What the triggerer does with a stored row: import the class path, rebuild from the kwargs."""
+    module, _, name = classpath.rpartition(".")
+    trigger_class = getattr(importlib.import_module(module), name)
+    trigger = trigger_class(**cast(dict[str, Any], deserialize(json.loads(json.dumps(serialize(kwargs))))))
+    assert isinstance(trigger, BaseTrigger)
+    return trigger
+
+
+@pytest.mark.parametrize(("classpath", "ids_argument"), STORED_BY_0_2_0.items())
+def test_a_trigger_stored_before_the_layout_move_resumes_and_ends_the_wait(
+    panel: SandboxPanel, classpath: str, ids_argument: str
+) -> None:
+    ids = refills_of(panel, 3) if ids_argument == "refill_ids" else panel.create_orders(3, status="Completed")
+    kwargs = {ids_argument: ids, "mirpanel_conn_id": "mirpanel_default", "poll_interval": POLL,
+              "terminal_statuses": None, "failed_statuses": None, "deadline": time.time() + 30}
+    panel.advance(3600)  # the refills end too
+
+    trigger = trigger_of_row(classpath, kwargs)
+
+    assert trigger.serialize() == (classpath, {**kwargs, "poll_interval": POLL})  # the same row again
+    assert event_of(trigger)["status"] == "success"
