@@ -61,11 +61,11 @@ def campaign_summary(records: Sequence[Mapping[str, Any]], stage: str, campaign:
     if stage == "placed":
         placed = [record for record in records if record.get("state") == "placed"]
         summary["states"] = dict(Counter(str(record.get("state")) for record in records))
-        summary["spend"] = round(sum(_number(record.get("cost")) for record in placed), 6)
+        summary["spend"] = round(sum(_amount_or_zero(record.get("cost")) for record in placed), 6)
     else:
         summary["statuses"] = dict(Counter(str(record.get("status")) for record in records))
-        summary["spend"] = round(sum(_number(record.get("charge")) for record in records), 6)
-        summary["remains"] = int(sum(_number(record.get("remains")) for record in records))
+        summary["spend"] = round(sum(_amount_or_zero(record.get("charge")) for record in records), 6)
+        summary["remains"] = int(sum(_amount_or_zero(record.get("remains")) for record in records))
     return summary
 
 
@@ -98,5 +98,6 @@ class CampaignAssetEvent:
         task.log.info("campaign %s: %s", self.stage, summary)
 
 
-def _number(value: Any) -> float:
+def _amount_or_zero(value: Any) -> float:
+    """A record's number (cost, charge, remains); 0 when it has none (None, "Unknown", a bool)."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

@@ -60,7 +60,8 @@ def _extra(extra: Mapping[str, Any], name: str) -> Any:
     return None if value == "" else value
 
 
-def _number(extra: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
+def _number_extra(extra: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
+    """The connection extra ``name`` as a number of at least ``minimum``; ``default`` when unset."""
     raw = _extra(extra, name)
     if raw is None:
         return default
@@ -160,12 +161,12 @@ class ClientSettings:
         verify = to_bool(_extra(extra, "verify_ssl") if _extra(extra, "verify") is None else _extra(extra, "verify"))
         settings = cls(
             url=url,
-            timeout=_number(extra, "timeout", cls.timeout, 0.001),
-            connect_timeout=_number(extra, "connect_timeout", cls.connect_timeout, 0.001),
-            retries=int(_number(extra, "retries", cls.retries, 0)),
-            backoff=_number(extra, "backoff", cls.backoff, 0),
-            concurrency=int(_number(extra, "concurrency", cls.concurrency, 1)),
-            rate_limit=_number(extra, "rate_limit", cls.rate_limit, 0),
+            timeout=_number_extra(extra, "timeout", cls.timeout, 0.001),
+            connect_timeout=_number_extra(extra, "connect_timeout", cls.connect_timeout, 0.001),
+            retries=int(_number_extra(extra, "retries", cls.retries, 0)),
+            backoff=_number_extra(extra, "backoff", cls.backoff, 0),
+            concurrency=int(_number_extra(extra, "concurrency", cls.concurrency, 1)),
+            rate_limit=_number_extra(extra, "rate_limit", cls.rate_limit, 0),
             rate_limits=parse_rate_limits(_extra(extra, "rate_limits")),
             verify=verify is not False,
         )

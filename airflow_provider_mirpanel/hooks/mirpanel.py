@@ -28,13 +28,6 @@ from airflow_provider_mirpanel.exceptions import (
 )
 from airflow_provider_mirpanel.protocol import (
     Action,
-    AddOrderRecord,
-    BalanceRecord,
-    CancelRecord,
-    OrderStatusRecord,
-    RefillRecord,
-    RefillStatusRecord,
-    ServiceRecord,
     action_form,
     build_add_form,
     normalize_id,
@@ -45,6 +38,7 @@ from airflow_provider_mirpanel.protocol import (
     parse_refill,
     parse_refill_status,
     parse_services,
+    replies,
     retry_arguments,
     single_form,
 )
@@ -225,12 +219,12 @@ class MirPanelHook(BudgetClock, BaseHook):
 
     # -- the API ---------------------------------------------------------------------------------
 
-    def get_services(self) -> list[ServiceRecord]:
+    def get_services(self) -> list[replies.ServiceRecord]:
         """The panel's catalogue: one record per service (``service, name, type, category, rate, min,
         max, refill, cancel, dripfeed`` typed; other keys the panel sends kept as they come)."""
         return parse_services(self._call(Action.SERVICES, action_form(Action.SERVICES)))
 
-    def add_order(self, service: int | str, **params: Any) -> AddOrderRecord:
+    def add_order(self, service: int | str, **params: Any) -> replies.AddOrderRecord:
         """Place one order and return ``{order, service, <parameters sent>}``.
 
         Parameters are those of the service's type (``link``, ``quantity``, ``runs``, ``interval``,
@@ -248,40 +242,40 @@ class MirPanelHook(BudgetClock, BaseHook):
                 raise MirPanelAmbiguousOrderError(form, str(error)) from error
             raise
 
-    def get_order_status(self, order_id: int | str) -> OrderStatusRecord:
+    def get_order_status(self, order_id: int | str) -> replies.OrderStatusRecord:
         """The status record of one order: ``order, status, charge, start_count, remains, currency, error``."""
         number = normalize_id(order_id, "order")
         return parse_order_status(self._call(Action.STATUS, single_form(Action.STATUS, number)), number)
 
-    def get_orders_status(self, order_ids: Iterable[int | str]) -> list[OrderStatusRecord]:
+    def get_orders_status(self, order_ids: Iterable[int | str]) -> list[replies.OrderStatusRecord]:
         """Status records of any number of orders, one per distinct ID in input order."""
-        return cast(list[OrderStatusRecord], self._multi(Action.STATUS, order_ids, "order"))
+        return cast(list[replies.OrderStatusRecord], self._multi(Action.STATUS, order_ids, "order"))
 
-    def refill_order(self, order_id: int | str) -> RefillRecord:
+    def refill_order(self, order_id: int | str) -> replies.RefillRecord:
         """Request a refill of one order: ``order, refill, error``."""
         number = normalize_id(order_id, "order")
         return parse_refill(self._call(Action.REFILL, single_form(Action.REFILL, number)), number)
 
-    def refill_orders(self, order_ids: Iterable[int | str]) -> list[RefillRecord]:
+    def refill_orders(self, order_ids: Iterable[int | str]) -> list[replies.RefillRecord]:
         """Request refills of any number of orders: one ``order, refill, error`` record per order."""
-        return cast(list[RefillRecord], self._multi(Action.REFILL, order_ids, "order"))
+        return cast(list[replies.RefillRecord], self._multi(Action.REFILL, order_ids, "order"))
 
-    def get_refill_status(self, refill_id: int | str) -> RefillStatusRecord:
+    def get_refill_status(self, refill_id: int | str) -> replies.RefillStatusRecord:
         """The status of one refill: ``refill, status, error``."""
         number = normalize_id(refill_id, "refill")
         return parse_refill_status(
             self._call(Action.REFILL_STATUS, single_form(Action.REFILL_STATUS, number)), number
         )
 
-    def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[RefillStatusRecord]:
+    def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[replies.RefillStatusRecord]:
         """Statuses of any number of refills, one record per distinct refill ID in input order."""
-        return cast(list[RefillStatusRecord], self._multi(Action.REFILL_STATUS, refill_ids, "refill"))
+        return cast(list[replies.RefillStatusRecord], self._multi(Action.REFILL_STATUS, refill_ids, "refill"))
 
-    def cancel_orders(self, order_ids: Iterable[int | str]) -> list[CancelRecord]:
+    def cancel_orders(self, order_ids: Iterable[int | str]) -> list[replies.CancelRecord]:
         """Cancel any number of orders: one ``order, cancel, error`` record per order."""
-        return cast(list[CancelRecord], self._multi(Action.CANCEL, order_ids, "order"))
+        return cast(list[replies.CancelRecord], self._multi(Action.CANCEL, order_ids, "order"))
 
-    def get_balance(self) -> BalanceRecord:
+    def get_balance(self) -> replies.BalanceRecord:
         """The account balance: ``balance, currency``."""
         return parse_balance(self._call(Action.BALANCE, action_form(Action.BALANCE)))
 

@@ -18,6 +18,13 @@ def choice(name: str, value: str, allowed: Sequence[str]) -> str:
     return value
 
 
+def as_list(value: Any) -> list[Any]:
+    """An operator argument that takes one item or several (``inlets``, ``outlets``) as a list; None as []."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class MirPanelBaseOperator(BaseOperator):
     """Base of this provider's operators: the connection and the hook.
 

@@ -63,7 +63,8 @@ def error(text: str, status: int = 200) -> Reply:
     return Reply.of({"error": text}, status)
 
 
-def _number(token: str) -> int | None:
+def _digits_as_int(token: str) -> int | None:
+    """The token as an int when it is all digits (after trimming), else None."""
     token = token.strip()
     return int(token) if token.isdigit() else None
 
@@ -78,7 +79,7 @@ def requested_ids(form: Mapping[str, str]) -> list[int]:
     ids: list[int] = []
     for name in _ID_FIELDS:
         for token in split_ids(form.get(name, "")):
-            number = _number(token)
+            number = _digits_as_int(token)
             if number is not None:
                 ids.append(number)
     return ids
@@ -86,8 +87,18 @@ def requested_ids(form: Mapping[str, str]) -> list[int]:
 
 def _multi_id(token: str) -> int | str:
     """How a multi reply names an ID: the number when it is one, else the text as sent."""
-    number = _number(token)
+    number = _digits_as_int(token)
     return number if number is not None else token
+
+
+def _entries(ids: str, id_name: str, value_name: str, answer: Callable[[str], Any]) -> list[dict[str, Any]]:
+    """A multi-ID reply's entries, ``{id_name: the ID as sent, value_name: answer(token)}``, in request order."""
+    return [{id_name: _multi_id(token), value_name: answer(token)} for token in split_ids(ids)]
+
+
+def _or_error(outcome: int | str) -> int | dict[str, str]:
+    """An outcome as a multi-ID reply holds it: the new ID, or ``{"error": reason}``."""
+    return outcome if isinstance(outcome, int) else {"error": outcome}
 
 
 class PanelApi:
@@ -131,7 +142,7 @@ class PanelApi:
     # -- add ----------------------------------------------------------------------------------
 
     def _add(self, form: Mapping[str, str]) -> Reply:
-        service_id = _number(form.get("service", "")) or 0
+        service_id = _digits_as_int(form.get("service", "")) or 0
         service = self.catalogue.by_id.get(service_id)
         if service is None:
             return error(INCORRECT_SERVICE)
@@ -168,7 +179,7 @@ class PanelApi:
         return Reply.of(self._status_fields(order, now)) if order else error(INCORRECT_ORDER)
 
     def _order(self, token: str) -> Order | None:
-        number = _number(token)
+        number = _digits_as_int(token)
         return self.state.orders.get(number) if number is not None else None
 
     # -- refill -------------------------------------------------------------------------------
@@ -185,11 +196,7 @@ class PanelApi:
 
     def _refill(self, form: Mapping[str, str]) -> Reply:
         if "orders" in form:
-            entries = []
-            for token in split_ids(form["orders"]):
-                outcome = self._refill_one(token)
-                entries.append({"order": _multi_id(token),
-                                "refill": outcome if isinstance(outcome, int) else {"error": outcome}})
+            entries = _entries(form["orders"], "order", "refill", lambda token: _or_error(self._refill_one(token)))
             return Reply.of(entries, created=[e["refill"] for e in entries if isinstance(e["refill"], int)])
         if "order" not in form:
             return error(INCORRECT_REQUEST)
@@ -200,19 +207,18 @@ class PanelApi:
 
     def _refill_status(self, form: Mapping[str, str]) -> Reply:
         if "refills" in form:
-            entries = []
-            for token in split_ids(form["refills"]):
-                status = self._refill_state(token)
-                entries.append({"refill": _multi_id(token),
-                                "status": status if status is not None else {"error": REFILL_NOT_FOUND}})
-            return Reply.of(entries)
+            return Reply.of(_entries(form["refills"], "refill", "status", self._refill_status_entry))
         if "refill" not in form:
             return error(INCORRECT_REQUEST)
         status = self._refill_state(form["refill"])
         return Reply.of({"status": status}) if status is not None else error(REFILL_NOT_FOUND)
 
+    def _refill_status_entry(self, token: str) -> str | dict[str, str]:
+        status = self._refill_state(token)
+        return status if status is not None else {"error": REFILL_NOT_FOUND}
+
     def _refill_state(self, token: str) -> str | None:
-        number = _number(token)
+        number = _digits_as_int(token)
         refill = self.state.refills.get(number) if number is not None else None
         return refill.status if refill is not None else None
 
@@ -231,12 +237,7 @@ class PanelApi:
     def _cancel(self, form: Mapping[str, str]) -> Reply:
         if "orders" not in form:
             return error(INCORRECT_REQUEST)
-        entries = []
-        for token in split_ids(form["orders"]):
-            outcome = self._cancel_one(token)
-            entries.append({"order": _multi_id(token),
-                            "cancel": outcome if isinstance(outcome, int) else {"error": outcome}})
-        return Reply.of(entries)
+        return Reply.of(_entries(form["orders"], "order", "cancel", lambda token: _or_error(self._cancel_one(token))))
 
 
 def _first_refusal(service: Mapping[str, Any], kind: OrderType | None, params: Mapping[str, str]) -> str | None:
@@ -247,7 +248,7 @@ def _first_refusal(service: Mapping[str, Any], kind: OrderType | None, params: M
     """
     if kind is not None and "link" in kind.required and not _plausible_link(params.get("link")):
         return BAD_LINK
-    quantity = _number(params.get("quantity", "x"))
+    quantity = _digits_as_int(params.get("quantity", "x"))
     if kind is not None and "quantity" in kind.required and quantity is not None:
         low, high = to_int(service.get("min")), to_int(service.get("max"))
         if low is not None and quantity < low:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES, REFILL_TERMINAL_STATUSES, canonical_status
@@ -68,6 +68,7 @@ class OrderReading(NamedTuple):
     start_count: int
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Order:
     """One order. ``status``, ``remains``, ``charge`` and ``start_count`` are read from the clock.
 
@@ -78,25 +79,23 @@ class Order:
     sandbox time the order was placed.
     """
 
-    __slots__ = ("_clock", "_forced", "_life", "_start_count", "cost", "created", "ends_partial", "id", "link",
-                 "paid", "params", "quantity", "refunded", "service")
+    id: int
+    service: int
+    link: str | None
+    quantity: int | None
+    params: dict[str, str]
+    cost: float
+    created: float
+    _clock: SandboxClock
+    _life: Lifecycle
+    refunded: float = field(default=0.0, init=False)
+    paid: bool = field(default=True, init=False)
+    ends_partial: bool = field(default=False, init=False)
+    _forced: tuple[str, Remains] | None = field(default=None, init=False)
+    _start_count: int = field(init=False)
 
-    def __init__(self, order_id: int, service: int, link: str | None, quantity: int | None,
-                 params: dict[str, str], cost: float, created: float, clock: SandboxClock, life: Lifecycle):
-        self.id = order_id
-        self.service = service
-        self.link = link
-        self.quantity = quantity
-        self.params = params
-        self.cost = cost
-        self.created = created
-        self.refunded = 0.0
-        self.paid = True
-        self.ends_partial = False
-        self._start_count = order_id * 7919 % 50_000  # deterministic, looks like a real follower count
-        self._forced: tuple[str, Remains] | None = None
-        self._clock = clock
-        self._life = life
+    def __post_init__(self) -> None:
+        self._start_count = self.id * 7919 % 50_000  # deterministic, looks like a real follower count
 
     def __repr__(self) -> str:
         status, remains, charge, start_count = self.read()
