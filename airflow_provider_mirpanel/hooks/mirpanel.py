@@ -28,6 +28,7 @@ from airflow_provider_mirpanel.exceptions import (
 )
 from airflow_provider_mirpanel.protocol import (
     Action,
+    OrderParameter,
     action_form,
     build_add_form,
     normalize_id,
@@ -224,7 +225,7 @@ class MirPanelHook(BudgetClock, BaseHook):
         max, refill, cancel, dripfeed`` typed; other keys the panel sends kept as they come)."""
         return parse_services(self._call(Action.SERVICES, action_form(Action.SERVICES)))
 
-    def add_order(self, service: int | str, **params: Any) -> replies.AddOrderRecord:
+    def add_order(self, service: int | str, **params: OrderParameter) -> replies.AddOrderRecord:
         """Place one order and return ``{order, service, <parameters sent>}``.
 
         Parameters are those of the service's type (``link``, ``quantity``, ``runs``, ``interval``,

@@ -29,8 +29,9 @@ from airflow_provider_mirpanel.protocol import (
     to_text,
 )
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
+from airflow_provider_mirpanel.utils.arguments import IdsArgument, NumberArgument
 from airflow_provider_mirpanel.utils.listing import errors_by
-from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException, Context
+from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException, Asset, Context
 
 __all__ = [
     "BalanceCheckOperator",
@@ -78,7 +79,7 @@ class ServicesOperator(MirPanelBaseOperator):
     def __init__(
         self,
         *,
-        service_ids: Any = None,
+        service_ids: IdsArgument | None = None,
         category: str | None = None,
         name: str | None = None,
         service_type: str | None = None,
@@ -128,7 +129,7 @@ class _OrderIdsOperator(MirPanelBaseOperator):
 
     template_fields: Sequence[str] = ("order_ids", "mirpanel_conn_id")
 
-    def __init__(self, *, order_ids: Any, **kwargs: Any) -> None:
+    def __init__(self, *, order_ids: IdsArgument, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.order_ids = order_ids
 
@@ -259,8 +260,15 @@ class BalanceCheckOperator(MirPanelBaseOperator):
     template_fields: Sequence[str] = ("min_balance", "runs_out_within_hours", "mirpanel_conn_id")
     lineage_inputs = (BALANCE,)
 
-    def __init__(self, *, min_balance: Any = None, runs_out_within_hours: Any = None, on_low: str = "fail",
-                 balance_asset: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        min_balance: NumberArgument | None = None,
+        runs_out_within_hours: NumberArgument | None = None,
+        on_low: str = "fail",
+        balance_asset: Asset | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.balance_asset = balance_asset or balance_asset_of(kwargs.get("mirpanel_conn_id",
                                                                           MirPanelHook.default_conn_name))
         kwargs["inlets"] = [*as_list(kwargs.get("inlets")), self.balance_asset]

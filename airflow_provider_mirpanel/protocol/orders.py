@@ -8,9 +8,9 @@ before anything is spent. Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.protocol.values import DIGITS, MAX_WHOLE, normalize_id, to_int, to_text
@@ -61,6 +61,9 @@ ORDER_TYPES: dict[str, OrderType] = {
 ORDER_PARAMS = frozenset().union(*(t.params for t in ORDER_TYPES.values()))
 # Fields whose value is a list of lines; a Python list is joined with "\n".
 MULTILINE_PARAMS = frozenset({"comments", "usernames", "hashtags", "groups", "keywords"})
+#: The value of an ``add`` parameter: a number or text, a list of lines for the multi-line ones,
+#: None to leave it out (checked by :func:`build_add_form`).
+OrderParameter: TypeAlias = int | float | str | Sequence[str] | None
 INT_PARAMS = frozenset(
     {"quantity", "runs", "interval", "answer_number", "min", "max", "posts", "old_posts", "delay",
      "device", "type_of_traffic"}

@@ -25,7 +25,7 @@ def to_int(value: Any) -> int | None:
     """An int from an int, a float or a numeric string; None for anything else (``"Unknown"``)."""
     kind = type(value)
     if kind is int:
-        return value
+        return int(value)
     if kind is str:
         try:
             return int(value)

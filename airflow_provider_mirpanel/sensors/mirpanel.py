@@ -28,6 +28,7 @@ from airflow_provider_mirpanel.triggers.mirpanel import (
     RefillStatusTrigger,
     ends_wait,
 )
+from airflow_provider_mirpanel.utils.arguments import IdsArgument
 from airflow_provider_mirpanel.utils.state_stores import RecordPages, digest, store_of
 from airflow_provider_mirpanel.utils.waiting import WaitKind, WaitOutcome, WaitProgress
 from airflow_provider_mirpanel.version_compat import (
@@ -305,7 +306,7 @@ class OrderStatusSensor(_PanelWaitSensor):
     trigger_class = OrderStatusTrigger
     template_fields: Sequence[str] = ("order_ids", "terminal_statuses", "failed_statuses", "mirpanel_conn_id")
 
-    def __init__(self, *, order_ids: Any, **kwargs: Any) -> None:
+    def __init__(self, *, order_ids: IdsArgument, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.order_ids = order_ids
 
@@ -336,7 +337,7 @@ class RefillStatusSensor(_PanelWaitSensor):
     trigger_class = RefillStatusTrigger
     template_fields: Sequence[str] = ("refill_ids", "terminal_statuses", "failed_statuses", "mirpanel_conn_id")
 
-    def __init__(self, *, refill_ids: Any, **kwargs: Any) -> None:
+    def __init__(self, *, refill_ids: IdsArgument, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.refill_ids = refill_ids
 
