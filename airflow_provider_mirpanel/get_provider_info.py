@@ -11,7 +11,7 @@ _MODULES = "airflow_provider_mirpanel"
 
 
 def _number_field(label: str, description: str, kind: str, default: float, minimum: float) -> dict[str, Any]:
-    """A declarative ``conn-fields`` entry of a number (``kind``: number or integer)."""
+    """Return a declarative ``conn-fields`` entry of a number (``kind``: number or integer)."""
     return {"label": label, "description": description,
             "schema": {"type": [kind, "null"], "default": default, "minimum": minimum}}
 
@@ -53,7 +53,7 @@ def get_provider_info() -> dict[str, Any]:
 
 
 def connection_type() -> dict[str, Any]:
-    """The ``mirpanel`` connection type: its hook, field behaviour and declarative extra fields."""
+    """Return the ``mirpanel`` connection type: its hook, field behaviour and declarative extra fields."""
     return {
         "connection-type": "mirpanel",
         "hook-class-name": f"{_MODULES}.hooks.mirpanel.MirPanelHook",

@@ -19,7 +19,7 @@ def choice(name: str, value: str, allowed: Sequence[str]) -> str:
 
 
 def as_list(value: Any) -> list[Any]:
-    """An operator argument that takes one item or several (``inlets``, ``outlets``) as a list; None as []."""
+    """Return an operator argument that takes one item or several (``inlets``, ``outlets``) as a list; None as []."""
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
@@ -45,7 +45,7 @@ class MirPanelBaseOperator(BaseOperator):
         return MirPanelHook(mirpanel_conn_id=self.mirpanel_conn_id)
 
     def lineage_datasets(self) -> tuple[Sequence[str], Sequence[str]]:
-        """The panel datasets this task read and wrote (``lineage_inputs``, ``lineage_outputs``)."""
+        """Return the panel datasets this task read and wrote (``lineage_inputs``, ``lineage_outputs``)."""
         return self.lineage_inputs, self.lineage_outputs
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

@@ -26,6 +26,7 @@ class OrderType:
 
     @property
     def params(self) -> frozenset[str]:
+        """Every parameter the type takes."""
         return frozenset(self.required + self.optional)
 
 
@@ -77,7 +78,7 @@ _EXPIRY = re.compile(r"^\d{2}/\d{2}/\d{4}$")
 
 
 def order_type(type_name: Any) -> OrderType | None:
-    """The order type for a catalogue ``type`` value (case-insensitive), or None when unknown."""
+    """Return the order type for a catalogue ``type`` value (case-insensitive), or None when unknown."""
     return ORDER_TYPES.get((to_text(type_name) or "Default").strip().lower())
 
 
@@ -117,11 +118,11 @@ def _param_text(name: str, value: Any) -> str:
 
 
 def build_add_form(service: Any, params: Mapping[str, Any]) -> dict[str, str]:
-    """The form fields of an ``add`` (without key and action), checked before anything is sent.
+    r"""Return the form fields of an ``add`` (without key and action), checked before anything is sent.
 
     Unknown parameter names, wrong types, control characters in single-line fields and empty values
     raise :class:`MirPanelInputError`. ``None`` values are dropped. Lists in multi-line fields
-    (comments, usernames, hashtags, groups, keywords) are joined with ``\\n``.
+    (comments, usernames, hashtags, groups, keywords) are joined with ``\n``.
     """
     form = {"service": str(normalize_id(service, "service"))}
     unknown = sorted(set(params) - ORDER_PARAMS, key=repr)  # names from a parsed table may not all be text
@@ -137,7 +138,7 @@ def build_add_form(service: Any, params: Mapping[str, Any]) -> dict[str, str]:
 
 
 def order_problems(service: Mapping[str, Any], form: Mapping[str, str]) -> list[str]:
-    """What is wrong with an order (as built by :func:`build_add_form`) for a catalogue service.
+    """Return what is wrong with an order (as built by :func:`build_add_form`) for a catalogue service.
 
     Checks the type's required parameters, parameters the type does not take, ``quantity``
     within ``min``..``max`` and the type-specific rules. Empty when the order is valid.
@@ -182,7 +183,7 @@ def order_problems(service: Mapping[str, Any], form: Mapping[str, str]) -> list[
 
 
 def order_cost(rate: float | None, quantity: int | None) -> float:
-    """What an order costs: the rate is the price per 1000 units; a package is charged its rate."""
+    """Return what an order costs: the rate is the price per 1000 units; a package is charged its rate."""
     if rate is None:
         return 0.0
     return rate * quantity / 1000 if quantity is not None else rate

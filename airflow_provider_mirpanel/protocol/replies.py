@@ -145,7 +145,7 @@ def _expect(payload: Any, kind: type | tuple[type, ...], action: Action, what: s
 
 
 def _nested_error(value: Any) -> str | None:
-    """The text of a ``{"error": ...}`` value (nested per-ID errors), or None."""
+    """Return the text of a ``{"error": ...}`` value (nested per-ID errors), or None."""
     if isinstance(value, dict) and "error" in value:
         return error_text(value["error"])
     return None
@@ -235,7 +235,7 @@ def _service_record(index: int, raw: Any) -> ServiceRecord:
 
 
 def parse_add(payload: Any, form: Mapping[str, str]) -> AddOrderRecord:
-    """The placed-order record: the order ID, the service and the parameters sent."""
+    """Return the placed-order record: the order ID, the service and the parameters sent."""
     _expect(payload, dict, Action.ADD, "an object with 'order'")
     order_id = to_int(payload.get("order"))
     if order_id is None or order_id <= 0:
@@ -271,7 +271,7 @@ def order_status_record(order_id: int, raw: Any) -> OrderStatusRecord:
 
 
 def parse_order_status(payload: Any, order_id: int) -> OrderStatusRecord:
-    """The record of a single-order ``status`` reply."""
+    """Return the record of a single-order ``status`` reply."""
     return order_status_record(order_id, _with_status(payload, Action.STATUS, "an order status object"))
 
 
@@ -297,7 +297,7 @@ def refill_record(order_id: int, raw: Any) -> RefillRecord:
 
 
 def parse_refill(payload: Any, order_id: int) -> RefillRecord:
-    """The record of a single-order ``refill`` reply."""
+    """Return the record of a single-order ``refill`` reply."""
     _expect(payload, dict, Action.REFILL, "an object with 'refill'")
     record = refill_record(order_id, payload)
     if record["refill"] is None and "refill" not in payload:
@@ -318,12 +318,12 @@ def refill_status_record(refill_id: int, raw: Any) -> RefillStatusRecord:
 
 
 def parse_refill_status(payload: Any, refill_id: int) -> RefillStatusRecord:
-    """The record of a single ``refill_status`` reply."""
+    """Return the record of a single ``refill_status`` reply."""
     return refill_status_record(refill_id, _with_status(payload, Action.REFILL_STATUS, "an object with 'status'"))
 
 
 def _with_status(payload: Any, action: Action, expected: str) -> dict[str, Any]:
-    """A single-ID status reply: an object with ``status``, else MirPanelResponseError."""
+    """Return a single-ID status reply, checked to be an object with ``status`` (else MirPanelResponseError)."""
     if not isinstance(payload, dict) or "status" not in payload:
         _expect(payload, dict, action, expected)  # not an object: says what came instead
         raise MirPanelResponseError("no 'status' in the reply", action=action.value)
@@ -352,7 +352,7 @@ def parse_cancels(payload: Any, ids: list[int]) -> list[CancelRecord]:
 
 
 def parse_balance(payload: Any) -> BalanceRecord:
-    """The balance record."""
+    """Return the balance record."""
     _expect(payload, dict, Action.BALANCE, "an object with 'balance'")
     balance = to_float(payload.get("balance"))
     if balance is None:

@@ -64,7 +64,8 @@ def outcome_unknown(action: Action, error: BaseException) -> bool:
 class WarningLogger(Protocol):
     """Anything with a ``warning`` method: a stdlib or an Airflow task logger."""
 
-    def warning(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+    def warning(self, event: Any, *args: Any, **kw: Any) -> Any:
+        """Log ``event`` at WARNING level."""
 
 
 def retry_arguments(action: Action, policy: RetryPolicy, logger: WarningLogger) -> dict[str, Any]:

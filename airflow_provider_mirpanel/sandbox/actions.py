@@ -55,27 +55,28 @@ class Reply:
 
     @classmethod
     def of(cls, payload: Any, status: int = 200, created: list[int] | None = None) -> Reply:
+        """Make a reply of ``payload`` (JSON) with an HTTP ``status``, naming the orders or refills it ``created``."""
         return cls(json.dumps(payload, ensure_ascii=False).encode(), status, created=created or [])
 
 
 def error(text: str, status: int = 200) -> Reply:
-    """The panel's ``{"error": text}`` reply."""
+    """Return the panel's ``{"error": text}`` reply."""
     return Reply.of({"error": text}, status)
 
 
 def _digits_as_int(token: str) -> int | None:
-    """The token as an int when it is all digits (after trimming), else None."""
+    """Return the token as an int when it is all digits (after trimming), else None."""
     token = token.strip()
     return int(token) if token.isdigit() else None
 
 
 def split_ids(text: str) -> list[str]:
-    """The distinct non-empty tokens of a comma-separated ID list, in order."""
+    """Return the distinct non-empty tokens of a comma-separated ID list, in order."""
     return list(dict.fromkeys(token.strip() for token in text.split(",") if token.strip()))
 
 
 def requested_ids(form: Mapping[str, str]) -> list[int]:
-    """The numeric IDs a request names in ``order``, ``orders``, ``refill`` or ``refills``."""
+    """Return the numeric IDs a request names in ``order``, ``orders``, ``refill`` or ``refills``."""
     ids: list[int] = []
     for name in _ID_FIELDS:
         for token in split_ids(form.get(name, "")):
@@ -92,12 +93,12 @@ def _multi_id(token: str) -> int | str:
 
 
 def _entries(ids: str, id_name: str, value_name: str, answer: Callable[[str], Any]) -> list[dict[str, Any]]:
-    """A multi-ID reply's entries, ``{id_name: the ID as sent, value_name: answer(token)}``, in request order."""
+    """Return a multi-ID reply's entries, ``{id_name: the ID as sent, value_name: answer(token)}``, in request order."""
     return [{id_name: _multi_id(token), value_name: answer(token)} for token in split_ids(ids)]
 
 
 def _or_error(outcome: int | str) -> int | dict[str, str]:
-    """An outcome as a multi-ID reply holds it: the new ID, or ``{"error": reason}``."""
+    """Return an outcome as a multi-ID reply holds it: the new ID, or ``{"error": reason}``."""
     return outcome if isinstance(outcome, int) else {"error": outcome}
 
 
@@ -119,7 +120,7 @@ class PanelApi:
         }
 
     def handle(self, form: Mapping[str, str]) -> Reply:
-        """The reply to one request form (``key``, ``action`` and the action's parameters)."""
+        """Return the reply to one request form (``key``, ``action`` and the action's parameters)."""
         if not secrets.compare_digest(form.get("key", "").encode(), self.api_key.encode()):
             return error(INVALID_KEY)
         action = self._actions.get(form.get("action", "").strip())
@@ -185,7 +186,7 @@ class PanelApi:
     # -- refill -------------------------------------------------------------------------------
 
     def _refill_one(self, token: str) -> int | str:
-        """The new refill's ID, or the panel's error text."""
+        """Return the new refill's ID, or the panel's error text."""
         order = self._order(token)
         if order is None:
             return INCORRECT_ORDER
@@ -241,7 +242,7 @@ class PanelApi:
 
 
 def _first_refusal(service: Mapping[str, Any], kind: OrderType | None, params: Mapping[str, str]) -> str | None:
-    """The panel's error text for an order it refuses, or None when it accepts it.
+    """Return the panel's error text for an order it refuses, or None when it accepts it.
 
     Link and quantity range get the texts panels use; every other problem found by
     :func:`protocol.order_problems` is an "Incorrect request" with the detail appended.
@@ -267,7 +268,7 @@ def _plausible_link(link: str | None) -> bool:
 
 
 def _units(kind: OrderType | None, params: Mapping[str, str]) -> int | None:
-    """The order's quantity: as given, else one unit per comment/username line; None for packages."""
+    """Return the order's quantity: as given, else one unit per comment/username line; None for packages."""
     if "quantity" in params:
         return int(params["quantity"])
     if kind is not None and kind.name.endswith("Package"):

@@ -133,7 +133,7 @@ class Order:
         return IN_PROGRESS, self.units - int(target * done)
 
     def refund_for(self, status: str, remains: Remains) -> float:
-        """What goes back to the balance when the order ends with ``status`` and ``remains``."""
+        """Return what goes back to the balance when the order ends with ``status`` and ``remains``."""
         canonical = canonical_status(status)
         if canonical == "Refunded":
             return self.cost
@@ -156,18 +156,22 @@ class Order:
 
     @property
     def status(self) -> str:
+        """The order's status now."""
         return self.progress()[0]
 
     @property
     def remains(self) -> Remains:
+        """The units not delivered yet."""
         return self.progress()[1]
 
     @property
     def charge(self) -> float:
+        """What the order costs now: its price minus refunds."""
         return self.read().charge
 
     @property
     def start_count(self) -> int:
+        """The count before delivery began (0 while Pending)."""
         return self.read().start_count
 
     @property
@@ -195,7 +199,7 @@ class Refill:
         return f"Refill(id={self.id}, order={self.order}, status={self.status!r})"
 
     def progress(self, now: float | None = None) -> str:
-        """The status at sandbox time ``now`` (default: the clock's now)."""
+        """Return the status at sandbox time ``now`` (default: the clock's now)."""
         if self._forced is not None:
             return self._forced
         elapsed = (self._clock.now() if now is None else now) - self.created
@@ -209,10 +213,12 @@ class Refill:
 
     @property
     def status(self) -> str:
+        """The refill's status now."""
         return self.progress()
 
     @property
     def terminal(self) -> bool:
+        """Whether the refill has ended."""
         return canonical_status(self.status) in REFILL_TERMINAL_STATUSES
 
 

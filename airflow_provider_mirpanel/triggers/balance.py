@@ -65,11 +65,13 @@ class WatchState:
 
     @classmethod
     def from_json(cls, value: Any) -> WatchState:
+        """Read the state as stored; anything else reads as a fresh state."""
         if not isinstance(value, dict):
             return cls()
         return cls(bool(value.get("low")), bool(value.get("failing")), BalanceHistory.from_json(value.get("history")))
 
     def to_json(self) -> dict[str, Any]:
+        """Return the state as stored (JSON)."""
         return {"low": self.low, "failing": self.failing, "history": self.history.to_json()}
 
 
@@ -79,6 +81,10 @@ MemoryWatchStore = InProcessWatchStore
 
 class BalanceTrigger(BaseEventTrigger):
     """Watch the balance from an ``AssetWatcher``; fire once each time it becomes low.
+
+    .. seealso::
+        ``docs/reference.md``, "BalanceTrigger": what it does, returns and raises;
+        how to use it: ``docs/alerts-and-assets.md``.
 
     :param mirpanel_conn_id: the ``mirpanel`` connection (read by the triggerer).
     :param min_balance: fire when the balance is below this (in the panel's currency).
@@ -111,7 +117,7 @@ class BalanceTrigger(BaseEventTrigger):
                 f"runs_out_within_hours={self.runs_out_within_hours}, poll_interval={self.poll_interval})")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and the JSON keyword arguments that rebuild this trigger."""
+        """Return the class path and the JSON keyword arguments that rebuild this trigger."""
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "mirpanel_conn_id": self.mirpanel_conn_id, "min_balance": self.min_balance,
             "runs_out_within_hours": self.runs_out_within_hours, "poll_interval": self.poll_interval})
@@ -171,7 +177,7 @@ class BalanceTrigger(BaseEventTrigger):
         return {"status": "error", "message": message}
 
     def _store(self) -> Any:
-        """The watched asset's state store, or the in-process fallback (outside a triggerer)."""
+        """Return the watched asset's state store, or the in-process fallback (outside a triggerer)."""
         return self._fallback if self.asset_state_store is None else self.asset_state_store
 
     async def _load(self) -> WatchState:

@@ -24,7 +24,7 @@ class InProcessStateStore:
         self.values: dict[str, Any] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value of ``key``, or ``default``."""
+        """Return the value of ``key``, or ``default``."""
         return self.values.get(key, default)
 
     def set(self, key: str, value: Any) -> None:
@@ -48,7 +48,7 @@ class InProcessWatchStore:
         self.writes = 0
 
     async def aget(self, key: str, default: Any = None) -> Any:
-        """The value of ``key``, or ``default``."""
+        """Return the value of ``key``, or ``default``."""
         return self.values.get(key, default)
 
     async def aset(self, key: str, value: Any) -> None:
