@@ -38,7 +38,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol import normalize_ids
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
-from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class
+from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class, classpath_of
 from airflow_provider_mirpanel.utils.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
 
 if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
@@ -85,7 +85,7 @@ class _StatusTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and the JSON keyword arguments that rebuild this trigger."""
         return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
+            classpath_of(self),
             {
                 self.ids_argument: list(self.ids),
                 "mirpanel_conn_id": self.mirpanel_conn_id,
