@@ -112,8 +112,17 @@ class PlaceOrderOperator(ScopedLedgerOperator):
     its ``orders``.
     """
 
-    template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders", "on_unknown",
-                                      "ledger_scope", "services", "mirpanel_conn_id")
+    template_fields: Sequence[str] = (
+        "service",
+        "link",
+        "quantity",
+        "order_parameters",
+        "orders",
+        "on_unknown",
+        "ledger_scope",
+        "services",
+        "mirpanel_conn_id",
+    )
     template_fields_renderers = {"order_parameters": "json", "orders": "json"}
     ui_color = "#f7d08a"
     operator_extra_links = (PanelOrderLink(),)
@@ -160,8 +169,13 @@ class PlaceOrderOperator(ScopedLedgerOperator):
         if not isinstance(extra, Mapping):
             raise MirPanelInputError(f"order_parameters must be a dict, got {type(extra).__name__}")
         row = dict(extra)
-        row.update({name: value for name, value in (("service", self.service), ("link", self.link),
-                                                     ("quantity", self.quantity)) if value is not None})
+        row.update(
+            {
+                name: value
+                for name, value in (("service", self.service), ("link", self.link), ("quantity", self.quantity))
+                if value is not None
+            }
+        )
         return [row]
 
     def _catalogue(self) -> list[Mapping[str, Any]] | None:
@@ -169,22 +183,30 @@ class PlaceOrderOperator(ScopedLedgerOperator):
             return None
         catalogue = parse_order_rows(self.services, "services")
         if any(to_int(service.get("service")) is None for service in catalogue):
-            raise MirPanelInputError("services must be ServicesOperator records (each with its 'service' ID); "
-                                     "no order was sent")
+            raise MirPanelInputError(
+                "services must be ServicesOperator records (each with its 'service' ID); no order was sent"
+            )
         return [{**service, "service": to_int(service["service"])} for service in catalogue]
 
     def run_scoped(self, context: Context, wait: ScopeWait | None) -> list[Record]:
-        options = PlacementOptions(on_unknown=str(self.on_unknown).strip(), on_invalid=self.on_invalid,
-                                   check_balance=self.check_balance, window=self.ledger_window,
-                                   concurrency=self.max_concurrency or self.hook.settings.concurrency)
+        options = PlacementOptions(
+            on_unknown=str(self.on_unknown).strip(),
+            on_invalid=self.on_invalid,
+            check_balance=self.check_balance,
+            window=self.ledger_window,
+            concurrency=self.max_concurrency or self.hook.settings.concurrency,
+        )
         rows = self._rows()
         catalogue = self._catalogue()
         ledger = self.ledger_of(context)
         if not ledger.durable:
             why = " (Airflow before 3.3 has none)" if not STATE_STORES else ""
-            self.log.warning("No task_state_store in the context%s: the ledger lives only as long as this try, "
-                             "so a retry sends no order a try may have sent%s", why,
-                             "; this is a retry, so every order counts as possibly placed" if ledger.blind else "")
+            self.log.warning(
+                "No task_state_store in the context%s: the ledger lives only as long as this try, "
+                "so a retry sends no order a try may have sent%s",
+                why,
+                "; this is a retry, so every order counts as possibly placed" if ledger.blind else "",
+            )
         if ledger.scope is not None:
             _check_keys(context, rows)
         self.claim_scope(context, ledger, wait)
@@ -199,7 +221,6 @@ class PlaceOrderOperator(ScopedLedgerOperator):
         if failure:
             raise failure
         return records
-
 
     def _push_order_url(self, context: Context, records: Sequence[Mapping[str, Any]]) -> None:
         """Leave the order page's URL for the "Panel order" link, when the connection has a pattern."""
@@ -256,11 +277,18 @@ class ResolveOrdersOperator(ScopedLedgerOperator):
             resolved = ledger.resolve(wanted, confirm=self._check_order_ids, entries=entries) if wanted else {}
         finally:
             ledger.release()
-        records = [_resolution_record(key, resolved.get(key, entry), key in resolved)
-                   for key, entry in {**unresolved, **resolved}.items()]
+        records = [
+            _resolution_record(key, resolved.get(key, entry), key in resolved)
+            for key, entry in {**unresolved, **resolved}.items()
+        ]
         left = [key for key in unresolved if key not in resolved]
-        self.log.info("%s: %d keys resolved; %d of unknown outcome left%s", ledger.where, len(resolved), len(left),
-                      f": {listing(left)}" if left else "")
+        self.log.info(
+            "%s: %d keys resolved; %d of unknown outcome left%s",
+            ledger.where,
+            len(resolved),
+            len(left),
+            f": {listing(left)}" if left else "",
+        )
         return records
 
     def _check_order_ids(self, orders: Mapping[str, int]) -> None:
@@ -268,8 +296,11 @@ class ResolveOrdersOperator(ScopedLedgerOperator):
         if not orders:
             return
         statuses = {record["order"]: record for record in self.hook.get_orders_status(list(orders.values()))}
-        unknown = [f"{key} → {order} ({statuses[order]['error']})" for key, order in orders.items()
-                   if order in statuses and statuses[order]["error"]]
+        unknown = [
+            f"{key} → {order} ({statuses[order]['error']})"
+            for key, order in orders.items()
+            if order in statuses and statuses[order]["error"]
+        ]
         if unknown:
             raise MirPanelInputError(f"the panel does not know these orders: {listing(unknown)}; nothing was written")
 
@@ -285,11 +316,13 @@ def parse_resolutions(value: Any) -> dict[str, int | None]:
             try:  # a dict rendered by Jinja is its Python repr
                 value = ast.literal_eval(value)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                raise MirPanelInputError("resolutions must be a dict (or its JSON text) of key → order ID or "
-                                         "'not_placed'") from None
+                raise MirPanelInputError(
+                    "resolutions must be a dict (or its JSON text) of key → order ID or 'not_placed'"
+                ) from None
     if not isinstance(value, Mapping):
-        raise MirPanelInputError(f"resolutions must be a dict of key → order ID or 'not_placed', got "
-                                 f"{type(value).__name__}")
+        raise MirPanelInputError(
+            f"resolutions must be a dict of key → order ID or 'not_placed', got {type(value).__name__}"
+        )
     resolved: dict[str, int | None] = {}
     for key, order in value.items():
         if order in ("not_placed", None):
@@ -317,4 +350,5 @@ def _check_keys(context: Context, rows: list[Mapping[str, Any]]) -> None:
         raise MirPanelInputError(
             f"rows {listing(map(str, keyless))} have no 'key': under a ledger_scope a mapped task's rows each need "
             "a key of their own, since a row's position repeats across the mapped chunks (row 0 of two chunks "
-            "would be one order). Add a key column (e.g. the campaign table's row ID); no order was sent")
+            "would be one order). Add a key column (e.g. the campaign table's row ID); no order was sent"
+        )

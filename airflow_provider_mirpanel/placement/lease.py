@@ -110,8 +110,12 @@ class LeaseOwner:
             value = getattr(ti, name, None)
             return default if value is None else value
 
-        return cls(str(field("dag_id", "?")), str(field("run_id", "?")), str(field("task_id", "?")),
-                   int(field("map_index", -1)))
+        return cls(
+            str(field("dag_id", "?")),
+            str(field("run_id", "?")),
+            str(field("task_id", "?")),
+            int(field("map_index", -1)),
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {"dag_id": self.dag_id, "run_id": self.run_id, "task_id": self.task_id, "map_index": self.map_index}
@@ -143,9 +147,15 @@ class Lease:
     try_number: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"owner": self.owner.as_json(), "token": self.token, "taken_at": self.taken_at,
-                "renewed_at": self.renewed_at, "expires": self.expires, "released_at": self.released_at,
-                "try_number": self.try_number}
+        return {
+            "owner": self.owner.as_json(),
+            "token": self.token,
+            "taken_at": self.taken_at,
+            "renewed_at": self.renewed_at,
+            "expires": self.expires,
+            "released_at": self.released_at,
+            "try_number": self.try_number,
+        }
 
     @classmethod
     def from_json(cls, value: Any) -> Lease | None:
@@ -154,9 +164,15 @@ class Lease:
             return None
         try:
             released = value.get("released_at")
-            return cls(owner, str(value["token"]), float(value["taken_at"]), float(value["renewed_at"]),
-                       float(value["expires"]), None if released is None else float(released),
-                       int(value.get("try_number") or 0))
+            return cls(
+                owner,
+                str(value["token"]),
+                float(value["taken_at"]),
+                float(value["renewed_at"]),
+                float(value["expires"]),
+                None if released is None else float(released),
+                int(value.get("try_number") or 0),
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -189,8 +205,9 @@ class LeaseTiming:
         if self.claim_wait <= self.write_bound:
             raise ValueError("claim_wait must exceed write_bound")
         if self.ttl < 4 * (self.claim_wait + self.write_bound):
-            raise ValueError(f"a lease must last at least {4 * (self.claim_wait + self.write_bound):g} s, "
-                             f"got {self.ttl:g}")
+            raise ValueError(
+                f"a lease must last at least {4 * (self.claim_wait + self.write_bound):g} s, got {self.ttl:g}"
+            )
 
     @property
     def renew_every(self) -> float:
@@ -218,8 +235,15 @@ class ScopeLease:
     :param try_number: the claiming task's try.
     """
 
-    def __init__(self, store: LeaseStore, key: str, owner: LeaseOwner, timing: LeaseTiming | None = None,
-                 clock: LeaseClock | None = None, try_number: int = 1):
+    def __init__(
+        self,
+        store: LeaseStore,
+        key: str,
+        owner: LeaseOwner,
+        timing: LeaseTiming | None = None,
+        clock: LeaseClock | None = None,
+        try_number: int = 1,
+    ):
         self.store = store
         self.key = key
         self.owner = owner
@@ -245,9 +269,12 @@ class ScopeLease:
         mine = Lease(self.owner, uuid.uuid4().hex, now, now, now + self.timing.ttl, try_number=self.try_number)
         self.store.set(self.key, mine.as_json())
         if self.clock.monotonic() - start > self.timing.write_bound:
-            return Claim(False, note=f"the claim's read and write took over {self.timing.write_bound:g} s (a slow "
-                                     "store): not trusted, tried again later",
-                         seconds=self.clock.monotonic() - start)
+            return Claim(
+                False,
+                note=f"the claim's read and write took over {self.timing.write_bound:g} s (a slow "
+                "store): not trusted, tried again later",
+                seconds=self.clock.monotonic() - start,
+            )
         self.clock.sleep(self.timing.claim_wait)
         verified = self.read()
         seconds = self.clock.monotonic() - start
@@ -255,7 +282,8 @@ class ScopeLease:
             raise MirPanelLedgerUnreadableError(
                 f"the ledger's lease {self.key!r} was written but reads back as absent: the ledger asset's state "
                 "store cannot be read (an inactive or undeclared asset reads as empty), so the ledger cannot be "
-                "trusted; no order was sent")
+                "trusted; no order was sent"
+            )
         if verified.token != mine.token:
             return Claim(False, holder=verified, seconds=seconds)
         self.held = mine
@@ -271,8 +299,10 @@ class ScopeLease:
             raise RuntimeError(f"the lease {self.key!r} is not held: claim() first")
         start = self.clock.monotonic()
         if start >= self._deadline:
-            raise self._lose(f"the lease {self.key!r} was not renewed within {self.timing.ttl:g} s (the task was "
-                             "paused or the store was slow): another writer may hold it now")
+            raise self._lose(
+                f"the lease {self.key!r} was not renewed within {self.timing.ttl:g} s (the task was "
+                "paused or the store was slow): another writer may hold it now"
+            )
         if start - self._renewed < self.timing.renew_every:
             return
         current = self.read()
@@ -305,8 +335,9 @@ class ScopeLease:
     def _lose(self, why: str) -> MirPanelScopeLostError:
         """Stop trusting the lease for good: this writer writes and sends nothing more."""
         self.held = None
-        self._lost = (f"{why}; this writer stops writing and sending (the orders in flight stay of unknown "
-                      "outcome, never resent)")
+        self._lost = (
+            f"{why}; this writer stops writing and sending (the orders in flight stay of unknown outcome, never resent)"
+        )
         return MirPanelScopeLostError(self._lost)
 
 

@@ -32,8 +32,16 @@ class LedgerScopeTrigger(BaseTrigger):
         task fails naming the holder.
     """
 
-    def __init__(self, asset_name: str, lease_key: str, owner: dict[str, Any], poll_interval: float,
-                 skew: float = 5.0, give_up_at: float | None = None, try_number: int = 1):
+    def __init__(
+        self,
+        asset_name: str,
+        lease_key: str,
+        owner: dict[str, Any],
+        poll_interval: float,
+        skew: float = 5.0,
+        give_up_at: float | None = None,
+        try_number: int = 1,
+    ):
         super().__init__()
         self.asset_name = asset_name
         self.lease_key = lease_key
@@ -45,10 +53,18 @@ class LedgerScopeTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the JSON keyword arguments that rebuild this trigger."""
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "asset_name": self.asset_name, "lease_key": self.lease_key, "owner": self.owner,
-            "poll_interval": self.poll_interval, "skew": self.skew, "give_up_at": self.give_up_at,
-            "try_number": self.try_number})
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "asset_name": self.asset_name,
+                "lease_key": self.lease_key,
+                "owner": self.owner,
+                "poll_interval": self.poll_interval,
+                "skew": self.skew,
+                "give_up_at": self.give_up_at,
+                "try_number": self.try_number,
+            },
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Read the lease until it is free for the waiting task, then yield one event."""
@@ -57,8 +73,12 @@ class LedgerScopeTrigger(BaseTrigger):
             try:
                 lease = Lease.from_json(await self._read())
             except Exception as error:  # the task's claim decides; look again after one interval
-                self.log.warning("Could not read the lease %r (%s): the task looks itself in %g s", self.lease_key,
-                                 error, self.poll_interval)
+                self.log.warning(
+                    "Could not read the lease %r (%s): the task looks itself in %g s",
+                    self.lease_key,
+                    error,
+                    self.poll_interval,
+                )
                 await asyncio.sleep(self.poll_interval)
                 yield TriggerEvent({"free": None, "error": f"{type(error).__name__}: {error}"})
                 return
