@@ -10,7 +10,8 @@ from airflow_provider_mirpanel.client import defaults
 _MODULES = "airflow_provider_mirpanel"
 
 
-def _number(label: str, description: str, kind: str, default: float, minimum: float) -> dict[str, Any]:
+def _number_field(label: str, description: str, kind: str, default: float, minimum: float) -> dict[str, Any]:
+    """Return a declarative ``conn-fields`` entry of a number (``kind``: number or integer)."""
     return {"label": label, "description": description,
             "schema": {"type": [kind, "null"], "default": default, "minimum": minimum}}
 
@@ -52,7 +53,7 @@ def get_provider_info() -> dict[str, Any]:
 
 
 def connection_type() -> dict[str, Any]:
-    """The ``mirpanel`` connection type: its hook, field behaviour and declarative extra fields."""
+    """Return the ``mirpanel`` connection type: its hook, field behaviour and declarative extra fields."""
     return {
         "connection-type": "mirpanel",
         "hook-class-name": f"{_MODULES}.hooks.mirpanel.MirPanelHook",
@@ -66,17 +67,17 @@ def connection_type() -> dict[str, Any]:
             },
         },
         "conn-fields": {
-            "timeout": _number("Request timeout (s)", "Seconds to wait for the panel's reply.",
+            "timeout": _number_field("Request timeout (s)", "Seconds to wait for the panel's reply.",
                                "number", defaults.DEFAULT_TIMEOUT, 0.001),
-            "connect_timeout": _number("Connect timeout (s)", "Seconds to wait for the connection.",
+            "connect_timeout": _number_field("Connect timeout (s)", "Seconds to wait for the connection.",
                                        "number", defaults.DEFAULT_CONNECT_TIMEOUT, 0.001),
-            "retries": _number("Retries", "How often a failed read (status, balance, services) "
+            "retries": _number_field("Retries", "How often a failed read (status, balance, services) "
                                "is retried. Orders are never resent after they may have "
                                "reached the panel.", "integer", defaults.DEFAULT_RETRIES, 0),
-            "backoff": _number("Backoff (s)", "Wait before the first retry; it doubles at each "
+            "backoff": _number_field("Backoff (s)", "Wait before the first retry; it doubles at each "
                                "retry, with jitter, and never undercuts a Retry-After.",
                                "number", defaults.DEFAULT_BACKOFF, 0),
-            "concurrency": _number("Concurrency", "Requests in flight at once for multi-ID calls "
+            "concurrency": _number_field("Concurrency", "Requests in flight at once for multi-ID calls "
                                    "(100 IDs per request).", "integer", defaults.DEFAULT_CONCURRENCY, 1),
             "rate_limits": {
                 "label": "Rate limits per action",
@@ -95,7 +96,7 @@ def connection_type() -> dict[str, Any]:
                 "Needs the redis extra (pip install 'airflow-provider-mirpanel[redis]').",
                 "schema": {"type": ["string", "null"]},
             },
-            "rate_limit": _number("Overall rate limit (requests/min)", "Most requests per minute of all "
+            "rate_limit": _number_field("Overall rate limit (requests/min)", "Most requests per minute of all "
                                   "actions together, evenly spaced, on top of the per-action limits; "
                                   "0 means no overall limit (429 replies are honoured anyway).",
                                   "number", defaults.DEFAULT_RATE_LIMIT, 0),

@@ -50,7 +50,7 @@ __all__ = [
 
 
 def get_base_airflow_version_tuple() -> tuple[int, int, int]:
-    """The running Airflow's ``(major, minor, micro)``, pre-releases counted as their release."""
+    """Return the running Airflow's ``(major, minor, micro)``, pre-releases counted as their release."""
     from airflow import __version__
     from packaging.version import Version
 

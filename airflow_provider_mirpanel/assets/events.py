@@ -26,14 +26,14 @@ STAGES = ("placed", "finished")
 
 
 def balance_asset(mirpanel_conn_id: str) -> Any:
-    """The asset whose state store keeps the balance history of one panel connection."""
+    """Return the asset whose state store keeps the balance history of one panel connection."""
     from airflow_provider_mirpanel.version_compat import Asset
 
     return Asset(name=f"mirpanel_balance__{mirpanel_conn_id}", uri=f"mirpanel://{mirpanel_conn_id}/balance")
 
 
 def run_events(context: Mapping[str, Any], asset: Any) -> list[Any]:
-    """The asset events a task's run is about: those that triggered the run, else the asset's latest.
+    """Return the asset events a task's run is about: those that triggered the run, else the asset's latest.
 
     A run the scheduler starts for the asset has them in ``triggering_asset_events``. A run started by
     hand (or by ``airflow dags test``) has none: then the asset's latest event, read through the
@@ -47,7 +47,7 @@ def run_events(context: Mapping[str, Any], asset: Any) -> list[Any]:
 
 
 def campaign_summary(records: Sequence[Mapping[str, Any]], stage: str, campaign: str | None = None) -> dict[str, Any]:
-    """A small JSON summary of a campaign's records (placed-order records or final status records).
+    """Return a small JSON summary of a campaign's records (placed-order records or final status records).
 
     ``{"stage", "campaign", "orders", "states" | "statuses", "spend", "remains"}``: counts per
     placement state (``placed``, ``refused``, …) or per final status (``Completed``, ``Partial``, …),
@@ -61,16 +61,20 @@ def campaign_summary(records: Sequence[Mapping[str, Any]], stage: str, campaign:
     if stage == "placed":
         placed = [record for record in records if record.get("state") == "placed"]
         summary["states"] = dict(Counter(str(record.get("state")) for record in records))
-        summary["spend"] = round(sum(_number(record.get("cost")) for record in placed), 6)
+        summary["spend"] = round(sum(_amount_or_zero(record.get("cost")) for record in placed), 6)
     else:
         summary["statuses"] = dict(Counter(str(record.get("status")) for record in records))
-        summary["spend"] = round(sum(_number(record.get("charge")) for record in records), 6)
-        summary["remains"] = int(sum(_number(record.get("remains")) for record in records))
+        summary["spend"] = round(sum(_amount_or_zero(record.get("charge")) for record in records), 6)
+        summary["remains"] = int(sum(_amount_or_zero(record.get("remains")) for record in records))
     return summary
 
 
 class CampaignAssetEvent:
-    """A ``post_execute`` callable: put a campaign summary in the ``extra`` of the task's asset events.
+    """Put a campaign summary in the ``extra`` of the task's asset events (a ``post_execute`` callable).
+
+    .. seealso::
+        ``docs/reference.md``, "CampaignAssetEvent": what it does, returns and raises;
+        how to use it: ``docs/alerts-and-assets.md``.
 
     :param stage: ``"placed"`` (the task returns placed-order records) or ``"finished"`` (final
         status records).
@@ -85,6 +89,7 @@ class CampaignAssetEvent:
         self.campaign = campaign
 
     def __call__(self, context: Any, result: Any = None) -> None:
+        """Put the summary of ``result`` (the task's records) in the ``extra`` of each Asset outlet's event."""
         records = result if isinstance(result, list) else []
         task = context["task"]
         campaign = None if self.campaign is None else str(task.render_template(self.campaign, context))
@@ -98,5 +103,6 @@ class CampaignAssetEvent:
         task.log.info("campaign %s: %s", self.stage, summary)
 
 
-def _number(value: Any) -> float:
+def _amount_or_zero(value: Any) -> float:
+    """Return a record's number (cost, charge, remains); 0 when it has none (None, "Unknown", a bool)."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

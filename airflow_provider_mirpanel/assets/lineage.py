@@ -60,7 +60,7 @@ def panel_namespace(api_url: str) -> str:
 
 
 def panel_lineage(api_url: str, inputs: Iterable[str] = (), outputs: Iterable[str] = ()) -> Any:
-    """An ``OperatorLineage`` with the panel's datasets as inputs and outputs, or None without OpenLineage."""
+    """Return an ``OperatorLineage`` with the panel's datasets as inputs and outputs, or None without OpenLineage."""
     try:
         from airflow.providers.openlineage.extractors import OperatorLineage
         from openlineage.client.event_v2 import Dataset
@@ -74,7 +74,7 @@ def panel_lineage(api_url: str, inputs: Iterable[str] = (), outputs: Iterable[st
 # -- assets of the panel's datasets, for hook-level lineage -----------------------------------------
 
 def dataset_uri(mirpanel_conn_id: str, dataset: str) -> str:
-    """The asset URI of a panel dataset, named by the connection to the panel: ``mirpanel://<conn id>/<dataset>``."""
+    """Return the asset URI of a panel dataset, named by the panel's connection: ``mirpanel://<conn id>/<dataset>``."""
     return f"{SCHEME}://{mirpanel_conn_id}/{dataset}"
 
 
@@ -88,7 +88,7 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
 
 
 def convert_asset_to_openlineage(asset: Any, lineage_context: Any) -> Any:
-    """The OpenLineage dataset of a ``mirpanel://<conn id>/<name>`` asset: ``<name>`` in the panel's namespace.
+    """Return the OpenLineage dataset of a ``mirpanel://<conn id>/<name>`` asset: ``<name>`` in the panel's namespace.
 
     The namespace is the connection's API URL's host (``mirpanel://mirpanel.com``), taken from the
     hook that reported the asset when it is that connection's, else read from the connection.

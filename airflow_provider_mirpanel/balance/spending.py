@@ -37,7 +37,7 @@ class BalanceHistory:
 
     @classmethod
     def from_json(cls, value: Any) -> BalanceHistory:
-        """The history stored as ``[[epoch, balance], ...]``; anything else reads as empty."""
+        """Return the history stored as ``[[epoch, balance], ...]``; anything else reads as empty."""
         samples: list[Sample] = []
         for item in value if isinstance(value, list) else []:
             if isinstance(item, list) and len(item) == 2 and all(isinstance(x, (int, float)) for x in item):
@@ -45,10 +45,11 @@ class BalanceHistory:
         return cls(tuple(sorted(samples)))
 
     def to_json(self) -> list[Any]:
+        """Return the history as stored: ``[[epoch, balance], ...]``."""
         return [[at, balance] for at, balance in self.samples]
 
     def with_reading(self, at: float, balance: float) -> BalanceHistory:
-        """This history plus a reading: old ones dropped, the new one kept only if spaced from the last.
+        """Return this history plus a reading: old ones dropped, the new one kept only if spaced from the last.
 
         Readings closer than ``HISTORY_HOURS / MAX_SAMPLES`` to the last kept one replace nothing and
         are not kept (the judgement still uses them, through :meth:`including`).
@@ -59,7 +60,7 @@ class BalanceHistory:
         return BalanceHistory(tuple([*recent, (at, balance)][-MAX_SAMPLES:]))
 
     def including(self, at: float, balance: float) -> list[Sample]:
-        """The kept readings of the last ``HISTORY_HOURS`` and the current one."""
+        """Return the kept readings of the last ``HISTORY_HOURS`` and the current one."""
         return [*(s for s in self.samples if at - HISTORY_HOURS * 3600 <= s[0] < at), (at, balance)]
 
 
@@ -87,19 +88,23 @@ class Projection:
 
     @property
     def hours_left(self) -> float | None:
+        """Hours until the balance runs out at the spend rate; None without a rate."""
         return None if not self.rate else max(self.balance, 0.0) / self.rate
 
     @property
     def runs_out_at(self) -> str | None:
+        """When the balance runs out at the spend rate (UTC, ISO-8601); None without a rate."""
         hours = self.hours_left
         return None if hours is None else _iso(self.checked_at + hours * 3600)
 
     @property
     def below_minimum(self) -> bool:
+        """Whether the balance is below ``min_balance``."""
         return self.min_balance is not None and self.balance < self.min_balance
 
     @property
     def runs_out_soon(self) -> bool:
+        """Whether the balance runs out within ``runs_out_within_hours``."""
         hours = self.hours_left
         return self.runs_out_within_hours is not None and hours is not None and hours <= self.runs_out_within_hours
 
@@ -113,7 +118,7 @@ class Projection:
         return f"{self._verdict()}; {self._outlook()}"
 
     def payload(self) -> dict[str, Any]:
-        """The judgement as a small JSON dict (trigger events, asset event extras)."""
+        """Return the judgement as a small JSON dict (trigger events, asset event extras)."""
         return {"balance": self.balance, "currency": self.currency, "min_balance": self.min_balance,
                 "runs_out_within_hours": self.runs_out_within_hours,
                 "spend_rate_per_hour": None if self.rate is None else round(self.rate, 6),
@@ -158,7 +163,7 @@ def assess(history: BalanceHistory, record: Mapping[str, Any], at: float, min_ba
 
 
 def threshold(name: str, value: Any) -> float | None:
-    """A threshold parameter as a non-negative number (text is read too); None when not given."""
+    """Return a threshold parameter as a non-negative number (text is read too); None when not given."""
     if value in (None, ""):
         return None
     number = to_float(value)

@@ -51,7 +51,8 @@ class ConnectionFields(Protocol):
 class Headers(Protocol):
     """Reply headers, looked up case-insensitively (``requests``' and ``aiohttp``'s both are)."""
 
-    def get(self, name: str, /) -> str | None: ...
+    def get(self, name: str, /) -> str | None:
+        """Return the value of the header ``name``, or None."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,7 +68,7 @@ class PanelConnection:
 
     @classmethod
     def read(cls, conn_id: str, conn: ConnectionFields, extra: Mapping[str, Any]) -> PanelConnection:
-        """Settings from the connection's fields and extra (already parsed); a missing key is refused.
+        """Return settings from the connection's fields and extra (already parsed); a missing key is refused.
 
         :raises MirPanelInputError: no API key, bad extras, or insecure transport not allowed.
         """
@@ -77,11 +78,11 @@ class PanelConnection:
         return cls(conn_id, settings, conn.password)
 
     def body(self, form: Mapping[str, str]) -> dict[str, str]:
-        """The POST body of a request: the key and the form."""
+        """Return the POST body of a request: the key and the form."""
         return {"key": self.key, **form}
 
     def decode(self, action: Action, status: int, headers: Headers, body: bytes) -> Any:
-        """The payload of a reply, or the exception it stands for (see :func:`~.protocol.decode_reply`)."""
+        """Return the payload of a reply, or the exception it stands for (see :func:`~.protocol.decode_reply`)."""
         return decode_reply(
             body,
             status,
@@ -98,9 +99,11 @@ class PanelConnection:
 
 
 def most_serious(errors: list[BaseException]) -> BaseException:
-    """The error to raise for a multi call whose batches failed: a bug, then a bad key, then any
-    other refusal or malformed reply, and a transient failure only when nothing worse happened.
-    Among equals, the first batch's."""
+    """Return the error to raise for a multi call whose batches failed.
+
+    A bug, then a bad key, then any other refusal or malformed reply, and a transient failure only
+    when nothing worse happened. Among equals, the first batch's.
+    """
 
     def rank(error: BaseException) -> int:
         if not isinstance(error, MirPanelError):
@@ -126,7 +129,7 @@ class MultiCall:
 
     @classmethod
     def plan(cls, action: Action, ids: Iterable[Any], what: str) -> MultiCall:
-        """The chunks of a call for ``ids`` (any iterable of IDs; duplicates dropped, order kept).
+        """Return the chunks of a call for ``ids`` (any iterable of IDs; duplicates dropped, order kept).
 
         :raises MirPanelInputError: an ID is invalid.
         """
@@ -138,7 +141,7 @@ class MultiCall:
         return [(chunk, multi_form(self.action, chunk)) for chunk in self.chunks]
 
     def records(self, chunk: list[int], reply: Any) -> list[Any]:
-        """The records of one chunk from its decoded payload, or from the exception its request raised.
+        """Return the records of one chunk from its decoded payload, or from the exception its request raised.
 
         :raises BaseException: the chunk's failure, when it is not turned into per-ID errors.
         """

@@ -36,6 +36,6 @@ RATE_LIMITS_OFF = False
 
 
 def budget_text(limit: int, per: float) -> str:
-    """A budget as messages and the connection form say it: ``60/min``, ``10/hour``, ``5 per 90 s``."""
+    """Return a budget as messages and the connection form say it: ``60/min``, ``10/hour``, ``5 per 90 s``."""
     unit = {60.0: "min", 3600.0: "hour"}.get(per)
     return f"{limit}/{unit}" if unit else f"{limit} per {per:g} s"

@@ -63,8 +63,10 @@ class Budget:
 
     @classmethod
     def per_minute(cls, requests: float) -> Budget:
-        """``requests`` (> 0) a minute: a whole number N is N in any 60 s; a fraction is spaced evenly
-        (``0.5`` is one request in any 120 s)."""
+        """Make the budget of ``requests`` (> 0) a minute.
+
+        A whole number N is N in any 60 s; a fraction is spaced evenly (``0.5`` is one request in any 120 s).
+        """
         if requests >= 1 and requests == int(requests):
             return cls(int(requests), 60.0)
         return cls(1, 60.0 / requests)
@@ -79,29 +81,36 @@ DEFAULT_BUDGETS: Mapping[str, Budget] = MappingProxyType(
 class Log(Protocol):
     """Where a pause is announced: a ``logging.Logger``, or Airflow's logger of a hook."""
 
-    def info(self, msg: str, /, *args: Any) -> Any: ...
+    def info(self, msg: str, /, *args: Any) -> Any:
+        """Log ``msg`` at INFO level."""
 
 
 class Clock(Protocol):
     """Where a limiter reads the time and how it waits (tests give a fake one)."""
 
-    def monotonic(self) -> float: ...
+    def monotonic(self) -> float:
+        """Return seconds of a clock that never goes back."""
 
-    def sleep(self, seconds: float) -> None: ...
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (in a thread)."""
 
-    async def asleep(self, seconds: float) -> None: ...
+    async def asleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (in a coroutine)."""
 
 
 class SystemClock:
     """The real clock: ``time.monotonic``, ``time.sleep`` and ``asyncio.sleep``."""
 
     def monotonic(self) -> float:
+        """Return ``time.monotonic()``."""
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
+        """Wait with ``time.sleep``."""
         time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        """Wait with ``asyncio.sleep``."""
         await asyncio.sleep(seconds)
 
 
@@ -147,6 +156,7 @@ class Window:
         return max(0.0, self._starts[0] + self.budget.per - now)
 
     def record(self, now: float) -> None:
+        """Count a request started at ``now``."""
         self._starts.append(now)
 
 
@@ -197,8 +207,10 @@ class RateLimiter:
         self._announced_until = float("-inf")
 
     def try_start(self, action: str) -> Pause | None:
-        """Count a request of ``action`` as started now and return None if every budget it counts
-        against allows it; otherwise count nothing and say how long to wait."""
+        """Count a request of ``action`` as started now, if every budget it counts against allows it.
+
+        Returns None then; otherwise counts nothing and says how long to wait.
+        """
         with self._lock:
             now = self.clock.monotonic()
             own = self._windows.get(action)

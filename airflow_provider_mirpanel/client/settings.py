@@ -41,7 +41,7 @@ def is_loopback(hostname: str | None) -> bool:
 
 
 def resolve_api_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
-    """The API URL of a connection: empty host means MirPanel's; a bare host gets ``https://``."""
+    """Return the API URL of a connection: empty host means MirPanel's; a bare host gets ``https://``."""
     host = (host or "").strip()
     if not host:
         return defaults.DEFAULT_API_URL
@@ -60,7 +60,8 @@ def _extra(extra: Mapping[str, Any], name: str) -> Any:
     return None if value == "" else value
 
 
-def _number(extra: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
+def _number_extra(extra: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
+    """Return the connection extra ``name`` as a number of at least ``minimum``; ``default`` when unset."""
     raw = _extra(extra, name)
     if raw is None:
         return default
@@ -71,13 +72,15 @@ def _number(extra: Mapping[str, Any], name: str, default: float, minimum: float)
 
 
 def _is_off(value: Any) -> bool:
-    """``false``, or the text ``"false"`` (as the connection form stores it) or ``"off"``."""
+    """Tell whether ``value`` is ``false``, or the text ``"false"`` (as the connection form stores it) or ``"off"``."""
     return value is False or (isinstance(value, str) and value.strip().lower() in ("false", "off"))
 
 
 def _budget(action: str, value: Any) -> Budget | None:
-    """One action's budget from ``rate_limits``: requests a minute, ``{"limit": n, "per": seconds}``,
-    or 0 / ``false`` for none."""
+    """Read one action's budget from ``rate_limits``.
+
+    Requests a minute, ``{"limit": n, "per": seconds}``, or 0 / ``false`` for none.
+    """
     if _is_off(value):
         return None
     if isinstance(value, Mapping):
@@ -106,7 +109,7 @@ def _budget_redis(value: Any) -> str | None:
 
 
 def parse_rate_limits(raw: Any) -> dict[str, Budget]:
-    """The per-action budgets from the ``rate_limits`` extra (already read; None: absent).
+    """Return the per-action budgets from the ``rate_limits`` extra (already read; None: absent).
 
     Absent: the published limits (:data:`~airflow_provider_mirpanel.client.ratelimit.DEFAULT_BUDGETS`).
     ``false`` (or ``"off"``): none. An object (or its JSON text, as the connection form stores it)
@@ -145,9 +148,11 @@ def parse_rate_limits(raw: Any) -> dict[str, Budget]:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """How the hook talks to a panel: where, how long to wait, how often to retry, how many at once,
-    and how many requests of each action it may start per minute (``rate_limits``, per action;
-    ``rate_limit``, all actions together)."""
+    """How the hook talks to a panel.
+
+    Where, how long to wait, how often to retry, how many at once, and how many requests of each
+    action it may start per minute (``rate_limits``, per action; ``rate_limit``, all actions together).
+    """
 
     url: str = defaults.DEFAULT_API_URL
     timeout: float = defaults.DEFAULT_TIMEOUT
@@ -162,23 +167,24 @@ class ClientSettings:
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """The backoff and number of retries of reads."""
         return RetryPolicy(retries=self.retries, backoff=self.backoff)
 
     @classmethod
     def from_connection(
         cls, host: str | None, schema: str | None, port: int | None, extra: Mapping[str, Any]
     ) -> ClientSettings:
-        """Settings from a connection's fields; refuses insecure transport unless the extra opts in."""
+        """Return settings from a connection's fields; refuses insecure transport unless the extra opts in."""
         url = resolve_api_url(host, schema, port)
         verify = to_bool(_extra(extra, "verify_ssl") if _extra(extra, "verify") is None else _extra(extra, "verify"))
         settings = cls(
             url=url,
-            timeout=_number(extra, "timeout", cls.timeout, 0.001),
-            connect_timeout=_number(extra, "connect_timeout", cls.connect_timeout, 0.001),
-            retries=int(_number(extra, "retries", cls.retries, 0)),
-            backoff=_number(extra, "backoff", cls.backoff, 0),
-            concurrency=int(_number(extra, "concurrency", cls.concurrency, 1)),
-            rate_limit=_number(extra, "rate_limit", cls.rate_limit, 0),
+            timeout=_number_extra(extra, "timeout", cls.timeout, 0.001),
+            connect_timeout=_number_extra(extra, "connect_timeout", cls.connect_timeout, 0.001),
+            retries=int(_number_extra(extra, "retries", cls.retries, 0)),
+            backoff=_number_extra(extra, "backoff", cls.backoff, 0),
+            concurrency=int(_number_extra(extra, "concurrency", cls.concurrency, 1)),
+            rate_limit=_number_extra(extra, "rate_limit", cls.rate_limit, 0),
             rate_limits=parse_rate_limits(_extra(extra, "rate_limits")),
             verify=verify is not False,
             budget_redis=_budget_redis(_extra(extra, "budget_redis")),

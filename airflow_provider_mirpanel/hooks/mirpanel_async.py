@@ -42,7 +42,7 @@ KEEPALIVE_SECONDS = 30.0  # idle pooled connections stay open this long between 
 
 
 def transport_error(error: BaseException, action: Action) -> MirPanelError:
-    """The provider's exception for an aiohttp failure, knowing whether the request was sent.
+    """Return the provider's exception for an aiohttp failure, knowing whether the request was sent.
 
     ``request_sent`` is False only when the connection was never made (refused, DNS, connect
     timeout); a dropped connection or a read timeout may have left the request processed.
@@ -64,13 +64,8 @@ def transport_error(error: BaseException, action: Action) -> MirPanelError:
 class MirPanelAsyncHook(BudgetClock, BaseHook):
     """Read order and refill statuses and the balance from a panel, asynchronously.
 
-    Uses the same ``mirpanel`` connection as :class:`MirPanelHook` (host = API URL, password = API
-    key, extras = client settings, among them the request budgets ``rate_limits`` and ``rate_limit``,
-    kept per hook; none of the extras is ever sent). Multi-ID methods split the IDs
-    into requests of at most 100, run ``concurrency`` of them at once over one keep-alive pool, and
-    return one record per distinct ID in input order; transient failures are retried with the
-    protocol's backoff. Use it as ``async with MirPanelAsyncHook(...) as hook:`` or call
-    :meth:`close` so that the pool is released.
+    .. seealso::
+        ``docs/reference.md``, "MirPanelAsyncHook": what it does, returns and raises.
 
     :param mirpanel_conn_id: the Airflow connection to use.
     """
@@ -103,7 +98,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
     # -- connection and session ------------------------------------------------------------------
 
     async def get_panel(self) -> PanelConnection:
-        """The connection, read once per hook (settings and key)."""
+        """Return the connection, read once per hook (settings and key)."""
         async with self._reading:
             if self._panel is None:
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
@@ -126,7 +121,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         return RedisBudget(url, panel.settings.url, panel.key)
 
     async def get_settings(self) -> ClientSettings:
-        """The client settings of the connection (read once per hook)."""
+        """Return the client settings of the connection (read once per hook)."""
         return (await self.get_panel()).settings
 
     def redact(self, text: str) -> str:
@@ -134,8 +129,10 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         return self._panel.redact(text) if self._panel is not None else text
 
     async def get_conn(self) -> aiohttp.ClientSession:
-        """The hook's ``aiohttp.ClientSession`` (made on first use): at most ``concurrency``
-        keep-alive connections, TLS verified, the provider's headers."""
+        """Return the hook's ``aiohttp.ClientSession``, made on first use.
+
+        At most ``concurrency`` keep-alive connections, TLS verified, the provider's headers.
+        """
         settings = await self.get_settings()
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS,
@@ -212,8 +209,10 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
     # -- the API ---------------------------------------------------------------------------------
 
     async def get_orders_status(self, order_ids: Iterable[int | str]) -> list[OrderStatusRecord]:
-        """Status records of any number of orders (``order, status, charge, start_count, remains,
-        currency, error``), one per distinct ID in input order; an unknown ID is a record with an error.
+        """Return the status records of any number of orders, one per distinct ID in input order.
+
+        Records: ``order, status, charge, start_count, remains, currency, error``; an unknown ID is a
+        record with an error.
 
         :raises MirPanelAuthError: the key is refused.
         :raises MirPanelResponseError: a reply is not what the API promises.
@@ -222,10 +221,12 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         return cast(list[OrderStatusRecord], await self._multi(Action.STATUS, order_ids, "order"))
 
     async def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[RefillStatusRecord]:
-        """Statuses of any number of refills (``refill, status, error``), one per distinct ID in input
-        order. Raises like :meth:`get_orders_status`."""
+        """Return the statuses of any number of refills, one per distinct ID in input order.
+
+        Records: ``refill, status, error``. Raises like :meth:`get_orders_status`.
+        """
         return cast(list[RefillStatusRecord], await self._multi(Action.REFILL_STATUS, refill_ids, "refill"))
 
     async def get_balance(self) -> BalanceRecord:
-        """The account balance: ``balance, currency``."""
+        """Return the account balance: ``balance, currency``."""
         return parse_balance(await self._call(Action.BALANCE, action_form(Action.BALANCE)))

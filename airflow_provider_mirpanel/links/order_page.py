@@ -29,7 +29,7 @@ ORDER_URL_XCOM_KEY = "mirpanel_order_url"
 
 
 def order_page_url(pattern: Any, records: Sequence[Mapping[str, Any]]) -> str | None:
-    """The order page of the first placed order in ``records``, or None (no pattern, no placed order).
+    """Return the order page of the first placed order in ``records``, or None (no pattern, no placed order).
 
     ``{order}`` in ``pattern`` becomes the order ID (no other placeholder is read). A pattern that is
     not an http(s) URL gives no link.
@@ -43,13 +43,16 @@ def order_page_url(pattern: Any, records: Sequence[Mapping[str, Any]]) -> str | 
 
 
 class PanelOrderLink(BaseOperatorLink):
-    """"Panel order": the panel's page of the (first) order the task placed, where the connection sets
-    ``order_url``; an empty link otherwise."""
+    """Link to the panel's page of the (first) order the task placed: the "Panel order" extra link.
+
+    .. seealso::
+        ``docs/reference.md``, "PanelOrderLink": what it does, returns and raises.
+    """
 
     name = "Panel order"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """The URL ``PlaceOrderOperator`` pushed for this task instance, or ``""``."""
+        """Return the URL ``PlaceOrderOperator`` pushed for this task instance, or ``""``."""
         pull = getattr(ti_key, "xcom_pull", None)  # Airflow 3 calls this in the task process with its ti
         if pull is not None:
             value = pull(task_ids=ti_key.task_id, key=ORDER_URL_XCOM_KEY, map_indexes=ti_key.map_index)

@@ -18,6 +18,13 @@ def choice(name: str, value: str, allowed: Sequence[str]) -> str:
     return value
 
 
+def as_list(value: Any) -> list[Any]:
+    """Return an operator argument that takes one item or several (``inlets``, ``outlets``) as a list; None as []."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class MirPanelBaseOperator(BaseOperator):
     """Base of this provider's operators: the connection and the hook.
 
@@ -38,7 +45,7 @@ class MirPanelBaseOperator(BaseOperator):
         return MirPanelHook(mirpanel_conn_id=self.mirpanel_conn_id)
 
     def lineage_datasets(self) -> tuple[Sequence[str], Sequence[str]]:
-        """The panel datasets this task read and wrote (``lineage_inputs``, ``lineage_outputs``)."""
+        """Return the panel datasets this task read and wrote (``lineage_inputs``, ``lineage_outputs``)."""
         return self.lineage_inputs, self.lineage_outputs
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

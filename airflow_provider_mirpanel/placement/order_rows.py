@@ -58,6 +58,7 @@ class OrderSpec:
 
     @property
     def digest(self) -> str:
+        """A fingerprint of the order's ``add`` form, to notice that a key's parameters changed."""
         return digest(self.form)
 
     @property
@@ -67,7 +68,7 @@ class OrderSpec:
 
 
 def parse_order_rows(orders: Any, name: str = "orders") -> list[Mapping[str, Any]]:
-    """The list of rows from what a template field rendered to (a list of dicts, or its JSON/repr text)."""
+    """Return the list of rows from what a template field rendered to (a list of dicts, or its JSON/repr text)."""
     if isinstance(orders, str):
         try:
             orders = json.loads(orders)
@@ -92,7 +93,7 @@ def _missing(value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """A numpy scalar (from a DataFrame) as the Python value it holds."""
+    """Return a numpy scalar (from a DataFrame) as the Python value it holds."""
     return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
 
 
@@ -128,7 +129,7 @@ def order_specs(rows: Sequence[Mapping[str, Any]]) -> list[OrderSpec]:
 
 
 def estimated_cost(service: Mapping[str, Any], form: Mapping[str, str]) -> float | None:
-    """What an order will cost by the catalogue's rate (per 1000 units); None when it cannot be told.
+    """Return what an order will cost by the catalogue's rate (per 1000 units); None when it cannot be told.
 
     Units are the quantity, else the lines of ``comments``/``usernames`` (custom lists); packages
     cost their rate. Subscriptions (charged per post) and services without a rate give None.
@@ -164,13 +165,13 @@ def check_against_catalogue(specs: Iterable[OrderSpec], services: Mapping[int, M
 
 
 def form_values(form: Mapping[str, str]) -> dict[str, Any]:
-    """The parameters of an ``add`` form as the hook's placed-order record types them."""
+    """Return the parameters of an ``add`` form as the hook's placed-order record types them."""
     return {name: int(value) if name in INT_PARAMS else value for name, value in form.items() if name != "service"}
 
 
 def order_record(spec: OrderSpec, state: OrderState, order_id: int | None = None, error: str | None = None,
                  cost: float | None = None) -> Record:
-    """The XCom record of one order: key, state, order, service, its parameters, cost, error."""
+    """Return the XCom record of one order: key, state, order, service, its parameters, cost, error."""
     record: dict[str, Any] = {"key": spec.key, "state": state.value, "order": order_id, "service": spec.service}
     record.update(form_values(spec.form) if spec.form is not None else {})
     record.update(cost=cost if cost is not None else spec.cost, error=error)

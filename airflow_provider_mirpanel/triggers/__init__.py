@@ -17,8 +17,10 @@ DEFAULT_CONN_ID = "mirpanel_default"
 
 
 def async_hook_class() -> type[MirPanelAsyncHook]:
-    """The async hook's class; its module (aiohttp and friends) is imported on first use. Call it
-    off the event loop: ``await asyncio.to_thread(async_hook_class)``."""
+    """Return the async hook's class; its module (aiohttp and friends) is imported on first use.
+
+    Call it off the event loop: ``await asyncio.to_thread(async_hook_class)``.
+    """
     from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 
     return MirPanelAsyncHook

@@ -83,7 +83,7 @@ class _StatusTrigger(BaseTrigger):
                 f"mirpanel_conn_id={self.mirpanel_conn_id!r}, poll_interval={self.poll_interval})")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and the JSON keyword arguments that rebuild this trigger."""
+        """Return the class path and the JSON keyword arguments that rebuild this trigger."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -97,7 +97,7 @@ class _StatusTrigger(BaseTrigger):
         )
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
-        """The current records of ``ids``."""
+        """Return the current records of ``ids``."""
         raise NotImplementedError
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -173,6 +173,10 @@ class _StatusTrigger(BaseTrigger):
 class OrderStatusTrigger(_StatusTrigger):
     """Wait in the triggerer until every order has reached a terminal status.
 
+    .. seealso::
+        ``docs/reference.md``, "OrderStatusTrigger, RefillStatusTrigger": what it does, returns and raises;
+        the events: ``docs/deferrable.md``.
+
     :param order_ids: the orders to wait for (ints or numeric strings; duplicates dropped).
     :param mirpanel_conn_id: the ``mirpanel`` connection.
     :param poll_interval: seconds between polls.
@@ -198,14 +202,20 @@ class OrderStatusTrigger(_StatusTrigger):
 
     @property
     def order_ids(self) -> list[int]:
+        """The orders waited for."""
         return self.ids
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        """Return the status records of ``ids``."""
         return cast(list[Record], await hook.get_orders_status(ids))  # read alike by the wait logic
 
 
 class RefillStatusTrigger(_StatusTrigger):
     """Wait in the triggerer until every refill has reached a terminal status.
+
+    .. seealso::
+        ``docs/reference.md``, "OrderStatusTrigger, RefillStatusTrigger": what it does, returns and raises;
+        the events: ``docs/deferrable.md``.
 
     :param refill_ids: the refills to wait for (ints or numeric strings; duplicates dropped).
     :param mirpanel_conn_id: the ``mirpanel`` connection.
@@ -232,9 +242,11 @@ class RefillStatusTrigger(_StatusTrigger):
 
     @property
     def refill_ids(self) -> list[int]:
+        """The refills waited for."""
         return self.ids
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        """Return the status records of ``ids``."""
         return cast(list[Record], await hook.get_refills_status(ids))
 
 

@@ -51,15 +51,17 @@ async def amask_secret(secret: str) -> None:
 
 
 async def aextra_dejson(conn: Any) -> dict[str, Any]:
-    """A connection's extras as a dict, read from a coroutine."""
+    """Return a connection's extras as a dict, read from a coroutine."""
     if AIRFLOW_V_3_3_PLUS:
         return dict(await conn.aextra_dejson())
     return dict(conn.extra_dejson)
 
 
 def connection_form_widgets(conn_fields: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """provider_info's declarative ``conn-fields`` as the WTForms fields Airflow 3.1 reads from
-    ``get_connection_form_widgets`` (3.2+ reads ``conn-fields`` itself and never calls this).
+    """Return provider_info's declarative ``conn-fields`` as the WTForms fields Airflow 3.1 reads.
+
+    Airflow 3.1 reads them from ``get_connection_form_widgets``; 3.2+ reads ``conn-fields`` itself and
+    never calls this.
 
     Airflow 3.1's UI builds the form with stand-ins for WTForms; ``airflow providers widgets``
     needs the real ``wtforms`` package, which this provider declares.
@@ -78,6 +80,8 @@ def connection_form_widgets(conn_fields: Mapping[str, Mapping[str, Any]]) -> dic
 
 
 def ui_field_behaviour(declarative: Mapping[str, Any]) -> dict[str, Any]:
-    """provider_info's ``ui-field-behaviour`` (``hidden-fields``, ``relabeling``, ``placeholders``) as
-    Airflow 3.1's ``get_ui_field_behaviour`` returns it (``hidden_fields``, …)."""
+    """Return provider_info's ``ui-field-behaviour`` as Airflow 3.1's ``get_ui_field_behaviour`` returns it.
+
+    ``hidden-fields``, ``relabeling``, ``placeholders`` become ``hidden_fields``, ….
+    """
     return {key.replace("-", "_"): value for key, value in declarative.items()}

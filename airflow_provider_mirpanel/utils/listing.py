@@ -7,7 +7,7 @@ from typing import Any
 
 
 def listing(items: Iterable[str], limit: int = 10) -> str:
-    """``a, b, c … (+5 more)``: at most ``limit`` items, then how many more."""
+    """Return ``a, b, c … (+5 more)``: at most ``limit`` items, then how many more."""
     shown = list(items)
     text = ", ".join(shown[:limit])
     return text + (f" … (+{len(shown) - limit} more)" if len(shown) > limit else "")

@@ -1,4 +1,4 @@
-"""What this provider keeps in Airflow's state stores (Airflow 3.3), and stand-ins for tests.
+"""What this provider keeps in Airflow's state stores (Airflow 3.3).
 
 ``context["task_state_store"]`` is a small key/value store per task instance that survives task
 retries and, for sensors in ``reschedule`` mode, the re-creation of the operator at every poke.
@@ -13,6 +13,11 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
+
+#: The former name of :class:`~airflow_provider_mirpanel.utils.fallback_stores.InProcessStateStore`.
+MemoryStateStore = InProcessStateStore
+
 
 class StateStore(Protocol):
     """What this provider needs of ``context["task_state_store"]``."""
@@ -20,27 +25,6 @@ class StateStore(Protocol):
     def get(self, key: str, default: Any = None) -> Any: ...
 
     def set(self, key: str, value: Any) -> None: ...
-
-
-class MemoryStateStore:
-    """A ``task_state_store`` stand-in kept in memory: for tests, or a try without a real store.
-
-    Values are copied through JSON, as the real store keeps them.
-    """
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        if value is None:
-            raise ValueError("Cannot set value as None")
-        self.values[key] = json.loads(json.dumps(value))
-
-    def __repr__(self) -> str:
-        return f"MemoryStateStore({len(self.values)} keys)"
 
 
 def store_of(context: Mapping[str, Any]) -> StateStore | None:

@@ -30,6 +30,7 @@ class WaitKind(str, Enum):
 
     @property
     def default_terminal(self) -> frozenset[str]:
+        """The statuses that end a wait of this kind by default."""
         return ORDER_TERMINAL_STATUSES if self is WaitKind.ORDER else REFILL_TERMINAL_STATUSES
 
 
@@ -119,7 +120,7 @@ class WaitProgress:
         return WaitOutcome.FAILED
 
     def records(self) -> list[dict[str, Any]]:
-        """The final records, in the order the IDs were given."""
+        """Return the final records, in the order the IDs were given."""
         return [self.final[item] for item in self.ids if item in self.final]
 
     def summary(self, latest: Iterable[Mapping[str, Any]] = ()) -> str:
@@ -142,8 +143,10 @@ class WaitProgress:
         return line + "; statuses: " + ", ".join(counts)
 
     def poll_failed(self, reason: str, then: str) -> str:
-        """The line for a poll that failed, e.g. ``poll failed (HTTP 503); 20 orders still pending, asking
-        again in 60 s`` (``then`` says what happens next)."""
+        """Return the log line for a poll that failed (``then`` says what happens next).
+
+        E.g. ``poll failed (HTTP 503); 20 orders still pending, asking again in 60 s``.
+        """
         pending, total = len(self.pending), len(self.ids)
         still = f"{pending} of {total}" if pending < total else f"{pending}"
         return f"poll failed ({reason}); {still} {self.kind.value}s still pending, {then}"

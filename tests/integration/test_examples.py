@@ -56,6 +56,14 @@ def example_bag(warehouse: ModuleType) -> Any:
 SCOPED_EXAMPLES = {"mirpanel_campaign", "mirpanel_resolve_orders"}
 
 
+def test_the_dag_processor_reads_only_the_dag_files_at_the_top() -> None:
+    """The shared package ``mirpanel_examples/`` and ``data/`` are ``.airflowignore``'d, whatever the safe mode."""
+    from airflow.utils.file import list_py_file_paths
+
+    listed = {Path(path).relative_to(DAGS).as_posix() for path in list_py_file_paths(DAGS, safe_mode=False)}
+    assert listed == {f"{dag_id}.py" for dag_id in EXAMPLE_DAGS}
+
+
 def test_every_example_dag_imports(example_bag: Any) -> None:
     bag = example_bag
     if not STATE_STORES:  # below 3.3 a ledger_scope is refused when the DAG is parsed, saying why

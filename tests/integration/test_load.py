@@ -25,7 +25,7 @@ from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger
-from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_100000_orders_waited_for_by_the_sensor_ask_only_about_pending_ones(
 ) -> None:
     """Each poke is the sensor's poll; in reschedule mode every poke is a new sensor instance."""
     panel, ids = lifecycle
-    store = MemoryStateStore()  # task_state_store: the finished records survive between pokes
+    store = InProcessStateStore()  # task_state_store: the finished records survive between pokes
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, mode=mode, poke_interval=60, timeout=3600)
     per_poke = []
     result: PokeReturnValue | None = None
@@ -155,7 +155,7 @@ def test_2000_orders_placed_concurrently_are_all_accounted_for_and_charges_add_u
     orders = [{"service": service["service"], "link": f"https://example.com/load/{i}",
                "quantity": service["min"] + i % 50} for i in range(2000)]
     opening = panel.balance
-    store = MemoryStateStore()
+    store = InProcessStateStore()
 
     place = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=16)
     records = place.execute(task_context(store))

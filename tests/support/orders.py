@@ -6,11 +6,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from support.airflow_compat import deserialize, serialize
-from support.task_context import StandInTi, task_context
-
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
 from airflow_provider_mirpanel.sandbox import SandboxPanel
+from support.airflow_compat import deserialize, serialize
+from support.task_context import StandInTi, task_context
 
 ACTIVE_ORDER = "You have active order with this link. Please wait until order being completed."
 

@@ -10,12 +10,12 @@ from typing import Any, cast
 
 from airflow.sdk import Context
 
-from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 
 
 def task_context(store: Any = None, **more: Any) -> Context:
-    """A context whose ``task_state_store`` is ``store`` (a new ``MemoryStateStore`` when None)."""
-    return cast(Context, {"task_state_store": MemoryStateStore() if store is None else store, **more})
+    """A context whose ``task_state_store`` is ``store`` (a new ``InProcessStateStore`` when None)."""
+    return cast(Context, {"task_state_store": InProcessStateStore() if store is None else store, **more})
 
 
 class StandInTi:

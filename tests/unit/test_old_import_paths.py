@@ -55,3 +55,11 @@ def test_the_class_paths_of_provider_info_import() -> None:
     for kind in ("hooks", "operators", "sensors", "triggers"):
         for module in info[kind][0]["python-modules"]:
             importlib.import_module(module)
+
+
+def test_the_fallback_stores_keep_their_former_names() -> None:
+    from airflow_provider_mirpanel.triggers.balance import MemoryWatchStore
+    from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore, InProcessWatchStore
+    from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+
+    assert (MemoryStateStore, MemoryWatchStore) == (InProcessStateStore, InProcessWatchStore)

@@ -44,7 +44,7 @@ from airflow_provider_mirpanel.operators.mirpanel import (
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, RefillStatusSensor
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
-from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 from airflow_provider_mirpanel.version_compat import TaskDeferred
 
 LOGGERS = ("", "requests", "urllib3", "aiohttp", "aiohttp.client", "airflow", "airflow.task", "airflow.hooks",
@@ -282,7 +282,7 @@ def test_operators_keep_the_key_out_of_xcom_rendered_fields_and_errors(panel: Sa
     orders = [{"service": service["service"], "link": f"https://example.com/o/{i}", "quantity": service["min"]}
               for i in range(5)]
     panel.faults.add("add", "drop_after_processing", when=lambda form: form.get("link", "").endswith("/3"))
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     place = PlaceOrderOperator(task_id="place", orders=orders)
     scan.call(lambda: place.execute(task_context(store)))
     scan.value(store.values)
@@ -432,7 +432,7 @@ def test_a_url_that_is_not_http_is_refused(monkeypatch: pytest.MonkeyPatch, no_n
 def test_a_deferred_sensor_keeps_the_key_out_of_its_trigger_and_its_result(panel: SandboxPanel, scan: Scan) -> None:
     panel.speed = 0  # before the orders exist: they stay Pending, so the sensor defers
     ids = panel.create_orders(30)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.01, timeout=30, deferrable=True)
     with pytest.raises(TaskDeferred) as caught:  # TaskDeferred is a BaseException
         sensor.execute(task_context(store))

@@ -18,7 +18,7 @@ from airflow_provider_mirpanel.placement.ledger import PAGE_PREFIX, LedgerEntry,
 from airflow_provider_mirpanel.placement.run import OrdersNotPlacedError, order_specs
 from airflow_provider_mirpanel.records import to_dataframe
 from airflow_provider_mirpanel.sandbox import SandboxPanel
-from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 
 
 def added_links(panel: SandboxPanel) -> list[str]:
@@ -29,7 +29,7 @@ def orders_by_link(panel: SandboxPanel) -> Counter[str]:
     return Counter(order.link or "" for order in list(panel.state.orders.values()))
 
 
-def sending(store: MemoryStateStore, key: str, digest: str) -> None:
+def sending(store: InProcessStateStore, key: str, digest: str) -> None:
     """What a try that died after marking an order ``sending`` leaves in the task's ledger."""
     PlacementLedger(store).append({key: LedgerEntry(LedgerState.SENDING, digest)})
 
@@ -140,7 +140,7 @@ def test_not_enough_funds_stops_placing_the_rest_and_a_retry_finishes(panel: San
     orders = campaign(service, 6, quantity=1000)
     cost = float(service["rate"])  # per 1000
     panel.state.balance = cost * 3.5
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     op = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1)
 
     with pytest.raises(OrdersNotPlacedError) as failed:
@@ -177,7 +177,7 @@ def test_twenty_orders_are_placed_exactly_once_across_a_retry(panel: SandboxPane
     orders = campaign(service_of(panel), 20)
     panel.faults.add("add", "drop_after_processing", when=link_ends("/7"))  # order created, reply lost
     panel.faults.add("add", "error", error=ACTIVE_ORDER, when=link_ends("/12"), times=1)
-    store = MemoryStateStore()  # task_state_store survives retries: one store for both tries
+    store = InProcessStateStore()  # task_state_store survives retries: one store for both tries
 
     with pytest.raises(OrdersNotPlacedError) as first:
         PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
@@ -206,7 +206,7 @@ def test_twenty_orders_are_placed_exactly_once_across_a_retry(panel: SandboxPane
 def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 3)
     panel.faults.add("add", "drop_after_processing", when=link_ends("/1"))
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     with pytest.raises(OrdersNotPlacedError):
         PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
     panel.requests.clear()
@@ -220,7 +220,7 @@ def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxP
 
 def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 2)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     sending(store, "1", order_specs(orders)[1].digest)  # an earlier try died mid-send
 
     records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="resend").execute(
@@ -233,7 +233,7 @@ def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -
 
 def test_an_order_whose_try_died_mid_send_is_not_resent(panel: SandboxPanel) -> None:
     orders = campaign(service_of(panel), 3)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     sending(store, "2", order_specs(orders)[2].digest)
 
     with pytest.raises(OrdersNotPlacedError) as failed:
@@ -247,7 +247,7 @@ def test_an_order_whose_try_died_mid_send_is_not_resent(panel: SandboxPanel) -> 
 def test_user_keys_name_orders_and_must_be_unique(panel: SandboxPanel) -> None:
     service = service_of(panel)
     orders = [{**order, "key": f"spring-{i}"} for i, order in enumerate(campaign(service, 2))]
-    store = MemoryStateStore()
+    store = InProcessStateStore()
 
     records = PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
 
@@ -259,7 +259,7 @@ def test_user_keys_name_orders_and_must_be_unique(panel: SandboxPanel) -> None:
 
 def test_a_key_reused_for_other_parameters_is_a_conflict_not_a_new_order(panel: SandboxPanel) -> None:
     service = service_of(panel)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     PlaceOrderOperator(task_id="place", orders=campaign(service, 1)).execute(task_context(store))
     changed = [{**campaign(service, 1)[0], "link": "https://example.com/other"}]
     panel.requests.clear()
@@ -364,7 +364,7 @@ class _Retry:
 def test_a_retry_after_an_upgrade_reads_the_first_release_ledger(panel: SandboxPanel) -> None:
     """The first release kept one value per order: a retry that finds no pages reads those, sends nothing twice."""
     orders = campaign(service_of(panel), 2)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     store.set("mirpanel.order.0", {"state": "placed", "digest": order_specs(orders)[0].digest, "order": 4242})
     store.set("mirpanel.order.1", {"state": "sending", "digest": order_specs(orders)[1].digest})
 

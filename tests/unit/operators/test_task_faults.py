@@ -1,6 +1,6 @@
 """Task-level faults: the worker dies in the middle of placing orders, the panel goes down in a wait.
 
-A task's retries share its ``task_state_store`` (a :class:`MemoryStateStore` here, one per task,
+A task's retries share its ``task_state_store`` (a :class:`InProcessStateStore` here, one per task,
 kept across tries); each try is a new operator instance, as Airflow makes it. The sandbox panel is
 the judge: nothing is placed twice, and every order it holds is in the task's result.
 """
@@ -24,7 +24,7 @@ from airflow_provider_mirpanel.placement.run import OrdersNotPlacedError, Orders
 from airflow_provider_mirpanel.protocol import AddOrderRecord
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
-from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 from airflow_provider_mirpanel.version_compat import AirflowSensorTimeout, TaskDeferred
 
 QUICK = {"timeout": 1.0, "connect_timeout": 0.5, "retries": 2, "backoff": 0.02}
@@ -64,7 +64,7 @@ class Worker:
         self._lock = threading.Lock()
         op.hook.add_order = self.add_order  # type: ignore[method-assign]
 
-    def state_store(self, store: MemoryStateStore) -> Any:
+    def state_store(self, store: InProcessStateStore) -> Any:
         """The task's state store as this worker sees it: writes fail once it is dead."""
         worker = self
 
@@ -96,7 +96,7 @@ class Worker:
         return placed
 
 
-def run_try(panel: SandboxPanel, orders: list[dict[str, Any]], store: MemoryStateStore, survive: int | None,
+def run_try(panel: SandboxPanel, orders: list[dict[str, Any]], store: InProcessStateStore, survive: int | None,
             **kwargs: Any) -> tuple[list[dict[str, Any]] | None, BaseException | None]:
     """One try: (records, None) when it returned, (records or None, error) when it failed or died."""
     die = kwargs.pop("die", SystemExit)
@@ -143,7 +143,7 @@ def test_a_50_order_run_whose_worker_dies_three_times_places_nothing_twice(quick
                                                                             die: type[BaseException]) -> None:
     panel = quick
     orders = campaign(panel, 50)
-    store = MemoryStateStore()  # task_state_store: shared by the task's tries
+    store = InProcessStateStore()  # task_state_store: shared by the task's tries
 
     deaths = [("after_send", 10), ("before_send", 10), ("after_send", 10)]
     for number, (when, survive) in enumerate(deaths, start=1):
@@ -180,7 +180,7 @@ def test_a_50_order_run_whose_worker_dies_three_times_places_nothing_twice(quick
 def test_concurrent_placement_dying_repeatedly_never_duplicates_and_loses_no_order(quick: SandboxPanel) -> None:
     panel = quick
     orders = campaign(panel, 50)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     records: list[dict[str, Any]] | None = None
     for tries, survive in enumerate((7, 5, 12, 3, None), start=1):
         records, error = run_try(panel, orders, store, survive, max_concurrency=8, ledger_window=WINDOW)
@@ -197,7 +197,7 @@ def test_concurrent_placement_dying_repeatedly_never_duplicates_and_loses_no_ord
     assert panel.count("add") == len(panel.state.orders), "every add that reached the panel placed one order"
 
 
-class CountingStore(MemoryStateStore):
+class CountingStore(InProcessStateStore):
     """A task_state_store that counts the trips a real one makes to the api-server."""
 
     def __init__(self) -> None:
@@ -252,7 +252,7 @@ def test_orders_are_marked_only_when_a_worker_can_send_them(quick: SandboxPanel)
     8 unknown and the 4 others unmarked, so the retry sends them: one order per row, none lost."""
     panel = quick
     orders = campaign(panel, 12)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     op = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=8)
     real = op.hook.add_order
     all_at_panel = threading.Event()
@@ -264,7 +264,7 @@ def test_orders_are_marked_only_when_a_worker_can_send_them(quick: SandboxPanel)
         all_at_panel.wait(60)
         return placed
 
-    class DiesOnceAllAreSent(MemoryStateStore):
+    class DiesOnceAllAreSent(InProcessStateStore):
         """The task's store, until the process dies: the moment the 8 adds have reached the panel."""
 
         def set(self, key: str, value: Any) -> None:
@@ -291,7 +291,7 @@ def test_a_bug_in_the_placement_loop_is_recorded_as_unknown_and_not_resent(quick
     """A RuntimeError after the add reached the panel (not a death): the try records it as unknown."""
     panel = quick
     orders = campaign(panel, 5)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     op = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1)
     real = op.hook.add_order
     calls = []
@@ -357,7 +357,7 @@ def test_poke_mode_wait_survives_an_outage_longer_than_the_hooks_retries(quick: 
 def test_deferrable_wait_survives_an_outage(quick: SandboxPanel) -> None:
     panel = quick
     ids = pending_orders(panel, 150)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.1, timeout=30, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(task_context(store))

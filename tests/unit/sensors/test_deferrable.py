@@ -27,7 +27,7 @@ from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import DEFER_GRACE_SECONDS, OrderStatusSensor, RefillStatusSensor
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, RefillStatusTrigger
-from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 from airflow_provider_mirpanel.version_compat import (
     STATE_STORES,
     AirflowException,
@@ -84,7 +84,7 @@ def test_deferred_wait_returns_the_same_records_as_poke_mode(panel: SandboxPanel
     ids = panel.create_orders(6)
     panel.set_order(ids[1], "Completed")
     panel.set_order(ids[4], "cancelled")
-    store = MemoryStateStore()
+    store = InProcessStateStore()
 
     deferred = deferral(orders_sensor(order_ids=ids), task_context(store))
     pending = [ids[0], ids[2], ids[3], ids[5]]
@@ -112,7 +112,7 @@ def test_more_pending_orders_than_one_trigger_watches_are_waited_for_in_turns(
     monkeypatch.setattr("airflow_provider_mirpanel.sensors.mirpanel.MAX_TRIGGER_IDS", 2)
     panel.speed = 0
     ids = panel.create_orders(5)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
 
     first = deferral(orders_sensor(order_ids=ids), task_context(store))
     assert first.trigger.order_ids == ids[:2]
@@ -214,7 +214,7 @@ def test_refill_sensor_defers_to_the_refill_trigger(panel: SandboxPanel) -> None
     panel.speed = 0
     orders = panel.create_orders(4, status="Completed")
     refills = [panel.state.create_refill(panel.state.orders[order]).id for order in orders]
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     sensor = RefillStatusSensor(task_id="wait", refill_ids=refills, deferrable=True, poke_interval=0.05)
 
     deferred = deferral(sensor, task_context(store))
@@ -232,7 +232,7 @@ def test_refill_sensor_defers_to_the_refill_trigger(panel: SandboxPanel) -> None
 def test_a_failed_status_seen_by_the_trigger_fails_like_poke_mode(panel: SandboxPanel) -> None:
     panel.speed = 0
     ids = panel.create_orders(3)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     deferred = deferral(orders_sensor(order_ids=ids, failed_statuses=["Canceled"]), task_context(store))
     panel.set_order(ids[1], "Canceled")
     event = trigger_event(deferred)

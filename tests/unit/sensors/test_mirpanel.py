@@ -15,7 +15,7 @@ from airflow_provider_mirpanel.operators.mirpanel import RefillOperator
 from airflow_provider_mirpanel.records import to_dataframe
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor, RefillStatusSensor
-from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 
@@ -160,7 +160,7 @@ def test_terminal_statuses_are_configurable(panel: SandboxPanel) -> None:
 def test_reschedule_mode_keeps_finished_orders_in_the_task_state_store(panel: SandboxPanel) -> None:
     ids = frozen_orders(panel, 4)
     panel.set_order(ids[0], "Completed")
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     context = task_context(store, ti=FakeTaskInstance())
 
     def new_sensor() -> OrderStatusSensor:  # Airflow builds the sensor anew for every reschedule poke
@@ -203,7 +203,7 @@ def test_reschedule_mode_without_a_store_asks_about_every_order_again(panel: San
 def test_stored_records_of_other_orders_are_not_taken(panel: SandboxPanel) -> None:
     ids = frozen_orders(panel, 3)
     panel.set_order(ids[0], "Completed")
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     poke(OrderStatusSensor(task_id="wait", order_ids=ids[:2]), task_context(store))
     panel.requests.clear()
 
@@ -216,7 +216,7 @@ def test_thousands_of_finished_orders_are_stored_in_small_pages(panel: SandboxPa
     ids = frozen_orders(panel, 1200)
     for order_id in ids[:-1]:
         panel.set_order(order_id, "Completed")
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     poke(OrderStatusSensor(task_id="wait", order_ids=ids), task_context(store))
     panel.requests.clear()
 

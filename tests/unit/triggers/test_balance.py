@@ -17,13 +17,14 @@ from support.airflow_compat import deserialize, serialize
 from support.balance import HOUR, spending_history
 
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
-from airflow_provider_mirpanel.triggers.balance import BalanceTrigger, MemoryWatchStore
+from airflow_provider_mirpanel.triggers.balance import BalanceTrigger
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessWatchStore
 
 
 class Watch:
     """A BalanceTrigger running in this event loop; its events are collected as they fire."""
 
-    def __init__(self, store: MemoryWatchStore, clock: Callable[[], float] | None = None, **kwargs: Any) -> None:
+    def __init__(self, store: InProcessWatchStore, clock: Callable[[], float] | None = None, **kwargs: Any) -> None:
         self.trigger = BalanceTrigger(poll_interval=0.01, **kwargs)
         if clock is not None:
             self.trigger.clock = clock
@@ -68,7 +69,7 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def test_a_drop_below_the_threshold_fires_once_and_again_after_a_recovery_across_restarts(
     panel: SandboxPanel,
 ) -> None:
-    store = MemoryWatchStore()
+    store = InProcessWatchStore()
     fired: list[dict[str, Any]] = []
 
     async def scenario() -> None:
@@ -96,7 +97,7 @@ def test_a_drop_below_the_threshold_fires_once_and_again_after_a_recovery_across
 
 
 def test_the_trigger_projects_the_run_out_from_a_synthetic_spend_history(panel: SandboxPanel) -> None:
-    store = MemoryWatchStore()
+    store = InProcessWatchStore()
     now = time.time()
     state_key = BalanceTrigger(runs_out_within_hours=48).state_key
     # 1,300 -> 1,025 over 11 h, then 1,000 an hour later (the sandbox's balance): 25 USD per hour.
@@ -120,7 +121,7 @@ def test_the_trigger_projects_the_run_out_from_a_synthetic_spend_history(panel: 
 
 
 def test_transient_failures_fire_nothing_and_a_refused_key_fires_one_error(panel: SandboxPanel) -> None:
-    store = MemoryWatchStore()
+    store = InProcessWatchStore()
     panel.faults.add("balance", "http_status", status=503, times=6)
 
     async def outage() -> None:
@@ -135,7 +136,7 @@ def test_transient_failures_fire_nothing_and_a_refused_key_fires_one_error(panel
     panel.faults.add("balance", "error", error=f"Invalid API key {panel.api_key}", times=None)
 
     async def refused() -> None:
-        async with Watch(MemoryWatchStore(), min_balance=500) as watch:
+        async with Watch(InProcessWatchStore(), min_balance=500) as watch:
             await polls(panel, 6)
             assert [event["status"] for event in watch.events] == ["error"]  # once, not at every poll
             assert panel.api_key not in json.dumps(watch.events)
@@ -163,7 +164,7 @@ def test_a_watch_stored_before_the_layout_move_resumes_and_fires(panel: SandboxP
     trigger = getattr(importlib.import_module(module), name)(**cast(dict[str, Any], deserialize(serialize(kwargs))))
     assert trigger.serialize() == (classpath, kwargs)
 
-    trigger.asset_state_store = MemoryWatchStore()  # the triggerer injects the asset's store
+    trigger.asset_state_store = InProcessWatchStore()  # the triggerer injects the asset's store
 
     async def first_event() -> dict[str, Any]:
         event = await anext(trigger.run())
