@@ -67,8 +67,10 @@ class MirPanelTransientError(MirPanelError):
 
     @property
     def throttled(self) -> bool:
-        """Whether the panel turned the request away for its rate limit (a 429, or a "too many
-        requests" error): it answered, and did not process the request."""
+        """Whether the panel turned the request away for its rate limit, unprocessed.
+
+        A 429, or a "too many requests" error: the panel answered and did not process the request.
+        """
         return not self.request_sent and self.http_status is not None
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -120,16 +120,19 @@ SYSTEM_CLOCK = SystemClock()
 class Headers(Protocol):
     """Reply headers, looked up case-insensitively (``requests``' and ``aiohttp``'s both are)."""
 
-    def get(self, name: str, /) -> str | None: ...
+    def get(self, name: str, /) -> str | None:
+        """Return the value of the header ``name``, or None."""
 
 
 class SharedBudget(Protocol):
     """A budget every hook using the same API key shares (see :mod:`.shared_budget`)."""
 
     def acquire(self, action: str, budget: Budget, now: float) -> float:
-        """Count a request start of ``action`` and return 0, or count nothing and return the seconds
-        until one fits ``budget`` for the key as a whole. ``now`` is the limiter's clock."""
-        ...
+        """Count a request start of ``action`` against the key's ``budget``; return the seconds to wait.
+
+        0: counted, the request may start. More: nothing counted, that long until one fits the
+        budget for the key as a whole. ``now`` is the limiter's clock.
+        """
 
 
 def _header_number(headers: Headers, name: str) -> float | None:
@@ -161,8 +164,10 @@ class Window:
 
 
 class Pause(NamedTuple):
-    """Why a request may not start yet: how long to wait, which budget is used up, whether to log it,
-    and what sets that budget."""
+    """Why a request may not start yet.
+
+    How long to wait, which budget is used up, whether to log it, and what sets that budget.
+    """
 
     seconds: float
     budget: str
@@ -277,8 +282,10 @@ class RateLimiter:
         return waited
 
     async def await_turn(self, action: str, log: Log | None = None) -> float:
-        """:meth:`wait` for coroutines: sleeps with the clock's ``asleep``, never blocking the loop
-        (a shared budget is asked from a worker thread)."""
+        """Wait like :meth:`wait`, for coroutines: with the clock's ``asleep``, never blocking the loop.
+
+        A shared budget is asked from a worker thread.
+        """
         waited = 0.0
         while (pause := (self.try_start(action) if self.shared is None
                          else await asyncio.to_thread(self.try_start, action))) is not None:

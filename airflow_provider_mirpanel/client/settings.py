@@ -97,7 +97,7 @@ def _budget(action: str, value: Any) -> Budget | None:
 
 
 def _budget_redis(value: Any) -> str | None:
-    """The ``budget_redis`` extra: a ``redis://`` / ``rediss://`` URL or a connection ID (None: absent)."""
+    """Read the ``budget_redis`` extra: a ``redis://`` / ``rediss://`` URL or a connection ID (None: absent)."""
     if value is None or _is_off(value):
         return None
     text = value.strip() if isinstance(value, str) else ""

@@ -64,14 +64,14 @@ _clients_lock = threading.Lock()
 
 
 def budget_id(panel_url: str, api_key: str) -> str:
-    """What names a key's budgets: the panel's host and a digest of its URL and the key (never the key)."""
+    """Name a key's budgets: the panel's host and a digest of its URL and the key (never the key)."""
     digest = hashlib.sha256(f"mirpanel budget\n{panel_url}\n{api_key}".encode()).hexdigest()[:32]
     return f"{urlsplit(panel_url).netloc.rpartition('@')[2] or 'panel'}:{digest}"
 
 
 def redis_url(host: str | None, port: int | None, login: str | None, password: str | None,
               extra: dict[str, Any]) -> str:
-    """The URL of an Airflow ``redis`` connection (host, port, login, password; ``db`` and ``ssl`` extras)."""
+    """Return the URL of an Airflow ``redis`` connection (host, port, login, password; ``db``, ``ssl`` extras)."""
     if not host:
         raise ValueError("the Redis connection of 'budget_redis' has no host")
     scheme = "rediss" if str(extra.get("ssl", "")).lower() in ("true", "1") else "redis"
@@ -80,8 +80,11 @@ def redis_url(host: str | None, port: int | None, login: str | None, password: s
 
 
 def url_of(location: str, connection: Any | None = None, extra: dict[str, Any] | None = None) -> str:
-    """The Redis URL of a ``budget_redis`` value: the value itself when it is a URL, else the URL of
-    ``connection`` (the Airflow connection it names, already fetched, and its parsed ``extra``)."""
+    """Return the Redis URL of a ``budget_redis`` value.
+
+    The value itself when it is a URL, else the URL of ``connection`` (the Airflow connection it
+    names, already fetched, and its parsed ``extra``).
+    """
     if "://" in location:
         return location
     if connection is None:
@@ -90,12 +93,12 @@ def url_of(location: str, connection: Any | None = None, extra: dict[str, Any] |
 
 
 def password_of(url: str) -> str | None:
-    """The password in a Redis URL, to mask in logs."""
+    """Return the password in a Redis URL, to mask in logs."""
     return urlsplit(url).password
 
 
 def where(url: str) -> str:
-    """A Redis URL as messages say it: host, port and database, never the password."""
+    """Say a Redis URL as messages do: host, port and database, never the password."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
 

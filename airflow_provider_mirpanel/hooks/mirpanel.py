@@ -145,7 +145,7 @@ class MirPanelHook(BudgetClock, BaseHook):
         return self._panel
 
     def _shared_budget(self, panel: PanelConnection) -> RedisBudget | None:
-        """The key's budgets in Redis, when the connection extra ``budget_redis`` names a Redis."""
+        """Return the key's budgets in Redis, when the connection extra ``budget_redis`` names a Redis."""
         location = panel.settings.budget_redis
         if location is None:
             return None
@@ -183,8 +183,11 @@ class MirPanelHook(BudgetClock, BaseHook):
     # -- moving bytes ----------------------------------------------------------------------------
 
     def _send(self, action: Action, form: dict[str, str]) -> Any:
-        """Send one request and decode its reply; sent again only when the panel turned it away
-        unprocessed for its rate limit (see :meth:`.RateLimiter.after_reply`)."""
+        """Send one request and decode its reply.
+
+        Sent again only when the panel turned it away unprocessed for its rate limit (see
+        :meth:`.RateLimiter.after_reply`).
+        """
         session, panel = self.get_conn(), self.panel
         throttles = 0
         while True:

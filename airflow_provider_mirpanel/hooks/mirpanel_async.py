@@ -110,7 +110,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         return self._panel
 
     async def _shared_budget(self, panel: PanelConnection) -> RedisBudget | None:
-        """The key's budgets in Redis, when the connection extra ``budget_redis`` names a Redis."""
+        """Return the key's budgets in Redis, when the connection extra ``budget_redis`` names a Redis."""
         location = panel.settings.budget_redis
         if location is None:
             return None
@@ -151,8 +151,11 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
     # -- moving bytes ----------------------------------------------------------------------------
 
     async def _send(self, action: Action, form: dict[str, str]) -> Any:
-        """Send one request and decode its reply; sent again only when the panel turned it away
-        unprocessed for its rate limit (see :meth:`.RateLimiter.after_reply`)."""
+        """Send one request and decode its reply.
+
+        Sent again only when the panel turned it away unprocessed for its rate limit (see
+        :meth:`.RateLimiter.after_reply`).
+        """
         session, panel = await self.get_conn(), await self.get_panel()
         throttles = 0
         while True:

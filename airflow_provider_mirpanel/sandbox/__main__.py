@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def rate_limits(published: bool, given: Sequence[str]) -> dict[str, tuple[int, float]]:
-    """The per-key limits the command line asks for (action → (requests, per seconds)).
+    """Return the per-key limits the command line asks for (action → (requests, per seconds)).
 
     :raises ValueError: a ``--rate-limit`` that is not ``ACTION=N[/SECONDS]``.
     """

@@ -43,6 +43,7 @@ class Verdict:
 
     @property
     def headers(self) -> dict[str, str]:
+        """The ``X-RateLimit-*`` headers of the reply (and ``Retry-After`` on a refusal)."""
         headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
                    "X-RateLimit-Reset": str(self.reset)}
         if not self.allowed:
@@ -50,7 +51,7 @@ class Verdict:
         return headers
 
     def refusal(self) -> Reply:
-        """The 429 a refused request gets."""
+        """Return the 429 a refused request gets."""
         reply = Reply.of({"error": TOO_MANY_REQUESTS}, 429)
         reply.headers.update(self.headers)
         return reply
@@ -98,7 +99,7 @@ class RateLimits:
             return Verdict(allowed, limit, remaining, reset)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{"allowed": {action: n}, "refused": {action: n}}`` since the start or the last :meth:`reset`."""
+        """Return ``{"allowed": {action: n}, "refused": {action: n}}`` since the start or the last reset."""
         with self._lock:
             return {"allowed": dict(self.allowed), "refused": dict(self.refused)}
 

@@ -22,7 +22,7 @@ STARTUP_SECONDS = 15.0  # how long redis-server may take to answer its first PIN
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
+    """Return a TCP port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
@@ -43,6 +43,7 @@ class LocalRedis:
 
     @property
     def url(self) -> str:
+        """The server's URL: ``redis://127.0.0.1:<port>/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def __enter__(self) -> LocalRedis:
