@@ -51,16 +51,31 @@ class PanelProcess:
         self._child: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> PanelProcess:
-        command = [sys.executable, "-m", "benchmarks.panel_process", "--latency", str(self.latency),
-                   "--balance", str(self.balance)]
-        self._child = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.panel_process",
+            "--latency",
+            str(self.latency),
+            "--balance",
+            str(self.balance),
+        ]
+        self._child = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         hello = self._read()
         self.url, self.api_key = hello["url"], hello["key"]
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         child, self._child = self._child, None
         if child is None:
             return
@@ -105,8 +120,12 @@ class PanelProcess:
         """The Airflow connection (JSON form) to this panel, with client settings as extras and, as
         ``SandboxPanel.connection()``, no request budgets: the benchmark measures the client, not the
         published limits (1,000 placements would take 17 minutes)."""
-        return {"conn_type": "mirpanel", "host": self.url, "password": self.api_key,
-                "extra": {"rate_limits": RATE_LIMITS_OFF, **extra}}
+        return {
+            "conn_type": "mirpanel",
+            "host": self.url,
+            "password": self.api_key,
+            "extra": {"rate_limits": RATE_LIMITS_OFF, **extra},
+        }
 
     def create_orders(self, n: int, status: str | None = None, service: int | None = None) -> list[int]:
         """Insert ``n`` orders without HTTP; ``status`` freezes them in it."""
@@ -147,8 +166,7 @@ def _commands(panel: Any) -> dict[str, Callable[[Message], Message]]:
     """What the child does for each ``op``."""
 
     def create(message: Message) -> Message:
-        return {"ids": panel.create_orders(message["n"], service=message.get("service"),
-                                           status=message.get("status"))}
+        return {"ids": panel.create_orders(message["n"], service=message.get("service"), status=message.get("status"))}
 
     def set_status(message: Message) -> Message:
         for order in message["ids"]:
@@ -169,17 +187,19 @@ def _commands(panel: Any) -> dict[str, Callable[[Message], Message]]:
 
     def stats(message: Message) -> Message:
         entries = list(panel.requests)
-        return {"requests": dict(Counter(entry.action for entry in entries)),
-                "connections": len({entry.peer for entry in entries}),
-                "max_ids": max((len(entry.ids) for entry in entries), default=0),
-                "ids": sum(len(entry.ids) for entry in entries), "cpu": time.process_time()}
+        return {
+            "requests": dict(Counter(entry.action for entry in entries)),
+            "connections": len({entry.peer for entry in entries}),
+            "max_ids": max((len(entry.ids) for entry in entries), default=0),
+            "ids": sum(len(entry.ids) for entry in entries),
+            "cpu": time.process_time(),
+        }
 
     def latency(message: Message) -> Message:
         panel.latency = float(message["seconds"])
         return {}
 
-    return {"create": create, "set": set_status, "service": service, "reset": reset, "stats": stats,
-            "latency": latency}
+    return {"create": create, "set": set_status, "service": service, "reset": reset, "stats": stats, "latency": latency}
 
 
 def _serve(panel: Any) -> None:

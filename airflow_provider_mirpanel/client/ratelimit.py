@@ -139,14 +139,17 @@ class RateLimiter:
     :param clock: where time comes from.
     """
 
-    def __init__(self, budgets: Mapping[str, Budget] | None = None, per_minute: float = 0.0,
-                 clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self, budgets: Mapping[str, Budget] | None = None, per_minute: float = 0.0, clock: Clock = SYSTEM_CLOCK
+    ):
         self.clock = clock
-        self._windows = {action: Window(f"{action!r} ({budget})", budget)
-                         for action, budget in (budgets or {}).items()}
+        self._windows = {action: Window(f"{action!r} ({budget})", budget) for action, budget in (budgets or {}).items()}
         # the overall cap keeps its meaning from before per-action budgets: starts evenly spaced
-        self._overall = Window(f"overall rate_limit ({per_minute:g}/min, evenly spaced)",
-                               Budget(1, 60.0 / per_minute)) if per_minute > 0 else None
+        self._overall = (
+            Window(f"overall rate_limit ({per_minute:g}/min, evenly spaced)", Budget(1, 60.0 / per_minute))
+            if per_minute > 0
+            else None
+        )
         self._lock = threading.Lock()
         self._announced_until = float("-inf")
 
@@ -158,8 +161,9 @@ class RateLimiter:
         with self._lock:
             now = self.clock.monotonic()
             windows = [window for window in (self._windows.get(action), self._overall) if window is not None]
-            longest, blocking = max(((window.wait(now), window) for window in windows),
-                                    key=lambda pair: pair[0], default=(0.0, None))
+            longest, blocking = max(
+                ((window.wait(now), window) for window in windows), key=lambda pair: pair[0], default=(0.0, None)
+            )
             if blocking is None or longest <= 0:
                 for window in windows:
                     window.record(now)
@@ -206,5 +210,9 @@ class BudgetClock:
 
 def _announce(pause: Pause, action: str, log: Log | None) -> None:
     if pause.announce and log is not None:
-        log.info("Request budget %s used up: the next %r request waits %.1f s (connection extras "
-                 "rate_limits / rate_limit)", pause.budget, action, pause.seconds)
+        log.info(
+            "Request budget %s used up: the next %r request waits %.1f s (connection extras rate_limits / rate_limit)",
+            pause.budget,
+            action,
+            pause.seconds,
+        )

@@ -122,11 +122,11 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         """
         settings = await self.get_settings()
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS,
-                                             ssl=settings.verify)
+            connector = aiohttp.TCPConnector(
+                limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS, ssl=settings.verify
+            )
             timeout = aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=settings.timeout)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS,
-                                                  trust_env=True)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS, trust_env=True)
         return self._session
 
     async def close(self) -> None:
@@ -177,8 +177,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
                 reply = error
             return call.records(chunk, reply)
 
-        results = await asyncio.gather(*(batch(chunk, form) for chunk, form in call.requests),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(batch(chunk, form) for chunk, form in call.requests), return_exceptions=True)
         return call.merge(list(results))
 
     # -- the API ---------------------------------------------------------------------------------

@@ -22,14 +22,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8765, help="TCP port, 0 for any free one (default 8765)")
     parser.add_argument("--key", default=None, help="the API key clients must send (default: a random one)")
     parser.add_argument("--balance", type=float, default=1000.0, help="starting balance (default 1000)")
-    parser.add_argument("--speed", type=float, default=DEFAULT_SPEED,
-                        help=f"sandbox seconds per real second (default {DEFAULT_SPEED:g}: an order is "
-                             "Pending for 30 s and ends within 3 minutes)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=DEFAULT_SPEED,
+        help=f"sandbox seconds per real second (default {DEFAULT_SPEED:g}: an order is "
+        "Pending for 30 s and ends within 3 minutes)",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply (default 0)")
-    parser.add_argument("--id-file", default=None,
-                        help="JSON file keeping the next order and refill IDs, so that a restarted sandbox "
-                             "continues its numbering from 1000 (default: IDs from the clock, which a "
-                             "restarted sandbox never hands out again either)")
+    parser.add_argument(
+        "--id-file",
+        default=None,
+        help="JSON file keeping the next order and refill IDs, so that a restarted sandbox "
+        "continues its numbering from 1000 (default: IDs from the clock, which a "
+        "restarted sandbox never hands out again either)",
+    )
     return parser
 
 
@@ -41,8 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_loopback(args.host)
     except ValueError as exc:
         parser.error(str(exc))
-    panel = SandboxPanel(host=args.host, port=args.port, api_key=args.key, balance=args.balance,
-                         speed=args.speed, latency=args.latency, id_file=args.id_file)
+    panel = SandboxPanel(
+        host=args.host,
+        port=args.port,
+        api_key=args.key,
+        balance=args.balance,
+        speed=args.speed,
+        latency=args.latency,
+        id_file=args.id_file,
+    )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with panel:

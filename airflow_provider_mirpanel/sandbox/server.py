@@ -110,8 +110,7 @@ class SandboxServer:
         assert self._web is not None, "_open() creates the server first"
         loop = asyncio.get_running_loop()
         # A large backlog so thousands of clients connecting at once are not turned away.
-        self._listener = await loop.create_server(self._web, self.host, self.port, backlog=4096,
-                                                  reuse_address=True)
+        self._listener = await loop.create_server(self._web, self.host, self.port, backlog=4096, reuse_address=True)
         self.port = self._listener.sockets[0].getsockname()[1]
 
     async def _unlisten(self) -> None:
@@ -172,13 +171,19 @@ class SandboxServer:
             await asyncio.sleep(delay)
         processed = self.api.handle(form) if fault is None or fault.processes else None
         reply: Reply | None = processed if fault is None else fault.reply(processed)
-        self.log.append(RequestEntry(
-            action=action, form=public, peer=peer, ids=requested_ids(form),
-            created=processed.created if processed is not None else [],
-            status=reply.status if reply is not None else None,
-            fault=fault.kind.value if fault is not None else None,
-            processed=processed is not None, path=request.path,
-        ))
+        self.log.append(
+            RequestEntry(
+                action=action,
+                form=public,
+                peer=peer,
+                ids=requested_ids(form),
+                created=processed.created if processed is not None else [],
+                status=reply.status if reply is not None else None,
+                fault=fault.kind.value if fault is not None else None,
+                processed=processed is not None,
+                path=request.path,
+            )
+        )
         return await self._deliver(request, reply, fault)
 
     async def _deliver(self, request: web.BaseRequest, reply: Reply | None, fault: Fault | None) -> web.StreamResponse:
