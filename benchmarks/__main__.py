@@ -28,12 +28,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N, tiny latency: checks counts, not speed")
     parser.add_argument("--strict", action="store_true", help="also exit non-zero when a timing target is missed")
-    parser.add_argument("--deployment", action="store_true",
-                        help="placement with and without the ledger, run by a real scheduler (minutes)")
+    parser.add_argument(
+        "--deployment",
+        action="store_true",
+        help="placement with and without the ledger, run by a real scheduler (minutes)",
+    )
     parser.add_argument("--n", type=int, default=3_000, help="orders per placement of --deployment (default 3,000)")
-    parser.add_argument("--key-budget", action="store_true",
-                        help="only the key-budget case: 4 placements of one key in 4 processes, own vs shared "
-                             "budgets (a few minutes)")
+    parser.add_argument(
+        "--key-budget",
+        action="store_true",
+        help="only the key-budget case: 4 placements of one key in 4 processes, own vs shared budgets (a few minutes)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the table (default {RESULTS})")
     return parser
 
@@ -84,11 +89,14 @@ def summary(rows: Sequence[Row], config: Config) -> str:
     wrong = [row for row in rows if not row.correct]
     missed = [row for row in rows if row.correct and row.met is False]
     judged = [row for row in rows if row.met is not None]
-    lines = [f"{len(rows)} rows: {len(wrong)} wrong, {len(missed)} timing/memory targets missed "
-             f"of {len(judged)} judged" + ("" if config.timed else " (quick run: counts and results only)")]
+    lines = [
+        f"{len(rows)} rows: {len(wrong)} wrong, {len(missed)} timing/memory targets missed "
+        f"of {len(judged)} judged" + ("" if config.timed else " (quick run: counts and results only)")
+    ]
     lines += [f"WRONG  {row.case} (N={row.n:,}): {'; '.join(row.problems)}" for row in wrong]
-    lines += [f"MISSED {row.case} (N={row.n:,}): {row.target}, got {row.ratio:.2f}" for row in missed
-              if row.ratio is not None]
+    lines += [
+        f"MISSED {row.case} (N={row.n:,}): {row.target}, got {row.ratio:.2f}" for row in missed if row.ratio is not None
+    ]
     return "\n".join(lines)
 
 
@@ -101,9 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return deployment(args)
     if args.key_budget:
         return key_budget_only(args, config)
-    header = (f"MirPanel benchmark ({config.name}): sandbox latency {config.latency * 1000:g} ms, default "
-              f"concurrency {config.default_concurrency}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"load average {os.getloadavg()[0]:.1f} at the start")
+    header = (
+        f"MirPanel benchmark ({config.name}): sandbox latency {config.latency * 1000:g} ms, default "
+        f"concurrency {config.default_concurrency}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
     print(header, flush=True)
     start = time.perf_counter()
     rows = run(config, lambda row: print(f"  {row.verdict:6} {row.case} (N={row.n:,})", flush=True))
@@ -121,8 +131,10 @@ def key_budget_only(args: argparse.Namespace, config: Config) -> int:
     """``--key-budget``: only the key-budget case (written to ``key-budget.csv`` / ``.md``)."""
     from benchmarks.key_budget import key_budget
 
-    header = (f"MirPanel benchmark (key budget): sandbox latency {config.latency * 1000:g} ms, {os.cpu_count()} "
-              f"CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the start")
+    header = (
+        f"MirPanel benchmark (key budget): sandbox latency {config.latency * 1000:g} ms, {os.cpu_count()} "
+        f"CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the start"
+    )
     print(header, flush=True)
     start = time.perf_counter()
     rows = key_budget(config.latency)
@@ -140,13 +152,14 @@ def deployment(args: argparse.Namespace) -> int:
     """``--deployment``: placement of ``--n`` orders in a real Airflow deployment, at 0 and 50 ms latency."""
     from benchmarks import deployed
 
-    header = (f"MirPanel benchmark (deployment): PlaceOrderOperator run by a real scheduler, N = {args.n:,}, "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"load average {os.getloadavg()[0]:.1f} at the start")
+    header = (
+        f"MirPanel benchmark (deployment): PlaceOrderOperator run by a real scheduler, N = {args.n:,}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
     print(header, flush=True)
     start = time.perf_counter()
-    rows = deployed.run(args.n, (0.0, 0.05), lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}",
-                                                                 flush=True))
+    rows = deployed.run(args.n, (0.0, 0.05), lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}", flush=True))
     print()
     print(console(rows))
     paths = write(rows, args.out, "deployment", preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")

@@ -37,13 +37,32 @@ from airflow_provider_mirpanel.protocol import AddOrderRecord, BalanceRecord, Se
 from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 
 DAY_MINUTES = 24 * 60
-SERVICE = {"service": 1, "name": "Followers", "type": "Default", "category": "Instagram", "rate": "0.90",
-           "min": 10, "max": 100000, "refill": True, "cancel": False, "dripfeed": False}
+SERVICE = {
+    "service": 1,
+    "name": "Followers",
+    "type": "Default",
+    "category": "Instagram",
+    "rate": "0.90",
+    "min": 10,
+    "max": 100000,
+    "refill": True,
+    "cancel": False,
+    "dripfeed": False,
+}
 #: A lease as a named scope stores it (issue 20): owner, token, times — measured from its JSON form.
-LEASE = {"owner": {"dag_id": "campaign_daily_placement", "run_id": "scheduled__2026-12-04T00:00:00+00:00",
-                   "task_id": "place", "map_index": 17}, "token": "5f0c7c1e9d7b4a8e9c3b2a1f0e9d8c7b",
-                   "taken_at": 1796371200.123, "renewed_at": 1796371260.456, "expires": 1796371380.456,
-         "released_at": None}
+LEASE = {
+    "owner": {
+        "dag_id": "campaign_daily_placement",
+        "run_id": "scheduled__2026-12-04T00:00:00+00:00",
+        "task_id": "place",
+        "map_index": 17,
+    },
+    "token": "5f0c7c1e9d7b4a8e9c3b2a1f0e9d8c7b",
+    "taken_at": 1796371200.123,
+    "renewed_at": 1796371260.456,
+    "expires": 1796371380.456,
+    "released_at": None,
+}
 #: A state-store row's overhead in the metadata DB besides key and value (ids, timestamps, index).
 ROW_OVERHEAD = 120
 
@@ -97,8 +116,15 @@ class LedgerCost:
 
 def measure_ledger(orders: int, pace: float = 0.002) -> LedgerCost:
     """Place ``orders`` orders with the real placement code, at a paced ``add``, counting the writes."""
-    rows = [{"key": f"campaign-2026-12-04/{i:06d}", "service": 1, "quantity": 1000,
-             "link": f"https://instagram.com/p/C{i:09d}/"} for i in range(orders)]
+    rows = [
+        {
+            "key": f"campaign-2026-12-04/{i:06d}",
+            "service": 1,
+            "quantity": 1000,
+            "link": f"https://instagram.com/p/C{i:09d}/",
+        }
+        for i in range(orders)
+    ]
     store = CountingStore()
     ledger = PlacementLedger(store, scope="campaign-2026-12-04")
     run = PlacementRun(PacedPlacer(pace), rows, ledger, PlacementOptions(), _Quiet())
@@ -114,8 +140,17 @@ class _Quiet:
     def exception(self, *args: Any, **kwargs: Any) -> None: ...
 
 
-def day(orders: int, keys: int, add_per_min: float, status_per_min: float, campaigns: int, open_hours: float,
-        poll: float, ledger: LedgerCost, lease_ttl: float = 120.0) -> dict[str, Any]:
+def day(
+    orders: int,
+    keys: int,
+    add_per_min: float,
+    status_per_min: float,
+    campaigns: int,
+    open_hours: float,
+    poll: float,
+    ledger: LedgerCost,
+    lease_ttl: float = 120.0,
+) -> dict[str, Any]:
     """The day's numbers for ``orders`` orders spread over ``keys`` keys (see the module docs)."""
     add_capacity = add_per_min * DAY_MINUTES * keys
     placing_minutes = orders / (add_per_min * keys)
@@ -133,7 +168,8 @@ def day(orders: int, keys: int, add_per_min: float, status_per_min: float, campa
     lease_bytes = campaigns * len(json.dumps(LEASE, separators=(",", ":")))
     xcom_bytes = ledger.xcom_bytes * scale
     return {
-        "orders": orders, "keys": keys,
+        "orders": orders,
+        "keys": keys,
         "add capacity/day": add_capacity,
         "fits": orders <= add_capacity,
         "placing (min of add budget)": placing_minutes,
@@ -161,8 +197,10 @@ def _format(value: Any) -> str:
 
 def table(days: Sequence[Mapping[str, Any]]) -> str:
     """The days side by side, as a Markdown table."""
-    lines = ["| | " + " | ".join(f"{d['orders']:,} orders, {d['keys']} key{'s' * (d['keys'] > 1)}" for d in days)
-             + " |", "|---|" + "---:|" * len(days)]
+    lines = [
+        "| | " + " | ".join(f"{d['orders']:,} orders, {d['keys']} key{'s' * (d['keys'] > 1)}" for d in days) + " |",
+        "|---|" + "---:|" * len(days),
+    ]
     for name in days[0]:
         if name not in ("orders", "keys"):
             lines.append(f"| {name} | " + " | ".join(_format(d[name]) for d in days) + " |")
@@ -181,11 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=2_000, help="orders placed to measure the ledger (2,000)")
     args = parser.parse_args(argv)
     ledger = measure_ledger(args.sample)
-    print(f"Measured: {ledger.orders:,} orders placed at the add budget's pace wrote {ledger.pages:,} ledger pages "
-          f"({ledger.page_bytes / ledger.orders:.0f} B an order as JSON; pages of at most {PAGE_SIZE} rows); "
-          f"records as XCom {ledger.xcom_bytes / ledger.orders:.0f} B an order.\n")
-    days = [day(orders, keys, args.add, args.status, args.campaigns, args.open_hours, args.poll, ledger)
-            for orders in args.orders for keys in args.keys]
+    print(
+        f"Measured: {ledger.orders:,} orders placed at the add budget's pace wrote {ledger.pages:,} ledger pages "
+        f"({ledger.page_bytes / ledger.orders:.0f} B an order as JSON; pages of at most {PAGE_SIZE} rows); "
+        f"records as XCom {ledger.xcom_bytes / ledger.orders:.0f} B an order.\n"
+    )
+    days = [
+        day(orders, keys, args.add, args.status, args.campaigns, args.open_hours, args.poll, ledger)
+        for orders in args.orders
+        for keys in args.keys
+    ]
     print(table(days))
     return 0
 

@@ -70,15 +70,25 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
     with e2e.sigterm_as_interrupt(), PanelProcess(latency=0.0) as panel:
         service, quantity = panel.service()
         # OpenLineage off: make e2e turns it on to check lineage; here it would only add to both runs
-        deployment = e2e.Deployment(HOME, extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-                                                     "AIRFLOW__OPENLINEAGE__DISABLED": "true"})
+        deployment = e2e.Deployment(
+            HOME, extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(DAGS), "AIRFLOW__OPENLINEAGE__DISABLED": "true"}
+        )
         deployment._dags_parsed = lambda: DAG_ID in {dag["dag_id"] for dag in deployment.api.get("/dags")["dags"]}
         try:
             deployment.start()
             api = deployment.api
-            api.call("POST", "/connections", expect=(201,), json={
-                "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": panel.url,
-                "password": panel.api_key, "extra": json.dumps(panel.connection()["extra"])})
+            api.call(
+                "POST",
+                "/connections",
+                expect=(201,),
+                json={
+                    "connection_id": "mirpanel_default",
+                    "conn_type": "mirpanel",
+                    "host": panel.url,
+                    "password": panel.api_key,
+                    "extra": json.dumps(panel.connection()["extra"]),
+                },
+            )
             api.set_paused(DAG_ID, False)
             progress_note = f"deployment up in {deployment.timings['total']:.0f} s"
             print(progress_note, flush=True)
@@ -89,8 +99,7 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
                 for ledger in (False, True):
                     run_id = f"bench_{int(latency * 1000)}ms_{'ledger' if ledger else 'nostore'}_{time.time_ns()}"
                     panel.reset()
-                    api.trigger(DAG_ID, run_id, {"n": n, "ledger": ledger, "service": service,
-                                                        "quantity": quantity})
+                    api.trigger(DAG_ID, run_id, {"n": n, "ledger": ledger, "service": service, "quantity": quantity})
                     state = deployment.wait_run(DAG_ID, run_id, timeout=1800)["state"]
                     ti = api.task_instance(DAG_ID, run_id, "place")
                     summary = api.xcom(DAG_ID, run_id, "place", key="bench") if state == "success" else {}
@@ -101,11 +110,15 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
                     row.check(state == "success", f"the run ended {state}")
                     row.check(summary.get("placed") == n, f"{summary.get('placed')} of {n} placed")
                     row.check(stats["requests"] == {"services": 1, "add": n}, f"requests {stats['requests']}")
-                    notes = [f"{n / wall:.0f} orders/s" if wall else "",
-                             f"task instance {ti.get('duration') or 0:.1f} s"]
+                    notes = [
+                        f"{n / wall:.0f} orders/s" if wall else "",
+                        f"task instance {ti.get('duration') or 0:.1f} s",
+                    ]
                     if ledger and "set_trip" in summary:
-                        notes.append(f"state store trip: set {summary['set_trip'] * 1000:.1f} ms, "
-                                     f"get {summary['get_trip'] * 1000:.1f} ms (median of 20)")
+                        notes.append(
+                            f"state store trip: set {summary['set_trip'] * 1000:.1f} ms, "
+                            f"get {summary['get_trip'] * 1000:.1f} ms (median of 20)"
+                        )
                     if wall:
                         walls[ledger] = wall
                     if ledger and len(walls) == 2:
@@ -117,9 +130,13 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
                     add(row)
                 panel.reset()
                 wall, slots = floor(panel, n, service, quantity)
-                row = Row(f"floor: hook.add_order, {slots} threads, {label}", n,
-                          requests=sum(panel.stats()["requests"].values()), wall=wall,
-                          note=f"{n / wall:.0f} orders/s; in this process, no Airflow")
+                row = Row(
+                    f"floor: hook.add_order, {slots} threads, {label}",
+                    n,
+                    requests=sum(panel.stats()["requests"].values()),
+                    wall=wall,
+                    note=f"{n / wall:.0f} orders/s; in this process, no Airflow",
+                )
                 add(row)
         finally:
             leftovers = deployment.stop()

@@ -53,24 +53,37 @@ def ensure_redis_server() -> str | None:
     if shutil.which("redis-server"):
         return None
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "redis-server"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if shutil.which("redis-server"):
             return None
     return "redis-server is not installed (apt-get install redis-server)"
 
 
 @contextmanager
-def _workers(count: int, arguments: Callable[[int], list[str]], env: dict[str, str]) -> Iterator[
-        list[subprocess.Popen[str]]]:
+def _workers(
+    count: int, arguments: Callable[[int], list[str]], env: dict[str, str]
+) -> Iterator[list[subprocess.Popen[str]]]:
     logs = tempfile.TemporaryDirectory(prefix="mirpanel-bench-workers-")
     processes: list[subprocess.Popen[str]] = []
     try:
         for index in range(count):
             with open(Path(logs.name) / f"{index}.log", "w") as stderr:
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.placement_worker", *arguments(index)], cwd=ROOT,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env))
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "benchmarks.placement_worker", *arguments(index)],
+                        cwd=ROOT,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=stderr,
+                        text=True,
+                        env=env,
+                    )
+                )
         yield processes
     finally:
         for process in processes:
@@ -85,7 +98,7 @@ def _line(process: subprocess.Popen[str]) -> dict[str, Any]:
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith(MARK):
-            answer: dict[str, Any] = json.loads(line[len(MARK):])
+            answer: dict[str, Any] = json.loads(line[len(MARK) :])
             return answer
     raise RuntimeError(f"a placement worker ended (exit code {process.wait()})")
 
@@ -93,12 +106,26 @@ def _line(process: subprocess.Popen[str]) -> dict[str, Any]:
 def _variant(panel: PanelProcess, name: str, extra: dict[str, Any], follow: bool, n: int) -> Row:
     service, quantity = panel.service()
     prefix = f"https://example.com/keybudget/{time.time_ns()}/"
-    env = {**os.environ, CONN_ENV_VAR: json.dumps(panel.connection(rate_limits={"add": ADD_LIMIT}, **extra)),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        CONN_ENV_VAR: json.dumps(panel.connection(rate_limits={"add": ADD_LIMIT}, **extra)),
+        "PYTHONUNBUFFERED": "1",
+    }
 
     def arguments(index: int) -> list[str]:
-        return ["--scope", f"k{index + 1}", "--n", str(n), "--service", str(service), "--quantity", str(quantity),
-                "--prefix", prefix, *([] if follow else ["--no-follow"])]
+        return [
+            "--scope",
+            f"k{index + 1}",
+            "--n",
+            str(n),
+            "--service",
+            str(service),
+            "--quantity",
+            str(quantity),
+            "--prefix",
+            prefix,
+            *([] if follow else ["--no-follow"]),
+        ]
 
     with _workers(WORKERS, arguments, env) as workers:
         for worker in workers:
@@ -123,16 +150,24 @@ def _variant(panel: PanelProcess, name: str, extra: dict[str, Any], follow: bool
     share = refused / sent if sent else 0.0
     duplicates = sum(count - 1 for count in Counter(links).values() if count > 1)
     failures = total - states.get("placed", 0)
-    row = Row(f"key budget: {WORKERS}×{n} adds in {WORKERS} processes, one key, panel add {ADD_LIMIT}/min: {name}",
-              total, requests=sent, wall=wall, ideal=ideal, ratio=wall / ideal,
-              target=f"≤ {TARGET_RATIO}× ideal, ≤ {TARGET_THROTTLED:.0%} 429, 0 failures, 0 duplicates",
-              note=f"429: {refused} of {sent} add requests ({share:.1%}); failures {failures}; duplicates "
-                   f"{duplicates}; placed {states.get('placed', 0)}, orders on the panel {len(links)}"
-                   + (f"; states {dict(states)}" if failures else ""))
+    row = Row(
+        f"key budget: {WORKERS}×{n} adds in {WORKERS} processes, one key, panel add {ADD_LIMIT}/min: {name}",
+        total,
+        requests=sent,
+        wall=wall,
+        ideal=ideal,
+        ratio=wall / ideal,
+        target=f"≤ {TARGET_RATIO}× ideal, ≤ {TARGET_THROTTLED:.0%} 429, 0 failures, 0 duplicates",
+        note=f"429: {refused} of {sent} add requests ({share:.1%}); failures {failures}; duplicates "
+        f"{duplicates}; placed {states.get('placed', 0)}, orders on the panel {len(links)}"
+        + (f"; states {dict(states)}" if failures else ""),
+    )
     row.met = wall / ideal <= TARGET_RATIO and share <= TARGET_THROTTLED and failures == 0
     row.check(duplicates == 0, f"{duplicates} orders placed twice")
-    row.check(len(links) == states.get("placed", 0), f"{len(links)} orders on the panel, "
-                                                     f"{states.get('placed', 0)} reported placed")
+    row.check(
+        len(links) == states.get("placed", 0),
+        f"{len(links)} orders on the panel, {states.get('placed', 0)} reported placed",
+    )
     return row
 
 
@@ -141,8 +176,10 @@ def key_budget(latency: float, n: int = ORDERS) -> list[Row]:
     problem = ensure_redis_server()
     with ExitStack() as stack:
         panel = stack.enter_context(PanelProcess(latency=latency, rate_limits={"add": (ADD_LIMIT, 60.0)}))
-        rows = [_variant(panel, "own budgets, 429 to the retry policy (0.2)", {}, False, n),
-                _variant(panel, "own budgets, following the panel", {}, True, n)]
+        rows = [
+            _variant(panel, "own budgets, 429 to the retry policy (0.2)", {}, False, n),
+            _variant(panel, "own budgets, following the panel", {}, True, n),
+        ]
         if problem is not None:
             row = Row(f"key budget: {WORKERS}×{n} adds: shared in Redis", WORKERS * n)
             row.check(False, problem)

@@ -30,8 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--service", type=int, required=True)
     parser.add_argument("--quantity", type=int, required=True)
     parser.add_argument("--prefix", required=True, help="the orders' links start with this")
-    parser.add_argument("--no-follow", action="store_true",
-                        help="ignore the panel's rate-limit headers (429s go to the retry policy, as in 0.2)")
+    parser.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="ignore the panel's rate-limit headers (429s go to the retry policy, as in 0.2)",
+    )
     args = parser.parse_args(argv)
 
     from benchmarks.__main__ import _quiet
@@ -41,8 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from airflow_provider_mirpanel.placement.run import OrdersNotPlacedError
     from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 
-    rows = [{"service": args.service, "link": f"{args.prefix}{args.scope}/{i}", "quantity": args.quantity}
-            for i in range(args.n)]
+    rows = [
+        {"service": args.service, "link": f"{args.prefix}{args.scope}/{i}", "quantity": args.quantity}
+        for i in range(args.n)
+    ]
     operator = PlaceOrderOperator(task_id=f"place_{args.scope}", orders=rows)
     operator.hook.panel  # noqa: B018 -- reads the connection (and makes the budgets) before the start
     operator.hook._limiter.follow_panel = not args.no_follow
@@ -55,8 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrdersNotPlacedError as error:
         records = error.records
     end = time.monotonic()
-    print(MARK + json.dumps({"start": start, "end": end, "states": dict(Counter(str(r["state"]) for r in records))}),
-          flush=True)
+    print(
+        MARK + json.dumps({"start": start, "end": end, "states": dict(Counter(str(r["state"]) for r in records))}),
+        flush=True,
+    )
     return 0
 
 

@@ -147,8 +147,11 @@ class MultiCall:
             return self._failed(chunk, error)
 
     def _failed(self, chunk: list[int], error: BaseException) -> list[Any]:
-        if self.action in READ_ONLY_ACTIONS or not isinstance(error, MirPanelError) or isinstance(
-                error, MirPanelAuthError):
+        if (
+            self.action in READ_ONLY_ACTIONS
+            or not isinstance(error, MirPanelError)
+            or isinstance(error, MirPanelAuthError)
+        ):
             raise error
         if isinstance(error, MirPanelAPIError):
             reason = error.panel_message

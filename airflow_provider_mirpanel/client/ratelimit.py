@@ -197,17 +197,24 @@ class RateLimiter:
         key as a whole); None: each hook keeps its own.
     """
 
-    def __init__(self, budgets: Mapping[str, Budget] | None = None, per_minute: float = 0.0,
-                 clock: Clock = SYSTEM_CLOCK, shared: SharedBudget | None = None):
+    def __init__(
+        self,
+        budgets: Mapping[str, Budget] | None = None,
+        per_minute: float = 0.0,
+        clock: Clock = SYSTEM_CLOCK,
+        shared: SharedBudget | None = None,
+    ):
         self.clock = clock
         self.shared = shared
         self.follow_panel = True
         self._holds: dict[str, float] = {}  # action → no request of it starts before this time
-        self._windows = {action: Window(f"{action!r} ({budget})", budget)
-                         for action, budget in (budgets or {}).items()}
+        self._windows = {action: Window(f"{action!r} ({budget})", budget) for action, budget in (budgets or {}).items()}
         # the overall cap keeps its meaning from before per-action budgets: starts evenly spaced
-        self._overall = Window(f"overall rate_limit ({per_minute:g}/min, evenly spaced)",
-                               Budget(1, 60.0 / per_minute)) if per_minute > 0 else None
+        self._overall = (
+            Window(f"overall rate_limit ({per_minute:g}/min, evenly spaced)", Budget(1, 60.0 / per_minute))
+            if per_minute > 0
+            else None
+        )
         self._lock = threading.Lock()
         self._announced_until = float("-inf")
 
@@ -287,8 +294,11 @@ class RateLimiter:
         A shared budget is asked from a worker thread.
         """
         waited = 0.0
-        while (pause := (self.try_start(action) if self.shared is None
-                         else await asyncio.to_thread(self.try_start, action))) is not None:
+        while (
+            pause := (
+                self.try_start(action) if self.shared is None else await asyncio.to_thread(self.try_start, action)
+            )
+        ) is not None:
             _announce(pause, action, log)
             await self.clock.asleep(pause.seconds)
             waited += pause.seconds
@@ -313,5 +323,10 @@ class BudgetClock:
 
 def _announce(pause: Pause, action: str, log: Log | None) -> None:
     if pause.announce and log is not None:
-        log.info("Request budget %s used up: the next %r request waits %.1f s (%s)", pause.budget, action,
-                 pause.seconds, pause.source)
+        log.info(
+            "Request budget %s used up: the next %r request waits %.1f s (%s)",
+            pause.budget,
+            action,
+            pause.seconds,
+            pause.source,
+        )

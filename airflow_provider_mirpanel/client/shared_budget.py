@@ -69,8 +69,9 @@ def budget_id(panel_url: str, api_key: str) -> str:
     return f"{urlsplit(panel_url).netloc.rpartition('@')[2] or 'panel'}:{digest}"
 
 
-def redis_url(host: str | None, port: int | None, login: str | None, password: str | None,
-              extra: dict[str, Any]) -> str:
+def redis_url(
+    host: str | None, port: int | None, login: str | None, password: str | None, extra: dict[str, Any]
+) -> str:
     """Return the URL of an Airflow ``redis`` connection (host, port, login, password; ``db``, ``ssl`` extras)."""
     if not host:
         raise ValueError("the Redis connection of 'budget_redis' has no host")
@@ -110,8 +111,10 @@ def _client(url: str) -> Redis:
             try:
                 from redis import Redis
             except ImportError as error:
-                raise ImportError("the connection extra 'budget_redis' needs the redis package: "
-                                  "pip install 'airflow-provider-mirpanel[redis]'") from error
+                raise ImportError(
+                    "the connection extra 'budget_redis' needs the redis package: "
+                    "pip install 'airflow-provider-mirpanel[redis]'"
+                ) from error
             _clients[url] = Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT)
         return _clients[url]
 
@@ -150,14 +153,21 @@ class RedisBudget:
         if self._down_until is not None and now < self._down_until:
             return 0.0
         try:
-            wait = self._script(keys=[f"{self.prefix}:{action}"],
-                                args=[budget.limit, round(budget.per * 1_000_000), secrets.token_hex(8)])
+            wait = self._script(
+                keys=[f"{self.prefix}:{action}"],
+                args=[budget.limit, round(budget.per * 1_000_000), secrets.token_hex(8)],
+            )
         except self._errors as error:
             if self._down_until is None:
-                log.warning("The shared request budget in Redis (%s) is unreachable (%s: %s): this hook keeps "
-                            "to its own budget, so hooks of the same API key together may exceed the panel's "
-                            "limit; Redis is tried again every %g s", self._where, type(error).__name__, error,
-                            RETRY_AFTER)
+                log.warning(
+                    "The shared request budget in Redis (%s) is unreachable (%s: %s): this hook keeps "
+                    "to its own budget, so hooks of the same API key together may exceed the panel's "
+                    "limit; Redis is tried again every %g s",
+                    self._where,
+                    type(error).__name__,
+                    error,
+                    RETRY_AFTER,
+                )
             self._down_until = now + RETRY_AFTER
             return 0.0
         if self._down_until is not None:

@@ -62,8 +62,9 @@ def transport_error(error: requests.RequestException, action: Action) -> MirPane
         reason = getattr(error.args[0], "reason", None) if error.args else None
         never_connected = isinstance(reason, (NewConnectionError, ConnectTimeoutError))
         what = "could not connect" if never_connected else "connection lost before the reply"
-        return MirPanelTransientError(f"{what}: {type(reason or error).__name__}",
-                                      request_sent=not never_connected, action=action.value)
+        return MirPanelTransientError(
+            f"{what}: {type(reason or error).__name__}", request_sent=not never_connected, action=action.value
+        )
     if isinstance(error, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
         return MirPanelTransientError(f"reply cut off: {type(error).__name__}", action=action.value)
     return MirPanelError(f"request to the panel failed ({action.value}): {type(error).__name__}: {error}")
@@ -73,8 +74,9 @@ def _new_session(settings: ClientSettings) -> requests.Session:
     session = requests.Session()
     session.headers.update(HEADERS)
     session.verify = settings.verify
-    adapter = TCPKeepAliveAdapter(idle=120, interval=30, count=20, pool_connections=1,
-                                  pool_maxsize=settings.concurrency, max_retries=0)
+    adapter = TCPKeepAliveAdapter(
+        idle=120, interval=30, count=20, pool_connections=1, pool_maxsize=settings.concurrency, max_retries=0
+    )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -139,8 +141,9 @@ class MirPanelHook(BudgetClock, BaseHook):
                     conn = self.get_connection(self.mirpanel_conn_id)
                     panel = PanelConnection.read(self.mirpanel_conn_id, conn, conn.extra_dejson)
                     mask_secret(panel.key)
-                    self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self._clock,
-                                                self._shared_budget(panel))
+                    self._limiter = RateLimiter(
+                        panel.settings.rate_limits, panel.settings.rate_limit, self._clock, self._shared_budget(panel)
+                    )
                     self._panel = panel
         return self._panel
 
@@ -194,8 +197,12 @@ class MirPanelHook(BudgetClock, BaseHook):
             self._limiter.wait(action.value, self.log)
             failure: MirPanelError | None = None
             try:
-                response = session.post(panel.settings.url, data=panel.body(form), allow_redirects=False,
-                                        timeout=(panel.settings.connect_timeout, panel.settings.timeout))
+                response = session.post(
+                    panel.settings.url,
+                    data=panel.body(form),
+                    allow_redirects=False,
+                    timeout=(panel.settings.connect_timeout, panel.settings.timeout),
+                )
             except requests.RequestException as error:
                 failure = transport_error(error, action)
             if failure is not None:
@@ -288,9 +295,7 @@ class MirPanelHook(BudgetClock, BaseHook):
     def get_refill_status(self, refill_id: int | str) -> replies.RefillStatusRecord:
         """Return the status of one refill: ``refill, status, error``."""
         number = normalize_id(refill_id, "refill")
-        return parse_refill_status(
-            self._call(Action.REFILL_STATUS, single_form(Action.REFILL_STATUS, number)), number
-        )
+        return parse_refill_status(self._call(Action.REFILL_STATUS, single_form(Action.REFILL_STATUS, number)), number)
 
     def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[replies.RefillStatusRecord]:
         """Statuses of any number of refills, one record per distinct refill ID in input order."""

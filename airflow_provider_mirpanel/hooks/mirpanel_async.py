@@ -104,8 +104,9 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
                 panel = PanelConnection.read(self.mirpanel_conn_id, conn, await aextra_dejson(conn))
                 await amask_secret(panel.key)
-                self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self._clock,
-                                            await self._shared_budget(panel))
+                self._limiter = RateLimiter(
+                    panel.settings.rate_limits, panel.settings.rate_limit, self._clock, await self._shared_budget(panel)
+                )
                 self._panel = panel
         return self._panel
 
@@ -135,11 +136,11 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         """
         settings = await self.get_settings()
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS,
-                                             ssl=settings.verify)
+            connector = aiohttp.TCPConnector(
+                limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS, ssl=settings.verify
+            )
             timeout = aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=settings.timeout)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS,
-                                                  trust_env=True)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS, trust_env=True)
         return self._session
 
     async def close(self) -> None:
@@ -162,8 +163,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
             await self._limiter.await_turn(action.value, self.log)
             failure: MirPanelError | None = None
             try:
-                async with session.post(panel.settings.url, data=panel.body(form),
-                                        allow_redirects=False) as response:
+                async with session.post(panel.settings.url, data=panel.body(form), allow_redirects=False) as response:
                     status, headers, body = response.status, response.headers, await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 failure = transport_error(error, action)
@@ -205,8 +205,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
                 reply = error
             return call.records(chunk, reply)
 
-        results = await asyncio.gather(*(batch(chunk, form) for chunk, form in call.requests),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(batch(chunk, form) for chunk, form in call.requests), return_exceptions=True)
         return call.merge(list(results))
 
     # -- the API ---------------------------------------------------------------------------------

@@ -110,8 +110,17 @@ class PlaceOrderOperator(MirPanelBaseOperator):
     its ``orders``.
     """
 
-    template_fields: Sequence[str] = ("service", "link", "quantity", "order_parameters", "orders", "on_unknown",
-                                      "ledger_scope", "services", "mirpanel_conn_id")
+    template_fields: Sequence[str] = (
+        "service",
+        "link",
+        "quantity",
+        "order_parameters",
+        "orders",
+        "on_unknown",
+        "ledger_scope",
+        "services",
+        "mirpanel_conn_id",
+    )
     template_fields_renderers = {"order_parameters": "json", "orders": "json"}
     ui_color = "#f7d08a"
     operator_extra_links = (PanelOrderLink(),)
@@ -137,8 +146,9 @@ class PlaceOrderOperator(MirPanelBaseOperator):
     ) -> None:
         if ledger_scope is not None:
             requires_state_stores("PlaceOrderOperator's ledger_scope")
-            ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id",
-                                                                      MirPanelHook.default_conn_name))
+            ledger_asset = ledger_asset or ledger_asset_of(
+                kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name)
+            )
             kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
         super().__init__(**kwargs)
         if (orders is None) == (service is None):
@@ -166,8 +176,13 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         if not isinstance(extra, Mapping):
             raise MirPanelInputError(f"order_parameters must be a dict, got {type(extra).__name__}")
         row = dict(extra)
-        row.update({name: value for name, value in (("service", self.service), ("link", self.link),
-                                                     ("quantity", self.quantity)) if value is not None})
+        row.update(
+            {
+                name: value
+                for name, value in (("service", self.service), ("link", self.link), ("quantity", self.quantity))
+                if value is not None
+            }
+        )
         return [row]
 
     def _catalogue(self) -> list[Mapping[str, Any]] | None:
@@ -175,21 +190,29 @@ class PlaceOrderOperator(MirPanelBaseOperator):
             return None
         catalogue = parse_order_rows(self.services, "services")
         if any(to_int(service.get("service")) is None for service in catalogue):
-            raise MirPanelInputError("services must be ServicesOperator records (each with its 'service' ID); "
-                                     "no order was sent")
+            raise MirPanelInputError(
+                "services must be ServicesOperator records (each with its 'service' ID); no order was sent"
+            )
         return [{**service, "service": to_int(service["service"])} for service in catalogue]
 
     def execute(self, context: Context) -> list[Record]:
-        options = PlacementOptions(on_unknown=str(self.on_unknown).strip(), on_invalid=self.on_invalid,
-                                   check_balance=self.check_balance, window=self.ledger_window,
-                                   concurrency=self.max_concurrency or self.hook.settings.concurrency)
+        options = PlacementOptions(
+            on_unknown=str(self.on_unknown).strip(),
+            on_invalid=self.on_invalid,
+            check_balance=self.check_balance,
+            window=self.ledger_window,
+            concurrency=self.max_concurrency or self.hook.settings.concurrency,
+        )
         rows = self._rows()
         ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
         if not ledger.durable:
             why = " (Airflow before 3.3 has none)" if not STATE_STORES else ""
-            self.log.warning("No task_state_store in the context%s: the ledger lives only as long as this try, "
-                             "so a retry sends no order a try may have sent%s", why,
-                             "; this is a retry, so every order counts as possibly placed" if ledger.blind else "")
+            self.log.warning(
+                "No task_state_store in the context%s: the ledger lives only as long as this try, "
+                "so a retry sends no order a try may have sent%s",
+                why,
+                "; this is a retry, so every order counts as possibly placed" if ledger.blind else "",
+            )
         run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=self._catalogue())
         records = run.execute()
         self.log.info(run.summary())
@@ -198,7 +221,6 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         if failure:
             raise failure
         return records
-
 
     def _push_order_url(self, context: Context, records: Sequence[Mapping[str, Any]]) -> None:
         """Leave the order page's URL for the "Panel order" link, when the connection has a pattern."""
@@ -239,8 +261,7 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
     lineage_inputs = (ORDERS,)
     template_fields_renderers = {"resolutions": "json"}
 
-    def __init__(self, *, ledger_scope: str, resolutions: Any = None, ledger_asset: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, ledger_scope: str, resolutions: Any = None, ledger_asset: Any = None, **kwargs: Any) -> None:
         requires_state_stores("ResolveOrdersOperator (a ledger_scope's ledger)")
         ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name))
         kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
@@ -255,11 +276,18 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
         entries = ledger.load()
         unresolved = ledger.unresolved(entries)
         resolved = ledger.resolve(wanted, confirm=self._check_order_ids, entries=entries) if wanted else {}
-        records = [_resolution_record(key, resolved.get(key, entry), key in resolved)
-                   for key, entry in {**unresolved, **resolved}.items()]
+        records = [
+            _resolution_record(key, resolved.get(key, entry), key in resolved)
+            for key, entry in {**unresolved, **resolved}.items()
+        ]
         left = [key for key in unresolved if key not in resolved]
-        self.log.info("%s: %d keys resolved; %d of unknown outcome left%s", ledger.where, len(resolved), len(left),
-                      f": {listing(left)}" if left else "")
+        self.log.info(
+            "%s: %d keys resolved; %d of unknown outcome left%s",
+            ledger.where,
+            len(resolved),
+            len(left),
+            f": {listing(left)}" if left else "",
+        )
         return records
 
     def _check_order_ids(self, orders: Mapping[str, int]) -> None:
@@ -267,8 +295,11 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
         if not orders:
             return
         statuses = {record["order"]: record for record in self.hook.get_orders_status(list(orders.values()))}
-        unknown = [f"{key} → {order} ({statuses[order]['error']})" for key, order in orders.items()
-                   if order in statuses and statuses[order]["error"]]
+        unknown = [
+            f"{key} → {order} ({statuses[order]['error']})"
+            for key, order in orders.items()
+            if order in statuses and statuses[order]["error"]
+        ]
         if unknown:
             raise MirPanelInputError(f"the panel does not know these orders: {listing(unknown)}; nothing was written")
 
@@ -284,11 +315,13 @@ def parse_resolutions(value: Any) -> dict[str, int | None]:
             try:  # a dict rendered by Jinja is its Python repr
                 value = ast.literal_eval(value)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                raise MirPanelInputError("resolutions must be a dict (or its JSON text) of key → order ID or "
-                                         "'not_placed'") from None
+                raise MirPanelInputError(
+                    "resolutions must be a dict (or its JSON text) of key → order ID or 'not_placed'"
+                ) from None
     if not isinstance(value, Mapping):
-        raise MirPanelInputError(f"resolutions must be a dict of key → order ID or 'not_placed', got "
-                                 f"{type(value).__name__}")
+        raise MirPanelInputError(
+            f"resolutions must be a dict of key → order ID or 'not_placed', got {type(value).__name__}"
+        )
     resolved: dict[str, int | None] = {}
     for key, order in value.items():
         if order in ("not_placed", None):

@@ -91,8 +91,13 @@ class LedgerEntry:
         """The entry of a first-release per-order value; None for a value the ledger did not write."""
         if not isinstance(value, Mapping) or value.get("state") not in LedgerState._value2member_map_:
             return None
-        return cls(LedgerState(value["state"]), str(value.get("digest", "")), value.get("order"), value.get("cost"),
-                   value.get("error"))
+        return cls(
+            LedgerState(value["state"]),
+            str(value.get("digest", "")),
+            value.get("order"),
+            value.get("cost"),
+            value.get("error"),
+        )
 
 
 def ledger_asset(mirpanel_conn_id: str) -> Any:
@@ -106,8 +111,9 @@ def ledger_asset(mirpanel_conn_id: str) -> Any:
 def check_scope(scope: Any) -> str:
     """A ledger scope's name, or :class:`MirPanelInputError` (before anything is sent)."""
     if not isinstance(scope, str) or not scope.strip() or len(scope) > MAX_SCOPE_LENGTH:
-        raise MirPanelInputError(f"ledger_scope must be text of 1..{MAX_SCOPE_LENGTH} characters, got {scope!r}; "
-                                 "no order was sent")
+        raise MirPanelInputError(
+            f"ledger_scope must be text of 1..{MAX_SCOPE_LENGTH} characters, got {scope!r}; no order was sent"
+        )
     return scope
 
 
@@ -129,8 +135,14 @@ class PlacementLedger:
         per-order values exist for this task.
     """
 
-    def __init__(self, store: StateStore, scope: str | None = None, durable: bool = True, blind: bool = False,
-                 retry: bool = False):
+    def __init__(
+        self,
+        store: StateStore,
+        scope: str | None = None,
+        durable: bool = True,
+        blind: bool = False,
+        retry: bool = False,
+    ):
         self.store = store
         self.scope = scope
         self.durable = durable
@@ -149,9 +161,11 @@ class PlacementLedger:
         if scope is not None:
             stores = context.get("asset_state_store")
             if stores is None:
-                raise MirPanelInputError("ledger_scope needs Airflow's asset state store (Airflow 3.3+; "
-                                         "context['asset_state_store']), which this task does not have; "
-                                         "no order was sent")
+                raise MirPanelInputError(
+                    "ledger_scope needs Airflow's asset state store (Airflow 3.3+; "
+                    "context['asset_state_store']), which this task does not have; "
+                    "no order was sent"
+                )
             return cls(stores[asset], scope=check_scope(scope))
         store = store_of(context)
         if store is None:
@@ -205,9 +219,12 @@ class PlacementLedger:
         entries = self.load() if entries is None else entries
         return {key: entry for key, entry in entries.items() if entry.state.unresolved}
 
-    def resolve(self, resolutions: Mapping[str, int | None],
-                confirm: Callable[[Mapping[str, int]], None] | None = None,
-                entries: Mapping[str, LedgerEntry] | None = None) -> dict[str, LedgerEntry]:
+    def resolve(
+        self,
+        resolutions: Mapping[str, int | None],
+        confirm: Callable[[Mapping[str, int]], None] | None = None,
+        entries: Mapping[str, LedgerEntry] | None = None,
+    ) -> dict[str, LedgerEntry]:
         """Record what a user found on the panel: each key's order ID, or (None) that it was not placed.
 
         A key resolved as placed is returned as placed by later tries and runs, without a request;
@@ -219,20 +236,25 @@ class PlacementLedger:
         entries = self.load() if entries is None else entries
         missing = [key for key in resolutions if key not in entries]
         if missing:
-            raise MirPanelInputError(f"keys {', '.join(map(repr, missing))} have no entry in {self.where}: nothing to "
-                                     "resolve; nothing was written")
+            raise MirPanelInputError(
+                f"keys {', '.join(map(repr, missing))} have no entry in {self.where}: nothing to "
+                "resolve; nothing was written"
+            )
         for key, order_id in resolutions.items():
             entry = entries[key]
             if entry.state is LedgerState.PLACED and entry.order != order_id:
-                raise MirPanelInputError(f"key {key!r} is already recorded as order {entry.order} in {self.where}; "
-                                         "nothing was written")
+                raise MirPanelInputError(
+                    f"key {key!r} is already recorded as order {entry.order} in {self.where}; nothing was written"
+                )
         if confirm is not None:
             confirm({key: order_id for key, order_id in resolutions.items() if order_id is not None})
-        resolved = {key: LedgerEntry(LedgerState.PLACED, entries[key].digest, order_id, entries[key].cost)
-                    if order_id is not None else
-                    LedgerEntry(LedgerState.REFUSED, entries[key].digest, error="resolved by a user: not placed")
-                    for key, order_id in resolutions.items()}
+        resolved = {
+            key: LedgerEntry(LedgerState.PLACED, entries[key].digest, order_id, entries[key].cost)
+            if order_id is not None
+            else LedgerEntry(LedgerState.REFUSED, entries[key].digest, error="resolved by a user: not placed")
+            for key, order_id in resolutions.items()
+        }
         items = list(resolved.items())
         for start in range(0, len(items), PAGE_SIZE):
-            self.append(dict(items[start:start + PAGE_SIZE]))
+            self.append(dict(items[start : start + PAGE_SIZE]))
         return resolved

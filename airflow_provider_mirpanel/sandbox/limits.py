@@ -44,8 +44,11 @@ class Verdict:
     @property
     def headers(self) -> dict[str, str]:
         """The ``X-RateLimit-*`` headers of the reply (and ``Retry-After`` on a refusal)."""
-        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
-                   "X-RateLimit-Reset": str(self.reset)}
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
         if not self.allowed:
             headers["Retry-After"] = str(max(1, self.reset))
         return headers

@@ -52,8 +52,9 @@ def require_loopback(host: str) -> None:
         raise ValueError(f"the sandbox panel only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}")
 
 
-def _id_sources(id_file: str | os.PathLike[str] | None, first_order_id: int | None,
-                first_refill_id: int | None) -> tuple[IdSource, IdSource]:
+def _id_sources(
+    id_file: str | os.PathLike[str] | None, first_order_id: int | None, first_refill_id: int | None
+) -> tuple[IdSource, IdSource]:
     """Where the panel's order and refill IDs come from (see :class:`SandboxPanel`)."""
     first = {"order": first_order_id or FIRST_ORDER_ID, "refill": first_refill_id or FIRST_REFILL_ID}
     if id_file is not None:
@@ -133,8 +134,9 @@ class SandboxPanel:
         self.faults = Faults()
         self.requests: list[RequestEntry] = []
         self.limits = RateLimits(rate_limits or {}, limits_clock)
-        self._server = SandboxServer(PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests,
-                                     host, port, self.limits)
+        self._server = SandboxServer(
+            PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests, host, port, self.limits
+        )
         self._server.latency = latency
 
     def __repr__(self) -> str:
@@ -155,8 +157,9 @@ class SandboxPanel:
     def __enter__(self) -> SandboxPanel:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def down(self, seconds: float | None = None) -> None:
@@ -204,8 +207,12 @@ class SandboxPanel:
         benchmarks send thousands of requests: the published limits' budgets, which a connection to
         a real panel gets by default, would only make them wait (``rate_limits=None`` keeps them).
         """
-        return {"conn_type": "mirpanel", "host": self.url, "password": self.api_key,
-                "extra": {"rate_limits": RATE_LIMITS_OFF, **extra}}
+        return {
+            "conn_type": "mirpanel",
+            "host": self.url,
+            "password": self.api_key,
+            "extra": {"rate_limits": RATE_LIMITS_OFF, **extra},
+        }
 
     def connection_json(self, **extra: Any) -> str:
         """Return the Airflow connection as JSON, the form ``AIRFLOW_CONN_*`` variables take."""
@@ -217,8 +224,7 @@ class SandboxPanel:
         With ``rate_limits`` ``false``, as :meth:`connection`.
         """
         scheme, rest = self.url.split("://", 1)
-        return (f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
-                "?rate_limits=false")
+        return f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}?rate_limits=false"
 
     def env(self, **extra: Any) -> dict[str, str]:
         """``{"AIRFLOW_CONN_MIRPANEL_DEFAULT": <json>}``, to put in ``os.environ``."""

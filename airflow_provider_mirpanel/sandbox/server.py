@@ -29,8 +29,15 @@ class SandboxServer:
     (per key and action) turn requests over a limit away with 429 before faults or the panel see them.
     """
 
-    def __init__(self, api: PanelApi, faults: Faults, log: list[RequestEntry], host: str, port: int,
-                 limits: RateLimits | None = None):
+    def __init__(
+        self,
+        api: PanelApi,
+        faults: Faults,
+        log: list[RequestEntry],
+        host: str,
+        port: int,
+        limits: RateLimits | None = None,
+    ):
         self.api = api
         self.faults = faults
         self.limits = limits or RateLimits({})
@@ -114,8 +121,7 @@ class SandboxServer:
         assert self._web is not None, "_open() creates the server first"
         loop = asyncio.get_running_loop()
         # A large backlog so thousands of clients connecting at once are not turned away.
-        self._listener = await loop.create_server(self._web, self.host, self.port, backlog=4096,
-                                                  reuse_address=True)
+        self._listener = await loop.create_server(self._web, self.host, self.port, backlog=4096, reuse_address=True)
         self.port = self._listener.sockets[0].getsockname()[1]
 
     async def _unlisten(self) -> None:
@@ -175,8 +181,17 @@ class SandboxServer:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             refusal = verdict.refusal()
-            self.log.append(RequestEntry(action=action, form=public, peer=peer, ids=requested_ids(form),
-                                         status=refusal.status, processed=False, path=request.path))
+            self.log.append(
+                RequestEntry(
+                    action=action,
+                    form=public,
+                    peer=peer,
+                    ids=requested_ids(form),
+                    status=refusal.status,
+                    processed=False,
+                    path=request.path,
+                )
+            )
             return _response(refusal)
         fault = self.faults.match(action, public)
         delay = self.latency + (fault.seconds if fault is not None and fault.kind is FaultKind.LATENCY else 0.0)
@@ -186,13 +201,19 @@ class SandboxServer:
         reply: Reply | None = processed if fault is None else fault.reply(processed)
         if reply is not None and verdict is not None:
             reply.headers = {**verdict.headers, **reply.headers}
-        self.log.append(RequestEntry(
-            action=action, form=public, peer=peer, ids=requested_ids(form),
-            created=processed.created if processed is not None else [],
-            status=reply.status if reply is not None else None,
-            fault=fault.kind.value if fault is not None else None,
-            processed=processed is not None, path=request.path,
-        ))
+        self.log.append(
+            RequestEntry(
+                action=action,
+                form=public,
+                peer=peer,
+                ids=requested_ids(form),
+                created=processed.created if processed is not None else [],
+                status=reply.status if reply is not None else None,
+                fault=fault.kind.value if fault is not None else None,
+                processed=processed is not None,
+                path=request.path,
+            )
+        )
         return await self._deliver(request, reply, fault)
 
     async def _deliver(self, request: web.BaseRequest, reply: Reply | None, fault: Fault | None) -> web.StreamResponse:

@@ -81,7 +81,8 @@ class RecordPages:
         pages = (len(records) + self.page_size - 1) // self.page_size
         for page in range(first_page, pages):
             chunk = records[page * self.page_size : (page + 1) * self.page_size]
-            self.store.set(f"{self.prefix}page.{page}", [[record.get(name) for name in self.fields]
-                                                          for record in chunk])
+            self.store.set(
+                f"{self.prefix}page.{page}", [[record.get(name) for name in self.fields] for record in chunk]
+            )
         self.store.set(self.prefix + "meta", {"owner": self.owner, "fields": list(self.fields), "pages": pages})
         self.saved = len(records)

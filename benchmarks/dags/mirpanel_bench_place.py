@@ -32,15 +32,25 @@ class BenchPlaceOrderOperator(PlaceOrderOperator):
     def execute(self, context: Any) -> Any:
         params = context["params"]
         n, ledger = int(params["n"]), bool(params["ledger"])
-        self.orders = [{"service": params["service"], "link": f"https://example.com/bench/{context['run_id']}/{i}",
-                        "quantity": params["quantity"]} for i in range(n)]
+        self.orders = [
+            {
+                "service": params["service"],
+                "link": f"https://example.com/bench/{context['run_id']}/{i}",
+                "quantity": params["quantity"],
+            }
+            for i in range(n)
+        ]
         store = context.get("task_state_store")
         inner: Any = context if ledger else {key: value for key, value in context.items() if key != "task_state_store"}
         started = time.perf_counter()
         records = super().execute(inner)
         wall = time.perf_counter() - started
-        summary: dict[str, Any] = {"n": n, "ledger": ledger, "wall": wall,
-                                   "placed": sum(1 for record in records if record["state"] == "placed")}
+        summary: dict[str, Any] = {
+            "n": n,
+            "ledger": ledger,
+            "wall": wall,
+            "placed": sum(1 for record in records if record["state"] == "placed"),
+        }
         if ledger and store is not None:
             summary.update(trips(store))
         context["ti"].xcom_push(key="bench", value=summary)
@@ -65,8 +75,12 @@ with DAG(
     schedule=None,
     catchup=False,
     max_active_runs=1,
-    params={"n": Param(3000, type="integer"), "ledger": Param(True, type="boolean"),
-            "service": Param(1, type="integer"), "quantity": Param(100, type="integer")},
+    params={
+        "n": Param(3000, type="integer"),
+        "ledger": Param(True, type="boolean"),
+        "service": Param(1, type="integer"),
+        "quantity": Param(100, type="integer"),
+    },
     tags=["mirpanel", "benchmark"],
 ):
     BenchPlaceOrderOperator(task_id="place", orders=[], retries=0)

@@ -31,8 +31,9 @@ def clock() -> FakeClock:
 def limited(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPanel]:
     """A panel allowing 3 ``add`` and 1 ``status`` per key in any 60 s, on the fake time; the
     connection has no budgets of its own, so only the panel's word paces the hook."""
-    with SandboxPanel(speed=0, first_order_id=1000, rate_limits={"add": (3, 60), "status": (1, 60)},
-                      limits_clock=clock) as panel:
+    with SandboxPanel(
+        speed=0, first_order_id=1000, rate_limits={"add": (3, 60), "status": (1, 60)}, limits_clock=clock
+    ) as panel:
         monkeypatch.setenv(CONN_ENV_VAR, panel.connection_json(retries=0))
         yield panel
 
@@ -45,8 +46,9 @@ def hook_on(clock: FakeClock) -> MirPanelHook:
 
 def place(hook: MirPanelHook, panel: SandboxPanel, n: int) -> int:
     service = panel.catalogue.first_of_type("Default")
-    return hook.add_order(int(service["service"]), link=f"https://example.com/follow/{n}",
-                          quantity=int(service["min"]))["order"]
+    return hook.add_order(
+        int(service["service"]), link=f"https://example.com/follow/{n}", quantity=int(service["min"])
+    )["order"]
 
 
 def fill_window(panel: SandboxPanel, action: str, n: int, **form: str) -> None:
@@ -56,8 +58,9 @@ def fill_window(panel: SandboxPanel, action: str, n: int, **form: str) -> None:
         assert reply.status_code == 200
 
 
-def test_a_low_remaining_spreads_the_requests_until_the_reset_and_no_429_comes(limited: SandboxPanel,
-                                                                               clock: FakeClock) -> None:
+def test_a_low_remaining_spreads_the_requests_until_the_reset_and_no_429_comes(
+    limited: SandboxPanel, clock: FakeClock
+) -> None:
     hook = hook_on(clock)
     orders = [place(hook, limited, n) for n in range(5)]
     assert len(set(orders)) == 5 and len(limited.state.orders) == 5
@@ -66,11 +69,18 @@ def test_a_low_remaining_spreads_the_requests_until_the_reset_and_no_429_comes(l
     assert clock.waits == [20.0, 20.0, 20.0, 20.0]
 
 
-def test_a_throttled_add_is_sent_again_after_retry_after_and_placed_once(limited: SandboxPanel,
-                                                                         clock: FakeClock) -> None:
+def test_a_throttled_add_is_sent_again_after_retry_after_and_placed_once(
+    limited: SandboxPanel, clock: FakeClock
+) -> None:
     service = limited.catalogue.first_of_type("Default")
-    fill_window(limited, "add", 3, service=str(service["service"]), link="https://example.com/other/worker",
-                quantity=str(service["min"]))
+    fill_window(
+        limited,
+        "add",
+        3,
+        service=str(service["service"]),
+        link="https://example.com/other/worker",
+        quantity=str(service["min"]),
+    )
     order = place(hook_on(clock), limited, 1)
     added = [entry for entry in limited.requests if entry.action == "add"]
     assert [entry.status for entry in added] == [200, 200, 200, 429, 200]
@@ -93,8 +103,9 @@ def throttling(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> SandboxP
     return panel
 
 
-def test_a_throttle_with_a_too_long_or_no_wait_is_left_to_the_retry_policy(throttling: SandboxPanel,
-                                                                           clock: FakeClock) -> None:
+def test_a_throttle_with_a_too_long_or_no_wait_is_left_to_the_retry_policy(
+    throttling: SandboxPanel, clock: FakeClock
+) -> None:
     hook = hook_on(clock)
     throttling.faults.add("add", "rate_limit", retry_after=MAX_THROTTLE_WAIT + 1)
     with pytest.raises(MirPanelTransientError, match="429") as raised:
@@ -127,8 +138,9 @@ def test_the_async_hook_follows_the_panel_too(limited: SandboxPanel, clock: Fake
     assert clock.async_waits == [60.0] and clock.waits == []
 
 
-def test_without_following_the_panel_a_429_goes_to_the_retry_policy_as_before(throttling: SandboxPanel,
-                                                                             clock: FakeClock) -> None:
+def test_without_following_the_panel_a_429_goes_to_the_retry_policy_as_before(
+    throttling: SandboxPanel, clock: FakeClock
+) -> None:
     hook = hook_on(clock)
     hook.panel  # noqa: B018 -- reads the connection, which makes the limiter
     hook._limiter.follow_panel = False  # as releases before 0.3

@@ -27,8 +27,9 @@ from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.sandbox.redis_server import LocalRedis, free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="needs redis-server (Debian: apt-get install redis-server)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs redis-server (Debian: apt-get install redis-server)"
+)
 
 HOUR = 3600.0
 PANEL_URL = "https://panel.example/api/v2"
@@ -91,8 +92,9 @@ def test_an_unreachable_redis_leaves_each_hook_its_own_budget_loudly(caplog: pyt
 
 def test_the_extra_takes_a_redis_url_or_a_connection_id() -> None:
     def read(value: object) -> str | None:
-        return ClientSettings.from_connection("http://127.0.0.1:1/api/v2", None, None,
-                                              {"budget_redis": value}).budget_redis
+        return ClientSettings.from_connection(
+            "http://127.0.0.1:1/api/v2", None, None, {"budget_redis": value}
+        ).budget_redis
 
     assert read("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert read(" redis_default ") == "redis_default"
@@ -106,20 +108,25 @@ def test_the_extra_takes_a_redis_url_or_a_connection_id() -> None:
 
 
 def test_sync_and_async_hooks_of_two_connections_draw_from_the_same_budget(
-        redis_server: LocalRedis, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_BUDGET_REDIS", json.dumps(
-        {"conn_type": "redis", "host": "127.0.0.1", "port": redis_server.port}))
+    redis_server: LocalRedis, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BUDGET_REDIS", json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": redis_server.port})
+    )
     with SandboxPanel(speed=0, first_order_id=1000) as panel:
         limits = {"add": {"limit": 3, "per": HOUR}, "balance": {"limit": 2, "per": HOUR}}
-        monkeypatch.setenv("AIRFLOW_CONN_PLACING", panel.connection_json(rate_limits=limits,
-                                                                         budget_redis="budget_redis"))
-        monkeypatch.setenv("AIRFLOW_CONN_WATCHING", panel.connection_json(rate_limits=limits,
-                                                                          budget_redis=redis_server.url))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_PLACING", panel.connection_json(rate_limits=limits, budget_redis="budget_redis")
+        )
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_WATCHING", panel.connection_json(rate_limits=limits, budget_redis=redis_server.url)
+        )
         service = panel.catalogue.first_of_type("Default")
         placing, watching = MirPanelHook("placing"), MirPanelHook("watching")
         for n, hook in enumerate((placing, watching, placing)):
-            hook.add_order(int(service["service"]), link=f"https://example.com/shared/{n}",
-                           quantity=int(service["min"]))
+            hook.add_order(
+                int(service["service"]), link=f"https://example.com/shared/{n}", quantity=int(service["min"])
+            )
         assert watching._limiter.try_start("add") is not None  # the key's 3 adds this hour are used up
 
         async def balance() -> None:

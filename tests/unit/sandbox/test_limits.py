@@ -34,8 +34,9 @@ def time_() -> Time:
 @pytest.fixture
 def limited(time_: Time) -> Iterator[SandboxPanel]:
     """A panel allowing 3 ``add`` and 2 ``balance`` requests per key in any 60 s."""
-    with SandboxPanel(speed=0, first_order_id=1000, rate_limits={"add": (3, 60), "balance": (2, 60)},
-                      limits_clock=time_) as panel:
+    with SandboxPanel(
+        speed=0, first_order_id=1000, rate_limits={"add": (3, 60), "balance": (2, 60)}, limits_clock=time_
+    ) as panel:
         yield panel
 
 
@@ -45,12 +46,19 @@ def post(panel: SandboxPanel, action: str, key: str | None = None, **form: str) 
 
 def add(panel: SandboxPanel, n: int, key: str | None = None) -> requests.Response:
     service = panel.catalogue.first_of_type("Default")
-    return post(panel, "add", key, service=str(service["service"]), link=f"https://example.com/limits/{n}",
-                quantity=str(service["min"]))
+    return post(
+        panel,
+        "add",
+        key,
+        service=str(service["service"]),
+        link=f"https://example.com/limits/{n}",
+        quantity=str(service["min"]),
+    )
 
 
-def test_over_the_limit_a_request_gets_429_with_retry_after_and_is_not_processed(limited: SandboxPanel,
-                                                                                  time_: Time) -> None:
+def test_over_the_limit_a_request_gets_429_with_retry_after_and_is_not_processed(
+    limited: SandboxPanel, time_: Time
+) -> None:
     replies = []
     for n in range(3):
         replies.append(add(limited, n))
