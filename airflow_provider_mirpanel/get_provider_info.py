@@ -136,7 +136,15 @@ def connection_type() -> dict[str, Any]:
                 "limits). "
                 'To change some, JSON of requests per minute, e.g. {"add": 30, "status": 240} or '
                 '{"services": {"limit": 20, "per": 3600}}; false for none. Each task keeps its own '
-                "budgets.",
+                "budgets, unless 'Shared budgets (Redis)' is set.",
+                "schema": {"type": ["string", "null"]},
+            },
+            "budget_redis": {
+                "label": "Shared budgets (Redis)",
+                "description": "A Redis every worker and the triggerer reach (a redis:// URL, or the ID of "
+                "an Airflow connection of type redis, e.g. the Celery broker's): the rate limits then hold "
+                "for the API key across all tasks, processes and workers. Empty: each task keeps its own. "
+                "Needs the redis extra (pip install 'airflow-provider-mirpanel[redis]').",
                 "schema": {"type": ["string", "null"]},
             },
             "rate_limit": _number_field(

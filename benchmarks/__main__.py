@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         help="placement with and without the ledger, run by a real scheduler (minutes)",
     )
     parser.add_argument("--n", type=int, default=3_000, help="orders per placement of --deployment (default 3,000)")
+    parser.add_argument(
+        "--key-budget",
+        action="store_true",
+        help="only the key-budget case: 4 placements of one key in 4 processes, own vs shared budgets (a few minutes)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the table (default {RESULTS})")
     return parser
 
@@ -72,6 +77,10 @@ def run(config: Config, progress: Callable[[Row], None]) -> list[Row]:
         add(cases.mapped_catalogue(panel, config))
         add(cases.default_budgets(panel, config))
     add(cases.parse_cost(config))
+    if config.timed:  # minutes, and its own panel (limits per key): not in the quick run
+        from benchmarks.key_budget import key_budget
+
+        add(key_budget(config.latency))
     return rows
 
 
@@ -98,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet()
     if args.deployment:
         return deployment(args)
+    if args.key_budget:
+        return key_budget_only(args, config)
     header = (
         f"MirPanel benchmark ({config.name}): sandbox latency {config.latency * 1000:g} ms, default "
         f"concurrency {config.default_concurrency}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -109,6 +120,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(console(rows))
     paths = write(rows, args.out, config.name, preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")
+    print()
+    print(summary(rows, config))
+    print(f"{time.perf_counter() - start:.0f} s; written to {', '.join(str(path) for path in paths)}")
+    failed = any(not row.correct for row in rows) or (args.strict and any(row.met is False for row in rows))
+    return 1 if failed else 0
+
+
+def key_budget_only(args: argparse.Namespace, config: Config) -> int:
+    """``--key-budget``: only the key-budget case (written to ``key-budget.csv`` / ``.md``)."""
+    from benchmarks.key_budget import key_budget
+
+    header = (
+        f"MirPanel benchmark (key budget): sandbox latency {config.latency * 1000:g} ms, {os.cpu_count()} "
+        f"CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the start"
+    )
+    print(header, flush=True)
+    start = time.perf_counter()
+    rows = key_budget(config.latency)
+    print()
+    print(console(rows))
+    paths = write(rows, args.out, "key-budget", preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")
     print()
     print(summary(rows, config))
     print(f"{time.perf_counter() - start:.0f} s; written to {', '.join(str(path) for path in paths)}")

@@ -35,6 +35,7 @@ EXTRA_KEYS = frozenset(
         "verify_ssl",
         "verify",
         "order_url",
+        "budget_redis",
     }
 )
 
@@ -113,6 +114,23 @@ def _budget(action: str, value: Any) -> Budget | None:
     )
 
 
+def _budget_redis(value: Any) -> str | None:
+    """Read the ``budget_redis`` extra: a ``redis://`` / ``rediss://`` URL or a connection ID (None: absent)."""
+    if value is None or _is_off(value):
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    if (
+        not text
+        or ("://" in text and urlsplit(text).scheme not in ("redis", "rediss", "unix"))
+        or any(character.isspace() for character in text)
+    ):
+        raise MirPanelInputError(
+            "connection extra 'budget_redis' must be a Redis URL (redis://host:6379/0) or "
+            "the ID of an Airflow connection of type redis"
+        )
+    return text
+
+
 def parse_rate_limits(raw: Any) -> dict[str, Budget]:
     """Return the per-action budgets from the ``rate_limits`` extra (already read; None: absent).
 
@@ -170,6 +188,7 @@ class ClientSettings:
     rate_limit: float = defaults.DEFAULT_RATE_LIMIT
     rate_limits: Mapping[str, Budget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     verify: bool = True
+    budget_redis: str | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -193,6 +212,7 @@ class ClientSettings:
             rate_limit=_number_extra(extra, "rate_limit", cls.rate_limit, 0),
             rate_limits=parse_rate_limits(_extra(extra, "rate_limits")),
             verify=verify is not False,
+            budget_redis=_budget_redis(_extra(extra, "budget_redis")),
         )
         settings.check_transport(allow_insecure=bool(to_bool(_extra(extra, "allow_insecure"))))
         return settings

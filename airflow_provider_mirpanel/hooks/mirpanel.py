@@ -21,6 +21,7 @@ from airflow_provider_mirpanel.assets.lineage import collect_action
 from airflow_provider_mirpanel.client.calls import HEADERS, USER_AGENT, MultiCall, PanelConnection
 from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
 from airflow_provider_mirpanel.client.settings import ClientSettings
+from airflow_provider_mirpanel.client.shared_budget import RedisBudget, password_of, url_of
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
     MirPanelError,
@@ -140,9 +141,22 @@ class MirPanelHook(BudgetClock, BaseHook):
                     conn = self.get_connection(self.mirpanel_conn_id)
                     panel = PanelConnection.read(self.mirpanel_conn_id, conn, conn.extra_dejson)
                     mask_secret(panel.key)
-                    self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self._clock)
+                    self._limiter = RateLimiter(
+                        panel.settings.rate_limits, panel.settings.rate_limit, self._clock, self._shared_budget(panel)
+                    )
                     self._panel = panel
         return self._panel
+
+    def _shared_budget(self, panel: PanelConnection) -> RedisBudget | None:
+        """Return the key's budgets in Redis, when the connection extra ``budget_redis`` names a Redis."""
+        location = panel.settings.budget_redis
+        if location is None:
+            return None
+        redis_conn = None if "://" in location else self.get_connection(location)
+        url = url_of(location, redis_conn, redis_conn.extra_dejson if redis_conn is not None else None)
+        if (password := password_of(url)) is not None:
+            mask_secret(password)
+        return RedisBudget(url, panel.settings.url, panel.key)
 
     @property
     def settings(self) -> ClientSettings:
@@ -172,24 +186,38 @@ class MirPanelHook(BudgetClock, BaseHook):
     # -- moving bytes ----------------------------------------------------------------------------
 
     def _send(self, action: Action, form: dict[str, str]) -> Any:
-        """Send one request once and decode its reply."""
+        """Send one request and decode its reply.
+
+        Sent again only when the panel turned it away unprocessed for its rate limit (see
+        :meth:`.RateLimiter.after_reply`).
+        """
         session, panel = self.get_conn(), self.panel
-        self._limiter.wait(action.value, self.log)
-        failure: MirPanelError | None = None
-        try:
-            response = session.post(
-                panel.settings.url,
-                data=panel.body(form),
-                allow_redirects=False,
-                timeout=(panel.settings.connect_timeout, panel.settings.timeout),
-            )
-        except requests.RequestException as error:
-            failure = transport_error(error, action)
-        if failure is not None:
-            # Raised outside the except block: requests' exception holds the prepared request, whose
-            # body holds the key, and must not ride along as __context__.
-            raise failure
-        return panel.decode(action, response.status_code, response.headers, response.content)
+        throttles = 0
+        while True:
+            self._limiter.wait(action.value, self.log)
+            failure: MirPanelError | None = None
+            try:
+                response = session.post(
+                    panel.settings.url,
+                    data=panel.body(form),
+                    allow_redirects=False,
+                    timeout=(panel.settings.connect_timeout, panel.settings.timeout),
+                )
+            except requests.RequestException as error:
+                failure = transport_error(error, action)
+            if failure is not None:
+                # Raised outside the except block: requests' exception holds the prepared request, whose
+                # body holds the key, and must not ride along as __context__.
+                raise failure
+            try:
+                payload = panel.decode(action, response.status_code, response.headers, response.content)
+            except MirPanelError as error:
+                if not self._limiter.after_reply(action.value, response.headers, error, throttles):
+                    raise
+                throttles += 1
+                continue
+            self._limiter.after_reply(action.value, response.headers, None, throttles)
+            return payload
 
     def _call(self, action: Action, form: dict[str, str]) -> Any:
         """Send a request, retrying what the protocol allows to be retried."""

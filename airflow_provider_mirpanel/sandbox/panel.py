@@ -7,7 +7,8 @@ import ipaddress
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from airflow_provider_mirpanel.sandbox.ids import (
     IdFile,
     IdSource,
 )
+from airflow_provider_mirpanel.sandbox.limits import RateLimits
 from airflow_provider_mirpanel.sandbox.log import RequestEntry
 from airflow_provider_mirpanel.sandbox.server import SandboxServer
 from airflow_provider_mirpanel.sandbox.state import Lifecycle, Order, PanelState, Refill, Remains
@@ -88,13 +90,20 @@ class SandboxPanel:
             ``first_order_id`` / ``first_refill_id``). One running panel per file.
         first_order_id, first_refill_id: without ``id_file``, count IDs up from these: the same IDs
             in every run, for tests that name them (a restarted panel hands them out again).
+        rate_limits: per-key limits to enforce, action → (requests, per seconds), e.g.
+            ``{"add": (600, 60)}``; over a limit the panel answers 429 with ``Retry-After`` and
+            ``X-RateLimit-*`` headers (see :mod:`~airflow_provider_mirpanel.sandbox.limits`). Default:
+            none, the sandbox answers every request.
+        limits_clock: the time the limits are kept in (seconds, monotonic; real time by default,
+            not the sandbox clock: a client's budget is in real seconds). Tests give a fake one.
 
     Without ``id_file`` or a first ID, IDs come from the clock (microseconds since 2026-01-01 UTC,
     e.g. ``29001234567890``): a panel started later never hands out an ID an earlier one did, so
     orders of a restarted sandbox never collide with those already in a warehouse.
 
     ``state`` holds orders, refills and balance, ``faults`` the fault rules, ``requests`` the
-    request log (a list of :class:`RequestEntry`; ``panel.requests.clear()`` empties it).
+    request log (a list of :class:`RequestEntry`; ``panel.requests.clear()`` empties it),
+    ``limits`` the rate limits and their counters (``panel.limits.refused["add"]``: 429s sent).
     """
 
     def __init__(
@@ -111,6 +120,8 @@ class SandboxPanel:
         id_file: str | os.PathLike[str] | None = None,
         first_order_id: int | None = None,
         first_refill_id: int | None = None,
+        rate_limits: Mapping[str, tuple[int, float]] | None = None,
+        limits_clock: Callable[[], float] = time.monotonic,
     ):
         require_loopback(host)
         self.api_key = api_key if api_key is not None else secrets.token_hex(16)
@@ -122,8 +133,9 @@ class SandboxPanel:
         self.state = PanelState(self.clock, lifecycle or Lifecycle(), balance, currency, order_ids, refill_ids)
         self.faults = Faults()
         self.requests: list[RequestEntry] = []
+        self.limits = RateLimits(rate_limits or {}, limits_clock)
         self._server = SandboxServer(
-            PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests, host, port
+            PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests, host, port, self.limits
         )
         self._server.latency = latency
 

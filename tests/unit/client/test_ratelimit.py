@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.clocks import FakeClock
 
 from airflow_provider_mirpanel.client.defaults import DEFAULT_RATE_LIMITS
 from airflow_provider_mirpanel.client.ratelimit import DEFAULT_BUDGETS, Budget, RateLimiter
@@ -26,26 +27,6 @@ from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 
 MINUTE, HOUR = 60.0, 3600.0
-
-
-class FakeClock:
-    """Time that passes only when the limiter waits; every wait is recorded, none takes real time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-        self.async_waits: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.async_waits.append(seconds)
-        self.now += seconds
 
 
 def starts(limiter: RateLimiter, clock: FakeClock, action: str, count: int) -> list[float]:
