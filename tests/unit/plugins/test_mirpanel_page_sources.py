@@ -1,5 +1,5 @@
 """What the MirPanel page reads that the provider writes for it: the campaign event's ``ledger_scope`` and the
-placement's XCom of orders of unknown outcome."""
+placement's XCom of orders of unknown outcome; and how an event is matched to a campaign."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from task_context import task_context
 from airflow_provider_mirpanel.assets import CampaignAssetEvent
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
 from airflow_provider_mirpanel.operators.orders import UNKNOWN_ORDERS_XCOM_KEY
+from airflow_provider_mirpanel.plugins.gather import event_scope
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.taskstate import MemoryAssetStores
 
@@ -66,3 +67,14 @@ def test_a_placed_event_names_its_scope_and_connection(panel: SandboxPanel) -> N
     extra = dict(events[PLACED].extra)
     assert extra["campaign"] == "BF 2026" and extra["ledger_scope"] == "black_friday"
     assert extra["mirpanel_conn_id"] == "mirpanel_default"
+    assert event_scope(extra) == ("mirpanel_default", "black_friday")  # the scope wins over the campaign text
+
+
+def test_events_match_by_ledger_scope_else_campaign() -> None:
+    assert event_scope({"stage": "finished", "campaign": "spring"}) == (None, "spring")
+    assert event_scope({"stage": "placed", "campaign": "x", "ledger_scope": "s", "mirpanel_conn_id": "c"}) == ("c", "s")
+    extras: list[dict[str, Any]] = [{"campaign": "spring"}, {"stage": "started", "campaign": "s"}, {"stage": "placed"},
+                                     {"stage": "placed", "campaign": ""}, {"stage": "placed", "campaign": 7},
+                                     {"payload": {}}]
+    for extra in extras:
+        assert event_scope(extra) is None, extra
