@@ -387,23 +387,28 @@ def _campaign_events(session: Session, campaigns: dict[tuple[str | None, str], C
                                   AssetEvent.source_dag_id, AssetEvent.source_run_id)
                            .where(cast(AssetEvent.extra, Text).like('%"stage"%'))
                            .order_by(AssetEvent.timestamp.desc()).limit(MAX_EVENTS))
-    by_scope: dict[str, list[Campaign]] = defaultdict(list)
-    for campaign in campaigns.values():
-        by_scope[campaign.scope].append(campaign)
     events: list[_Event] = []
-    finished_runs: set[tuple[int, str | None, str | None, str | None]] = set()
     for asset_id, at, extra, dag_id, run_id in rows:
         extra = _json(extra)
         matched = event_scope(extra) if isinstance(extra, Mapping) else None
-        if matched is None:
-            continue
-        conn, scope = matched
-        event = _Event(asset_id, at, str(extra["stage"]), conn, scope, extra, dag_id, run_id)
-        events.append(event)
+        if matched is not None:
+            events.append(_Event(asset_id, at, str(extra["stage"]), matched[0], matched[1], extra, dag_id, run_id))
+    # an event naming its connection belongs to that connection's campaign (made when the ledger has none);
+    # one without (earlier releases, 3.1/3.2) to every campaign of its scope, or to one of its own
+    for event in events:
+        if event.conn_id is not None and (event.conn_id, event.scope) not in campaigns:
+            campaigns[(event.conn_id, event.scope)] = Campaign(event.conn_id, event.scope)
+    by_scope: dict[str, list[Campaign]] = defaultdict(list)
+    for campaign in campaigns.values():
+        by_scope[campaign.scope].append(campaign)
+    finished_runs: set[tuple[int, str | None, str | None, str | None]] = set()
+    for event in events:
+        conn, scope, extra, dag_id, run_id, at, asset_id = (event.conn_id, event.scope, event.extra, event.dag_id,
+                                                            event.run_id, event.at, event.asset_id)
         targets = [c for c in by_scope.get(scope, []) if conn is None or c.conn_id == conn]
         if not targets:
-            campaign = Campaign(conn, scope)
-            campaigns[(conn, scope)] = campaign
+            campaign = Campaign(None, scope)
+            campaigns[(None, scope)] = campaign
             by_scope[scope].append(campaign)
             targets = [campaign]
         for campaign in targets:

@@ -55,14 +55,16 @@ def metadata_db(home: Path, create: bool = True) -> Iterator[None]:
 @contextmanager
 def auth_manager(manager: Any) -> Iterator[Any]:
     """``manager`` as the api-server's auth manager (what ``get_auth_manager()`` returns) in the block."""
-    from airflow.api_fastapi.app import _AuthManagerState
+    from airflow.api_fastapi import app
 
-    previous = _AuthManagerState.instance
-    _AuthManagerState.instance = manager
+    # 3.2+ keep it in _AuthManagerState.instance, 3.1 in the module's auth_manager
+    holder, name = (app._AuthManagerState, "instance") if hasattr(app, "_AuthManagerState") else (app, "auth_manager")
+    previous = getattr(holder, name)
+    setattr(holder, name, manager)
     try:
         yield manager
     finally:
-        _AuthManagerState.instance = previous
+        setattr(holder, name, previous)
 
 
 def token(manager: Any, username: str = "ops", role: str = "admin") -> str:
