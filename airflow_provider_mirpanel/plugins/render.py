@@ -114,9 +114,10 @@ def status_mix(statuses: dict[str, int]) -> list[dict[str, Any]]:
 class Links:
     """URLs of Airflow's UI and of this page, from where the app is mounted."""
 
-    def __init__(self, ui_base: str, page_base: str) -> None:
+    def __init__(self, ui_base: str, page_base: str, keep: dict[str, Any] | None = None) -> None:
         self.ui_base = ui_base.rstrip("/")
         self.page_base = page_base.rstrip("/")
+        self.keep = keep or {}  # query parameters every link of the page keeps (per_page)
 
     def run(self, dag_id: str | None, run_id: str | None) -> str | None:
         if not dag_id or not run_id:
@@ -132,12 +133,14 @@ class Links:
         return self.dag(dag_id)
 
     def page(self, **params: Any) -> str:
-        query = urlencode({name: value for name, value in params.items() if value not in (None, 1)})
-        return f"{self.page_base}/" + (f"?{query}" if query else "")
+        return f"{self.page_base}/{self._query(params)}"
 
     def twin(self, **params: Any) -> str:
-        query = urlencode({name: value for name, value in params.items() if value not in (None, 1)})
-        return f"{self.page_base}/data.json" + (f"?{query}" if query else "")
+        return f"{self.page_base}/data.json{self._query(params)}"
+
+    def _query(self, params: dict[str, Any]) -> str:
+        query = urlencode({name: value for name, value in {**params, **self.keep}.items() if value not in (None, 1)})
+        return f"?{query}" if query else ""
 
 
 @cache

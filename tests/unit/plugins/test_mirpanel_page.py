@@ -198,6 +198,7 @@ def test_the_page_forbids_scripts_and_other_frames(client: Any) -> None:
     policy = reply.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "frame-ancestors 'self'" in policy and "script-src" not in policy
     assert "<script" not in reply.text.lower().replace("&lt;script", "")
+    assert re.fullmatch(r"page;dur=\d+\.\d", reply.headers["server-timing"])  # what make bench-deployment reads
 
 
 # -- content --------------------------------------------------------------------------------------
@@ -363,6 +364,10 @@ def test_many_campaigns_and_unknown_orders_are_paged(tmp_path: Path) -> None:
         assert "page 3 of 3" in page and 'href="/mirpanel/?page=2"' in page
         assert 'href="/mirpanel/?page=3&amp;unknown_page=2"' in page
         assert get(client, "/data.json", page=99).json()["campaigns"]["page"] == 3
+        everything = get(client, "/data.json", per_page=100).json()["campaigns"]
+        assert (everything["pages"], len(everything["items"])) == (1, 45)
+        assert 'href="/mirpanel/?page=2&amp;per_page=10"' in get(client, per_page=10).text
+        assert get(client, per_page=101).status_code == 422
 
 
 def test_an_empty_airflow_says_so(tmp_path: Path) -> None:
