@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict", action="store_true", help="also exit non-zero when a timing target is missed")
     parser.add_argument("--deployment", action="store_true",
                         help="placement with and without the ledger, run by a real scheduler (minutes)")
+    parser.add_argument("--page", action="store_true",
+                        help="with --deployment: only the MirPanel page's rows (100 campaigns of 1,000 orders)")
     parser.add_argument("--n", type=int, default=3_000, help="orders per placement of --deployment (default 3,000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the table (default {RESULTS})")
     return parser
@@ -118,7 +120,7 @@ def deployment(args: argparse.Namespace) -> int:
     print(header, flush=True)
     start = time.perf_counter()
     rows = deployed.run(args.n, (0.0, 0.05), lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}",
-                                                                 flush=True))
+                                                                 flush=True), placement=not args.page)
     print()
     print(console(rows))
     paths = write(rows, args.out, "deployment", preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")
