@@ -1,8 +1,8 @@
 """The MirPanel page as HTML: a Jinja template (autoescaped) with inline SVG charts; no JavaScript.
 
 Every text on the page is escaped by the template (campaign names, keys, links and errors come from
-users' CSV files); a link is clickable only when it is ``http(s)``. Links into Airflow's UI open in
-the top window (the page itself is shown in an iframe).
+users' CSV files); a link is clickable only when it is ``http(s)``. Links into Airflow's UI open where the
+page is: Airflow's UI sandboxes a plugin's frame without top navigation.
 """
 
 from __future__ import annotations
