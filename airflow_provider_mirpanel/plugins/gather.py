@@ -158,7 +158,6 @@ class PageData:
     unknown_total: int
     unknown_page: int
     unknown_pages: int
-    hidden_campaigns: int
     notes: list[str]
 
 
@@ -198,7 +197,6 @@ def gather(session: Session, access: Access, page: int = 1, unknown_page: int = 
                      "balance histories need Airflow 3.3. Shown here: what the campaign asset events say.")
     events = _campaign_events(session, campaigns, now)
     visible = [campaign for campaign in campaigns.values() if access.may_see_campaign(campaign)]
-    hidden = len(campaigns) - len(visible)
     visible.sort(key=lambda c: (not c.held, -_epoch(c.last_written.at if c.last_written else None), c.scope))
     pages = max(1, -(-len(visible) // per_page))
     page = min(max(1, page), pages)
@@ -212,7 +210,7 @@ def gather(session: Session, access: Access, page: int = 1, unknown_page: int = 
     connections = _connections(session, assets, access, visible, events, now)
     return PageData(airflow_line(), STATE_STORES, generated, connections, shown, len(visible), page, pages,
                     unknown[(unknown_page - 1) * UNKNOWN_PER_PAGE:unknown_page * UNKNOWN_PER_PAGE], len(unknown),
-                    unknown_page, unknown_pages, hidden, notes)
+                    unknown_page, unknown_pages, notes)
 
 
 # -- assets and the ledger ------------------------------------------------------------------------

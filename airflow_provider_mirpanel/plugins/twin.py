@@ -17,7 +17,7 @@ def page_json(data: PageData, links: Links) -> dict[str, Any]:
         "generated_at": _iso(data.generated_at),
         "notes": data.notes,
         "connections": [_connection(view) for view in data.connections],
-        "campaigns": {"total": data.campaign_total, "hidden": data.hidden_campaigns, "page": data.page,
+        "campaigns": {"total": data.campaign_total, "page": data.page,
                       "pages": data.pages, "items": [_campaign(campaign, links) for campaign in data.campaigns]},
         "unknown_orders": {"total": data.unknown_total, "page": data.unknown_page, "pages": data.unknown_pages,
                            "items": [_unknown(order) for order in data.unknown]},
