@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -258,7 +258,7 @@ def _ledger_scopes(session: Session, ledger_assets: Mapping[str, int],
             continue
         campaign._page_times[parsed.page or 0] = updated_at
         latest = campaign.last_written
-        if latest is None or (updated_at is not None and _epoch(updated_at) > _epoch(latest.at)):
+        if latest is None or latest.at is None or (updated_at is not None and updated_at > latest.at):
             campaign.last_written = Writer(dag_id, run_id, task_id, updated_at, "state store")
     for campaign in campaigns.values():
         campaign.pages = _contiguous(campaign._page_times)
@@ -312,25 +312,41 @@ def _count(session: Session, shown: list[Campaign]) -> list[UnknownOrder]:
     for campaign in shown:
         if campaign.ledger_asset_id is None:
             continue
-        pages = values.get((campaign.ledger_asset_id, id(campaign)), {})
-        entries: dict[str, tuple[LedgerEntry, int]] = {}
-        for number in range(campaign.pages):
-            page_rows = pages.get(number)
-            for row in page_rows if isinstance(page_rows, list) else ():
-                parsed = LedgerEntry.from_row(row)
-                if parsed is not None:
-                    entries[parsed[0]] = (parsed[1], number)
-        states = Counter(entry.state for entry, _ in entries.values())
+        entries = _fold(values.get((campaign.ledger_asset_id, id(campaign)), {}), campaign.pages)
+        placed = refused = 0
+        spend = 0.0
+        for key, (entry, number) in reversed(entries.items()):  # in the order the ledger last wrote them
+            if entry.state is LedgerState.PLACED:
+                placed += 1
+                spend += entry.cost if type(entry.cost) in (int, float) else 0.0
+            elif entry.state is LedgerState.REFUSED:
+                refused += 1
+            else:
+                unknown.append(UnknownOrder(campaign.conn_id or "", campaign.scope, key, entry.state.value,
+                                            campaign._page_times.get(number), entry.error))
         campaign.counted = True
-        campaign.placed = states[LedgerState.PLACED]
-        campaign.refused = states[LedgerState.REFUSED]
-        campaign.unknown = states[LedgerState.SENDING] + states[LedgerState.UNKNOWN]
-        campaign.spend = round(sum(_number(entry.cost) for entry, _ in entries.values()
-                                   if entry.state is LedgerState.PLACED), 6)
-        unknown.extend(UnknownOrder(campaign.conn_id or "", campaign.scope, key, entry.state.value,
-                                    campaign._page_times.get(number), entry.error)
-                       for key, (entry, number) in entries.items() if entry.state.unresolved)
+        campaign.placed, campaign.refused = placed, refused
+        campaign.unknown = len(entries) - placed - refused
+        campaign.spend = round(spend, 6)
     return unknown
+
+
+def _fold(pages: Mapping[int, Any], count: int) -> dict[str, tuple[LedgerEntry, int]]:
+    """Each key's latest entry (and its page) in pages ``0..count-1``, as ``PlacementLedger.load`` reads them.
+
+    Read from the last row back: a key's first valid row met is its latest, and the earlier rows of a key
+    already decided are not parsed (a ledger writes each key twice or more: marked, then its outcome).
+    """
+    entries: dict[str, tuple[LedgerEntry, int]] = {}
+    for number in reversed(range(count)):
+        rows = pages.get(number)
+        for row in reversed(rows) if isinstance(rows, list) else ():
+            if isinstance(row, list) and len(row) == 6 and str(row[0]) in entries:
+                continue
+            parsed = LedgerEntry.from_row(row)
+            if parsed is not None:
+                entries[parsed[0]] = (parsed[1], number)
+    return entries
 
 
 def _unknown_details(session: Session, shown: list[Campaign], unknown: list[UnknownOrder]) -> None:

@@ -8,6 +8,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from airflow_provider_mirpanel.plugins.ledger_keys import LedgerKey, parse_key, parse_lease
 
 CHEAP_IMPORT = """
@@ -74,3 +77,28 @@ def test_a_lease_is_read_only_in_its_own_shape() -> None:
                                                               "expires": 1}, {"owner": owner}]
     for value in values:
         assert parse_lease(value) is None, value
+
+
+ROW = st.one_of(
+    st.tuples(st.sampled_from(["k1", "k2", "k3", 4]), st.sampled_from(["sending", "placed", "unknown", "refused",
+                                                                      "lost", None]),
+              st.just("d"), st.one_of(st.none(), st.integers(1, 9)), st.one_of(st.none(), st.floats(0, 1)),
+              st.none()).map(list),
+    st.lists(st.text(max_size=2), max_size=7), st.text(max_size=3), st.integers(), st.none())
+
+
+@given(pages=st.lists(st.lists(ROW, max_size=6), max_size=5), gap=st.booleans())
+def test_the_page_folds_a_ledger_as_the_ledger_reads_it(pages: list[list[Any]], gap: bool) -> None:
+    """The page's reading of a scope's pages equals PlacementLedger.load's, whatever rows the pages hold."""
+    from airflow_provider_mirpanel.ledger import PlacementLedger
+    from airflow_provider_mirpanel.plugins.gather import _fold
+    from airflow_provider_mirpanel.taskstate import MemoryStateStore
+
+    store = MemoryStateStore()
+    stored = {number: rows for number, rows in enumerate(pages) if not (gap and number == 1)}
+    for number, rows in stored.items():
+        store.set(f"mirpanel.ledger.s.{number}", rows)
+    count = 0
+    while count in stored:
+        count += 1
+    assert {key: entry for key, (entry, _) in _fold(stored, count).items()} == PlacementLedger(store, "s").load()
