@@ -318,7 +318,7 @@ def _count(session: Session, shown: list[Campaign]) -> list[UnknownOrder]:
         for key, (entry, number) in reversed(entries.items()):  # in the order the ledger last wrote them
             if entry.state is LedgerState.PLACED:
                 placed += 1
-                spend += entry.cost if type(entry.cost) in (int, float) else 0.0
+                spend += _number(entry.cost)
             elif entry.state is LedgerState.REFUSED:
                 refused += 1
             else:
