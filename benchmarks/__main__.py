@@ -114,7 +114,9 @@ def deployment(args: argparse.Namespace) -> int:
     """``--deployment``: placement of ``--n`` orders in a real Airflow deployment, at 0 and 50 ms latency."""
     from benchmarks import deployed
 
-    header = (f"MirPanel benchmark (deployment): PlaceOrderOperator run by a real scheduler, N = {args.n:,}, "
+    what = ("the MirPanel page on PostgreSQL" if args.page
+            else f"PlaceOrderOperator run by a real scheduler, N = {args.n:,}, and the MirPanel page")
+    header = (f"MirPanel benchmark (deployment): {what}, "
               f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
               f"load average {os.getloadavg()[0]:.1f} at the start")
     print(header, flush=True)
