@@ -461,7 +461,7 @@ def _connections(session: Session, assets: Mapping[int, str], access: Access, vi
         _balance_checks(session, assets, access, views)
         _balance_watches(session, access, views)
     _spend_per_day(visible, events, views, now)
-    return sorted(views.values(), key=lambda view: view.conn_id)
+    return sorted(views.values(), key=lambda view: (not view.conn_id, view.conn_id))  # the unknown one last
 
 
 def _balance_checks(session: Session, assets: Mapping[int, str], access: Access,
@@ -511,7 +511,7 @@ def _balance_watches(session: Session, access: Access, views: dict[str, Connecti
         state = WatchState.from_json(_json(value))
         kwargs = watches.get((asset_id, key), {})
         conn = kwargs.get("mirpanel_conn_id")
-        conn = conn if isinstance(conn, str) else "(connection not known: its watcher is gone)"
+        conn = conn if isinstance(conn, str) else ""  # its watcher is gone: the trigger's arguments with it
         views.setdefault(conn, ConnectionView(conn)).charts.append(_chart(
             "balance watch", asset_name, state.history, updated_at, _float(kwargs.get("min_balance")),
             _float(kwargs.get("runs_out_within_hours")), state.low))

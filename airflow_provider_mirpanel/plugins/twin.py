@@ -27,7 +27,7 @@ def page_json(data: PageData, links: Links) -> dict[str, Any]:
 def _connection(view: ConnectionView) -> dict[str, Any]:
     latest = view.latest
     return {
-        "conn_id": view.conn_id,
+        "conn_id": view.conn_id or None,  # None: a balance watch whose watcher (and so its connection) is gone
         "latest": None if latest is None else {"at": _iso(latest[0]), "balance": latest[1], "source": latest[2]},
         "histories": [_chart(chart) for chart in view.charts],
         "spend_per_day": [{"day": day.isoformat(), "spend": spend} for day, spend in view.spend_per_day],

@@ -61,6 +61,7 @@ def build_scenario() -> dict[str, int]:
         "placed": db.add_asset("mirpanel_campaign_placed", "mirpanel_campaign_placed"),
         "finished": db.add_asset("mirpanel_campaign_finished", "mirpanel_campaign_finished"),
         "other_ledger": db.add_asset("mirpanel_order_ledger__panel_b", "mirpanel://panel_b/order-ledger"),
+        "orphan": db.add_asset("mirpanel_balance_orphan", "mirpanel_balance_orphan"),
     }
     if STATE_STORES:
         sending = page_rows([(f"bf-{n}", "sending", None) for n in range(5)])
@@ -92,6 +93,9 @@ def build_scenario() -> dict[str, int]:
 
         history = BalanceHistory(tuple((NOW - 1800 * n, 90.0 + n) for n in range(6, -1, -1)))
         db.set_state(ids["low"], trigger.state_key, WatchState(low=True, history=history).to_json(), dag_id=None)
+        # the state of a watch whose DAG was paused: its watcher (and the trigger's arguments) are gone
+        db.set_state(ids["orphan"], "mirpanel_balance_watch.0123456789abcdef",
+                     WatchState(history=BalanceHistory(((NOW - 7200, 55.0),))).to_json(), dag_id=None)
     for run, statuses in (("manual__bf", {"Completed": 1, "Partial": 1}), ("manual__spring", {"Completed": 1})):
         scope = "black_friday" if run == "manual__bf" else "spring launch"
         db.add_event(ids["placed"], {"stage": "placed", "campaign": scope, "orders": 2, "states": {"placed": 2},
@@ -262,7 +266,11 @@ def test_balance_histories_and_the_alerts_numbers(client: Any) -> None:
     readings = [(NOW - 1800 * n, 90.0 + n) for n in range(6, -1, -1)]
     assert watch["projection"]["spend_rate_per_hour"] == pytest.approx(spend_rate(readings), rel=1e-6)
     assert conn["latest"]["balance"] == 90.0 and conn["latest"]["source"] == "balance watch"
+    [orphan] = [c for c in data["connections"] if c["conn_id"] is None]
+    assert data["connections"][-1] is orphan and orphan["latest"]["balance"] == 55.0  # listed last
+    assert orphan["histories"][0]["asset"] == "mirpanel_balance_orphan" and orphan["histories"][0]["min_balance"] is None
     text = text_of(get(client).text)
+    assert "Connection not known A balance watch's readings whose watcher is gone" in text
     assert "balance 90.00 is below the threshold 95.00" in text
     assert "Balance check — readings kept in the state store of asset mirpanel_balance__mirpanel_default" in text
 
