@@ -268,7 +268,8 @@ def test_balance_histories_and_the_alerts_numbers(client: Any) -> None:
     assert conn["latest"]["balance"] == 90.0 and conn["latest"]["source"] == "balance watch"
     [orphan] = [c for c in data["connections"] if c["conn_id"] is None]
     assert data["connections"][-1] is orphan and orphan["latest"]["balance"] == 55.0  # listed last
-    assert orphan["histories"][0]["asset"] == "mirpanel_balance_orphan" and orphan["histories"][0]["min_balance"] is None
+    [history] = orphan["histories"]
+    assert history["asset"] == "mirpanel_balance_orphan" and history["min_balance"] is None
     text = text_of(get(client).text)
     assert "Connection not known A balance watch's readings whose watcher is gone" in text
     assert "balance 90.00 is below the threshold 95.00" in text
