@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="placement with and without the ledger, run by a real scheduler (minutes)",
     )
+    parser.add_argument(
+        "--page",
+        action="store_true",
+        help="with --deployment: only the MirPanel page's rows (100 campaigns of 1,000 orders)",
+    )
     parser.add_argument("--n", type=int, default=3_000, help="orders per placement of --deployment (default 3,000)")
     parser.add_argument(
         "--key-budget",
@@ -152,14 +157,24 @@ def deployment(args: argparse.Namespace) -> int:
     """``--deployment``: placement of ``--n`` orders in a real Airflow deployment, at 0 and 50 ms latency."""
     from benchmarks import deployed
 
+    what = (
+        "the MirPanel page on PostgreSQL"
+        if args.page
+        else f"PlaceOrderOperator run by a real scheduler, N = {args.n:,}, and the MirPanel page"
+    )
     header = (
-        f"MirPanel benchmark (deployment): PlaceOrderOperator run by a real scheduler, N = {args.n:,}, "
+        f"MirPanel benchmark (deployment): {what}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.1f} at the start"
     )
     print(header, flush=True)
     start = time.perf_counter()
-    rows = deployed.run(args.n, (0.0, 0.05), lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}", flush=True))
+    rows = deployed.run(
+        args.n,
+        (0.0, 0.05),
+        lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}", flush=True),
+        placement=not args.page,
+    )
     print()
     print(console(rows))
     paths = write(rows, args.out, "deployment", preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")

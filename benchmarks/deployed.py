@@ -7,7 +7,8 @@ scheduler run ``mirpanel_bench_place`` twice — N orders without a state store,
 with the ledger — and measures the floor in this process: ``MirPanelHook.add_order`` of N orders
 on the connection's concurrency of threads. Rows: the time of ``execute`` as the task measured it
 (the task instance's duration in the note), and the ledger's throughput against the run without
-a store (target ≥ 0.8×). The ledger run also times single trips to the real state store.
+a store (target ≥ 0.8×). The ledger run also times single trips to the real state store. Last, the MirPanel
+page's rows (``benchmarks/page.py``; alone with ``--page``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ def floor(panel: PanelProcess, n: int, service: int, quantity: int) -> tuple[flo
     return wall, slots
 
 
-def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
-    """Every row of the deployment benchmark (see the module's docstring)."""
+def run(n: int, latencies: tuple[float, ...], progress: Any, placement: bool = True) -> list[Row]:
+    """Every row of the deployment benchmark (see the module's docstring); the MirPanel page's rows
+    (``benchmarks/page.py``) last, or only those without ``placement``."""
+    from benchmarks import page
+
     e2e = _e2e()
     rows: list[Row] = []
 
@@ -92,7 +96,7 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
             api.set_paused(DAG_ID, False)
             progress_note = f"deployment up in {deployment.timings['total']:.0f} s"
             print(progress_note, flush=True)
-            for latency in latencies:
+            for latency in latencies if placement else ():
                 panel.set_latency(latency)
                 label = f"{latency * 1000:g} ms"
                 walls: dict[bool, float] = {}
@@ -138,6 +142,7 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
                     note=f"{n / wall:.0f} orders/s; in this process, no Airflow",
                 )
                 add(row)
+            page.run(deployment, add)
         finally:
             leftovers = deployment.stop()
             if leftovers:

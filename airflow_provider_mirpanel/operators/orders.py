@@ -30,6 +30,12 @@ from airflow_provider_mirpanel.records import Record
 from airflow_provider_mirpanel.utils.listing import listing
 from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
 
+#: The XCom a scoped placement leaves when orders' outcomes are unknown: ``{"ledger_scope", "mirpanel_conn_id",
+#: "orders": [{"key", "service", "link"}]}`` (the ledger keeps only keys; the MirPanel page shows these).
+UNKNOWN_ORDERS_XCOM_KEY = "mirpanel_unknown_orders"
+#: At most this many orders in it (a placement of unknown outcomes is stopped long before).
+MAX_UNKNOWN_ORDERS_XCOM = 1000
+
 
 class PlaceOrderOperator(ScopedLedgerOperator):
     """Place one order or many, each exactly once across task retries (and DAG runs, with ``ledger_scope``).
@@ -217,6 +223,7 @@ class PlaceOrderOperator(ScopedLedgerOperator):
             ledger.release()
         self.log.info(run.summary())
         self._push_order_url(context, records)
+        self._push_unknown_orders(context, records)
         failure = run.failure()
         if failure:
             raise failure
@@ -229,6 +236,24 @@ class PlaceOrderOperator(ScopedLedgerOperator):
         url = order_page_url(pattern, records)
         if ti is not None and url:
             ti.xcom_push(key=ORDER_URL_XCOM_KEY, value=url)
+
+    def _push_unknown_orders(self, context: Context, records: Sequence[Mapping[str, Any]]) -> None:
+        """Leave the service and link of the scope's orders of unknown outcome (the ledger keeps only keys)."""
+        ti = context.get("ti")
+        unknown = [
+            {"key": record["key"], "service": record.get("service"), "link": record.get("link")}
+            for record in records
+            if record.get("state") in ("unknown", "skipped")
+        ]
+        if ti is not None and unknown and self.ledger_scope is not None and hasattr(ti, "xcom_push"):
+            ti.xcom_push(
+                key=UNKNOWN_ORDERS_XCOM_KEY,
+                value={
+                    "ledger_scope": self.ledger_scope,
+                    "mirpanel_conn_id": self.mirpanel_conn_id,
+                    "orders": unknown[:MAX_UNKNOWN_ORDERS_XCOM],
+                },
+            )
 
     def lineage_datasets(self) -> tuple[Sequence[str], Sequence[str]]:
         """Reads ``services`` unless given the catalogue, ``balance`` with ``check_balance``; writes ``orders``."""
