@@ -49,7 +49,7 @@ class RestStateStore:
 
 def seed(api: Any, campaigns: int = CAMPAIGNS, orders: int = ORDERS) -> dict[str, int]:
     """Write the campaigns, the balance history and the events; the asset IDs."""
-    from airflow_provider_mirpanel.ledger import PAGE_SIZE, LedgerEntry, LedgerState, PlacementLedger
+    from airflow_provider_mirpanel.placement.ledger import PAGE_SIZE, LedgerEntry, LedgerState, PlacementLedger
     from airflow_provider_mirpanel.plugins.ledger_keys import LEASE
 
     ids = {

@@ -30,16 +30,17 @@ from typing import Any
 from sqlalchemy import Text, cast, select, tuple_
 from sqlalchemy.orm import Session
 
-from airflow_provider_mirpanel.assets import STAGES
-from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState
+from airflow_provider_mirpanel.assets.events import STAGES
+from airflow_provider_mirpanel.balance.spending import BalanceHistory, Projection, assess
 from airflow_provider_mirpanel.operators.mirpanel import HISTORY_KEY
 from airflow_provider_mirpanel.operators.orders import UNKNOWN_ORDERS_XCOM_KEY
+from airflow_provider_mirpanel.placement.ledger import LedgerEntry, LedgerState
 from airflow_provider_mirpanel.plugins.access import Access
 from airflow_provider_mirpanel.plugins.ledger_keys import Lease, parse_key, parse_lease
-from airflow_provider_mirpanel.spending import BalanceHistory, Projection, assess
-from airflow_provider_mirpanel.taskstate import digest
 from airflow_provider_mirpanel.triggers.balance import WatchState
-from airflow_provider_mirpanel.version_compat import STATE_STORES, airflow_line
+from airflow_provider_mirpanel.utils.airflow_lines import airflow_line
+from airflow_provider_mirpanel.utils.state_stores import digest
+from airflow_provider_mirpanel.version_compat import STATE_STORES
 
 LEDGER_ASSET_PREFIX = "mirpanel_order_ledger__"
 BALANCE_ASSET_PREFIX = "mirpanel_balance__"
@@ -264,7 +265,7 @@ def _ledger_scopes(
     """Every scope of every ledger asset, from its keys' names and dates; the leases' values."""
     from airflow.models.asset_state_store import AssetStateStoreModel as Row
 
-    from airflow_provider_mirpanel.ledger import PAGE_PREFIX
+    from airflow_provider_mirpanel.placement.ledger import PAGE_PREFIX
 
     conn_of = {asset_id: conn for conn, asset_id in ledger_assets.items()}
     if not conn_of:
@@ -332,7 +333,7 @@ def _count(session: Session, shown: list[Campaign]) -> list[UnknownOrder]:
     """Read the ledger pages of ``shown`` (one query per connection); count; their unknown orders."""
     from airflow.models.asset_state_store import AssetStateStoreModel as Row
 
-    from airflow_provider_mirpanel.ledger import PAGE_PREFIX
+    from airflow_provider_mirpanel.placement.ledger import PAGE_PREFIX
 
     wanted: dict[int, dict[str, tuple[Campaign, int]]] = defaultdict(dict)
     for campaign in shown:

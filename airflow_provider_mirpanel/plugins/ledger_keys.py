@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 from urllib.parse import quote, unquote
 
-from airflow_provider_mirpanel.ledger import PAGE_PREFIX
+from airflow_provider_mirpanel.placement.ledger import PAGE_PREFIX
 
 #: The suffix of a scope's lease key.
 LEASE = "lease"

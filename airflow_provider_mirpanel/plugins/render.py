@@ -208,7 +208,7 @@ def render_page(data: PageData, links: Links) -> str:
         scope: f"airflow dags trigger {RESOLVE_DAG_ID} -c {shlex.quote(json.dumps(conf_of(scope)))}"
         for scope in resolve
     }
-    return (
+    html: str = (
         _environment()
         .get_template("mirpanel_page.html")
         .render(
@@ -222,6 +222,7 @@ def render_page(data: PageData, links: Links) -> str:
             resolve_dag=RESOLVE_DAG_ID,
         )
     )
+    return html
 
 
 def conf_of(scope: str) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import mirpanel_page_db as db
 import pytest
-from airflow_compat import needs_state_stores
+import support.mirpanel_page_db as db
+from support.airflow_compat import needs_state_stores
 
-from airflow_provider_mirpanel.ledger import PAGE_SIZE, LedgerEntry, LedgerState
+from airflow_provider_mirpanel.placement.ledger import PAGE_SIZE, LedgerEntry, LedgerState
 from airflow_provider_mirpanel.version_compat import STATE_STORES
 
 CONN = "mirpanel_default"
@@ -136,7 +136,7 @@ def build_scenario() -> dict[str, int]:
 
         trigger = BalanceTrigger(min_balance=95, runs_out_within_hours=24)
         db.add_watcher(ids["low"], *trigger.serialize())
-        from airflow_provider_mirpanel.spending import BalanceHistory
+        from airflow_provider_mirpanel.balance.spending import BalanceHistory
 
         history = BalanceHistory(tuple((NOW - 1800 * n, 90.0 + n) for n in range(6, -1, -1)))
         db.set_state(ids["low"], trigger.state_key, WatchState(low=True, history=history).to_json(), dag_id=None)
@@ -337,7 +337,7 @@ def test_unknown_orders_with_their_resolution(client: Any) -> None:
 
 @needs_state_stores
 def test_balance_histories_and_the_alerts_numbers(client: Any) -> None:
-    from airflow_provider_mirpanel.spending import spend_rate
+    from airflow_provider_mirpanel.balance.spending import spend_rate
 
     data = get(client, "/data.json").json()
     conn = next(c for c in data["connections"] if c["conn_id"] == CONN)

@@ -121,7 +121,7 @@ ROW = st.one_of(
 @given(pages=st.lists(st.lists(ROW, max_size=6), max_size=5), gap=st.booleans())
 def test_the_page_folds_a_ledger_as_the_ledger_reads_it(pages: list[list[Any]], gap: bool) -> None:
     """The page's reading of a scope's pages equals PlacementLedger.load's, whatever rows the pages hold."""
-    from airflow_provider_mirpanel.ledger import PlacementLedger
+    from airflow_provider_mirpanel.placement.ledger import PlacementLedger
     from airflow_provider_mirpanel.plugins.gather import _fold
     from airflow_provider_mirpanel.taskstate import MemoryStateStore
 

@@ -7,15 +7,15 @@ from typing import Any
 
 from airflow.sdk import Asset
 from airflow.sdk.execution_time.context import OutletEventAccessors
-from airflow_compat import needs_state_stores
-from task_context import task_context
+from support.airflow_compat import needs_state_stores
+from support.stores import MemoryAssetStores
+from support.task_context import task_context
 
-from airflow_provider_mirpanel.assets import CampaignAssetEvent
+from airflow_provider_mirpanel.assets.events import CampaignAssetEvent
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator
 from airflow_provider_mirpanel.operators.orders import UNKNOWN_ORDERS_XCOM_KEY
 from airflow_provider_mirpanel.plugins.gather import event_scope
 from airflow_provider_mirpanel.sandbox import SandboxPanel
-from airflow_provider_mirpanel.taskstate import MemoryAssetStores
 
 PLACED = Asset("ui_placed")
 

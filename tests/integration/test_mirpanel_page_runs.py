@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import mirpanel_page_db as db
 import pytest
-from airflow_cli import airflow_home, run_manually
-from airflow_compat import needs_state_stores
+import support.mirpanel_page_db as db
+from support.airflow_cli import airflow_home, run_manually
+from support.airflow_compat import needs_state_stores
 
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 
@@ -26,7 +26,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Asset, Param
 
-from airflow_provider_mirpanel.assets import CampaignAssetEvent
+from airflow_provider_mirpanel.assets.events import CampaignAssetEvent
 from airflow_provider_mirpanel.operators.mirpanel import BalanceCheckOperator, PlaceOrderOperator
 
 with DAG("ui_page_campaign", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
