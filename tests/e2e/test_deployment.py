@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 import pytest
 from campaigns import bought_twice, panel_orders, write_campaign
-from deployment import Deployment, Scenario, expected_requests, polls, wait_for
+from deployment import Deployment, Scenario, expected_requests, polls, settled, wait_for
 
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 from airflow_provider_mirpanel.sandbox import SandboxPanel
@@ -62,17 +62,6 @@ def example_campaign() -> list[dict[str, Any]]:
 def request_counts(entries: Sequence[Any]) -> str:
     counts = Counter(entry.action for entry in entries)
     return ", ".join(f"{action} {count}" for action, count in sorted(counts.items())) or "none"
-
-
-def settled(count: Any) -> Any:
-    """A probe that is true once ``count()`` returned the same value twice in a row (one poll apart)."""
-    last: list[Any] = []
-
-    def probe() -> bool:
-        last.append(count())
-        return len(last) >= 2 and last[-1] == last[-2]
-
-    return probe
 
 
 def trigger_row(deployment: Deployment, run_id: str, task_id: str) -> tuple[Any, ...] | None:
