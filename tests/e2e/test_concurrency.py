@@ -110,7 +110,7 @@ def read_ledger(api: Api, asset_id: int, scope: str) -> Ledger:
     while ledger.pages in pages:
         entry = pages[ledger.pages]
         for row in entry["value"] if isinstance(entry["value"], list) else ():
-            if isinstance(row, list) and len(row) == 6:
+            if isinstance(row, list) and len(row) == 6 and isinstance(row[1], str):  # not the format row
                 ledger.entries[str(row[0])] = row
         writer = entry.get("last_updated_by") or {}
         ledger.writers[f"{writer.get('run_id')}[{writer.get('map_index')}]"] += 1
