@@ -170,7 +170,8 @@ def waited(claims: dict[str, dict[str, Any]]) -> str:
     for name, value in sorted(claims.items(), key=lambda item: item[1]["waited"]):
         part = f"{name} waited {value['waited']:.1f} s"
         if value.get("polls"):
-            part += f" ({value['polls']} polls, behind {', '.join(map(str, value.get('holders') or []))})"
+            polls = f"{value['polls']} poll{'s' if value['polls'] > 1 else ''}"
+            part += f" ({polls}, behind {'; '.join(map(str, value.get('holders') or []))})"
         parts.append(part + f", claim {value['claim']:.1f} s")
     return "; ".join(parts)
 
