@@ -210,9 +210,10 @@ class Bench:
             row.target = "≤ 4 × one writer + 3 × (poll + claim bound)"
             row.met = span <= row.ideal
         order = sorted(claims, key=lambda claim: claim.get("waited") or 0.0)
+        waits = ", ".join(f"{claim.get('waited', 0):.1f} s (polls: {claim.get('polls', 0)}, claim "
+                          f"{claim.get('claim', 0):.1f} s)" for claim in order)
         row.note = (f"trigger → last end; ideal = 4 × {one or 0:.1f} s (one writer, trigger → end) + 3 × ({poll:g} s "
-                    f"poll + {claim_bound:g} s claim bound); ratio = ideal / wall; waited "
-                    + ", ".join(f"{claim.get('waited', 0):.1f} s ({claim.get('polls', 0)} polls)" for claim in order))
+                    f"poll + {claim_bound:g} s claim bound); ratio = ideal / wall; the writers waited {waits}")
         return row
 
 

@@ -38,8 +38,11 @@ class BenchPlaceOrderOperator(PlaceOrderOperator):
     def run_scoped(self, context: Any, wait: Any) -> Any:
         params = context["params"]
         n, store = int(params["n"]), str(params["store"])
-        self.orders = [{"service": params["service"], "link": f"https://example.com/bench/{context['run_id']}/{i}",
-                        "quantity": params["quantity"]} for i in range(n)]
+        run_id = context["run_id"]
+        # keys of their own: writers of one scope place different rows (a position key would repeat)
+        self.orders = [{"key": f"{run_id}/{i}", "service": params["service"],
+                        "link": f"https://example.com/bench/{run_id}/{i}", "quantity": params["quantity"]}
+                       for i in range(n)]
         if store != "scope":
             self.ledger_scope = None
         task_store = context.get("task_state_store")
