@@ -19,7 +19,14 @@ Where the ledger lives is its *scope*:
   task's retries but not a new DAG run;
 - **a named scope** (``ledger_scope="black_friday"``): the asset state store of a ledger asset
   (:func:`ledger_asset`), which survives DAG runs; the scope's name prefixes the keys, so an order
-  key placed by any earlier run of that scope is never placed again.
+  key placed by any earlier run of that scope is never placed again. Any number of runs, DAGs
+  and mapped tasks may use one scope at once: a writer claims the scope's lease
+  (:mod:`~airflow_provider_mirpanel.lease`) before it reads the pages, and writes pages only while
+  it holds it, so pages are numbered by one writer at a time and a key is sent at most once.
+
+A scope's first page written under a lease starts with a *format row* that the release before
+leases cannot read (it stops with a TypeError before sending anything): a worker still running
+that release beside an upgraded one refuses the scope instead of writing around the lease.
 
 Nothing here talks to the panel.
 """
@@ -33,6 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
+from airflow_provider_mirpanel.lease import LEASE_SUFFIX, Claim, LeaseOwner, LeaseTiming, ScopeLease
 from airflow_provider_mirpanel.taskstate import MemoryStateStore, StateStore, store_of
 from airflow_provider_mirpanel.version_compat import Asset
 
@@ -47,6 +55,11 @@ MAX_SCOPE_LENGTH = 200
 #: errors ≤ 150).
 PAGE_SIZE = 100
 _MAX_ERROR = 150
+#: The first row of a scope's first page written under a lease. Its state is a list: the release
+#: before leases fails on it (``unhashable type``) while loading, before it sends anything.
+FORMAT_ROW: list[Any] = ["~mirpanel.ledger.format", ["leased", 1], "", None, None,
+                         "this scope's pages are written under a lease (airflow-provider-mirpanel 0.3+): upgrade "
+                         "every worker that places into it"]
 
 
 class LedgerState(str, Enum):
@@ -81,7 +94,9 @@ class LedgerEntry:
     @classmethod
     def from_row(cls, row: Any) -> tuple[str, LedgerEntry] | None:
         """The key and entry of a page row; None for a row this ledger did not write."""
-        if not isinstance(row, list) or len(row) != 6 or row[1] not in LedgerState._value2member_map_:
+        if not isinstance(row, list) or len(row) != 6 or not isinstance(row[1], str):
+            return None
+        if row[1] not in LedgerState._value2member_map_:
             return None
         key, state, digest_, order, cost, error = row
         return str(key), cls(LedgerState(state), str(digest_), order, cost, error)
@@ -127,10 +142,12 @@ class PlacementLedger:
         so every order counts as possibly placed.
     :param retry: whether this is a retry (a try number above 1): only then can first-release
         per-order values exist for this task.
+    :param owner: the task instance writing, for a scope's lease (None: no lease, one writer only).
+    :param timing: the lease's numbers.
     """
 
     def __init__(self, store: StateStore, scope: str | None = None, durable: bool = True, blind: bool = False,
-                 retry: bool = False):
+                 retry: bool = False, owner: LeaseOwner | None = None, timing: LeaseTiming | None = None):
         self.store = store
         self.scope = scope
         self.durable = durable
@@ -138,10 +155,14 @@ class PlacementLedger:
         self.retry = retry
         self._prefix = PAGE_PREFIX if scope is None else f"{PAGE_PREFIX}{quote(scope, safe='')}."
         self._pages: int | None = None  # pages in the store, once loaded
+        self._formatted = False  # whether the loaded pages hold FORMAT_ROW
+        self.lease = (ScopeLease(store, self._prefix + LEASE_SUFFIX, owner, timing)
+                      if scope is not None and owner is not None else None)
 
     @classmethod
-    def from_context(cls, context: Mapping[str, Any], scope: str | None = None, asset: Any = None) -> PlacementLedger:
-        """The ledger of a task's context: scoped in ``asset``'s state store, else the task's own.
+    def from_context(cls, context: Mapping[str, Any], scope: str | None = None, asset: Any = None,
+                     timing: LeaseTiming | None = None) -> PlacementLedger:
+        """The ledger of a task's context: scoped in ``asset``'s state store (under a lease), else the task's own.
 
         Without any store, an in-memory ledger (``durable`` False), ``blind`` on a retry.
         """
@@ -152,7 +173,15 @@ class PlacementLedger:
                 raise MirPanelInputError("ledger_scope needs Airflow's asset state store (Airflow 3.3+; "
                                          "context['asset_state_store']), which this task does not have; "
                                          "no order was sent")
-            return cls(stores[asset], scope=check_scope(scope))
+            try:
+                store = stores[asset]
+            except KeyError:
+                raise MirPanelInputError(
+                    f"the ledger asset {getattr(asset, 'name', asset)!r} is not among this task's inlets, so its "
+                    "state store cannot be reached. A mapped task gets its inlets from partial(): give "
+                    "mirpanel_conn_id (and ledger_asset, if any) to partial(), not to expand(); or pass "
+                    "ledger_asset= explicitly. No order was sent") from None
+            return cls(store, scope=check_scope(scope), owner=LeaseOwner.of(context), timing=timing)
         store = store_of(context)
         if store is None:
             return cls(MemoryStateStore(), durable=False, blind=retry)
@@ -163,16 +192,35 @@ class PlacementLedger:
         """How messages name the ledger: ``ledger scope 'black_friday'`` or ``this task's ledger``."""
         return f"ledger scope {self.scope!r}" if self.scope is not None else "this task's ledger"
 
+    def claim(self) -> Claim:
+        """Try once to claim the scope's lease (see :class:`~airflow_provider_mirpanel.lease.ScopeLease`)."""
+        if self.lease is None:
+            return Claim(True)
+        return self.lease.claim()
+
+    def keep_alive(self) -> None:
+        """Renew the scope's lease when due; raises when this writer can no longer trust it holds it."""
+        if self.lease is not None:
+            self.lease.keep_alive()
+
+    def release(self) -> None:
+        """Release the scope's lease (a no-op without one)."""
+        if self.lease is not None:
+            self.lease.release()
+
     def load(self, keys: Iterable[str] = ()) -> dict[str, LedgerEntry]:
         """Every key's latest entry, reading the pages in order (one read per page, plus one).
 
         On a retry of a per-task ledger that has no pages yet, the first release's per-order values
-        of ``keys`` are read too.
+        of ``keys`` are read too. A scope under a lease must be claimed first.
         """
+        if self.lease is not None and self.lease.held is None:
+            raise RuntimeError("a scope's ledger is read only by the holder of its lease: claim() first")
         entries: dict[str, LedgerEntry] = {}
         page = 0
         while (rows := self.store.get(f"{self._prefix}{page}")) is not None:
             for row in rows if isinstance(rows, list) else ():
+                self._formatted = self._formatted or row == FORMAT_ROW
                 parsed = LedgerEntry.from_row(row)
                 if parsed is not None:
                     entries[parsed[0]] = parsed[1]
@@ -195,8 +243,13 @@ class PlacementLedger:
             raise ValueError(f"a ledger page holds at most {PAGE_SIZE} entries, got {len(entries)}")
         if self._pages is None:
             self.load()
+        self.keep_alive()
         number = self._pages or 0
-        self.store.set(f"{self._prefix}{number}", [entry.row(key) for key, entry in entries.items()])
+        rows = [entry.row(key) for key, entry in entries.items()]
+        if self.lease is not None and not self._formatted:
+            rows.insert(0, FORMAT_ROW)
+        self.store.set(f"{self._prefix}{number}", rows)
+        self._formatted = self._formatted or self.lease is not None
         self._pages = number + 1
         return number
 

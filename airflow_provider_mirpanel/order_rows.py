@@ -117,6 +117,11 @@ def order_spec(index: int, row: Mapping[str, Any]) -> OrderSpec:
     return spec
 
 
+def keyless_rows(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The positions of the rows without a ``key`` of their own (their key would be their position)."""
+    return [index for index, row in enumerate(rows) if _missing(_plain(row.get("key")))]
+
+
 def order_specs(rows: Sequence[Mapping[str, Any]]) -> list[OrderSpec]:
     """Every row's spec; rows sharing a key are all invalid (a key must name one order)."""
     specs = [order_spec(index, row) for index, row in enumerate(rows)]

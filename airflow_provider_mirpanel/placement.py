@@ -221,9 +221,12 @@ class PlacementRun:
         windows: list[tuple[list[OrderSpec], list[Future[Record]]]] = []
         queued = deque(to_send)
         ended_at_mark = 0
+        # wake up to renew a scope's lease while every worker waits on a slow panel
+        renew = self.ledger.lease.timing.renew_every / 2 if self.ledger.lease is not None else None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirpanel-add") as pool:
             try:
                 while queued or windows:
+                    self.ledger.keep_alive()
                     busy = [future for _, futures in windows for future in futures if not future.done()]
                     ended = sum(len(futures) for _, futures in windows) - len(busy) + len(self._ended)
                     ahead = min(self.options.window, 2 * (ended - ended_at_mark))
@@ -240,7 +243,7 @@ class PlacementRun:
                         self._finish([spec for specs, _ in finished for spec in specs],
                                      [future for _, futures in finished for future in futures])
                     elif busy:
-                        wait(busy, return_when=FIRST_COMPLETED)
+                        wait(busy, timeout=renew, return_when=FIRST_COMPLETED)
                     if self.stop_reason and queued and not windows:  # never marked: certainly not sent
                         for spec in queued:
                             self.records[spec.index] = self._not_sent(spec)

@@ -95,7 +95,7 @@ with DAG(
     schedule=None,  # one run per campaign: trigger it from the UI, the CLI or the REST API
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,  # one run at a time places into a ledger scope (two at once could both send a row)
+    max_active_runs=1,  # good practice; two runs at once would take turns on the scope's lease, never buy twice
     tags=["mirpanel", "example"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     params={

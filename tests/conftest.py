@@ -26,6 +26,21 @@ EXAMPLE_DAGS = Path(__file__).resolve().parent.parent / "dags_examples"
 FAST_SPEED = 1000.0
 
 
+@pytest.fixture(autouse=True)
+def lease_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Scope leases in this process wait on a clock that skips ahead instead of sleeping (tests/lease_clock.py).
+
+    A test that needs real waiting (threads racing for a lease) sets ``lease.DEFAULT_CLOCK`` back.
+    """
+    from lease_clock import SkippingClock
+
+    from airflow_provider_mirpanel import lease
+
+    clock = SkippingClock()
+    monkeypatch.setattr(lease, "DEFAULT_CLOCK", clock)
+    yield clock
+
+
 @pytest.fixture
 def panel(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPanel]:
     """A running sandbox panel with a fast clock; ``mirpanel_default`` points at it.

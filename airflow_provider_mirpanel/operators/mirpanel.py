@@ -17,7 +17,7 @@ from airflow_provider_mirpanel.assets import balance_asset as balance_asset_of
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.lineage import BALANCE, ORDERS, REFILLS, SERVICES
-from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, choice
+from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, as_list, choice
 from airflow_provider_mirpanel.operators.orders import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.protocol import (
     BalanceRecord,
@@ -263,7 +263,7 @@ class BalanceCheckOperator(MirPanelBaseOperator):
                  balance_asset: Any = None, **kwargs: Any) -> None:
         self.balance_asset = balance_asset or balance_asset_of(kwargs.get("mirpanel_conn_id",
                                                                           MirPanelHook.default_conn_name))
-        kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), self.balance_asset]
+        kwargs["inlets"] = [*as_list(kwargs.get("inlets")), self.balance_asset]
         super().__init__(**kwargs)
         self.min_balance = min_balance
         self.runs_out_within_hours = runs_out_within_hours
@@ -298,9 +298,3 @@ class BalanceCheckOperator(MirPanelBaseOperator):
         if store is not None and updated != history:
             store.set(HISTORY_KEY, updated.to_json())
         return projection
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]

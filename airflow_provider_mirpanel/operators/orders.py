@@ -13,21 +13,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState, PlacementLedger
-from airflow_provider_mirpanel.ledger import ledger_asset as ledger_asset_of
+from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState
 from airflow_provider_mirpanel.lineage import BALANCE, ORDERS, SERVICES
 from airflow_provider_mirpanel.links import ORDER_URL_EXTRA, ORDER_URL_XCOM_KEY, PanelOrderLink, order_page_url
-from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, choice
-from airflow_provider_mirpanel.order_rows import parse_order_rows
+from airflow_provider_mirpanel.operators.base import choice
+from airflow_provider_mirpanel.operators.scoped import ScopedLedgerOperator, ScopeWait
+from airflow_provider_mirpanel.order_rows import keyless_rows, parse_order_rows
 from airflow_provider_mirpanel.placement import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
 from airflow_provider_mirpanel.protocol import to_int
 from airflow_provider_mirpanel.records import Record
 from airflow_provider_mirpanel.reporting import listing
-from airflow_provider_mirpanel.version_compat import STATE_STORES, Context, requires_state_stores
+from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
 
 
-class PlaceOrderOperator(MirPanelBaseOperator):
+class PlaceOrderOperator(ScopedLedgerOperator):
     """Place one order or many, each exactly once across task retries (and DAG runs, with ``ledger_scope``).
 
     One order: ``service=``, ``link=``, ``quantity=`` and the type's other parameters in
@@ -62,8 +61,10 @@ class PlaceOrderOperator(MirPanelBaseOperator):
       (:func:`~airflow_provider_mirpanel.ledger.ledger_asset`, added to the task's ``inlets``),
       which outlives DAG runs: a key that any earlier run of the scope placed is never placed
       again, and one of unknown outcome is never resent unless ``on_unknown`` says so or a user
-      resolves it (:class:`ResolveOrdersOperator`). Let one run at a time place into a scope
-      (``max_active_runs=1``).
+      resolves it (:class:`ResolveOrdersOperator`). Any number of runs, DAGs and mapped tasks may
+      place into one scope at once: each claims the scope's lease first, and one that finds it held
+      waits deferred (``ledger_wait_poll``, ``ledger_wait_timeout``). Under a scope, a mapped
+      task's rows must each have a ``key``.
 
     XCom: one record per order, in input order: ``key, state, order, service`` + the parameters
     sent + ``cost`` (estimated from the catalogue's rate) and ``error``. ``state`` is ``placed``,
@@ -86,6 +87,8 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         the ledger per task instance.
     :param ledger_asset: the asset whose state store holds the scoped ledger (default: the
         connection's, :func:`~airflow_provider_mirpanel.ledger.ledger_asset`).
+    :param ledger_lease: see :class:`~airflow_provider_mirpanel.operators.scoped.ScopedLedgerOperator`
+        (also ``ledger_wait_poll``, ``ledger_wait_timeout``, ``deferrable``).
     :param ledger_window: the most orders whose ``sending`` marks the ledger writes in one go (1..100,
         default 50). Orders are marked as the workers can take them — ahead of the workers only while
         orders are ending — and outcomes are written per batch of ended windows: a few state-store
@@ -123,18 +126,12 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         on_unknown: str = "fail",
         on_invalid: str = "fail",
         ledger_scope: str | None = None,
-        ledger_asset: Any = None,
         ledger_window: int = 50,
         services: Any = None,
         max_concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if ledger_scope is not None:
-            requires_state_stores("PlaceOrderOperator's ledger_scope")
-            ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id",
-                                                                      MirPanelHook.default_conn_name))
-            kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
-        super().__init__(**kwargs)
+        super().__init__(ledger_scope=ledger_scope, **kwargs)
         if (orders is None) == (service is None):
             raise ValueError("give either service= (one order) or orders= (many orders), not both or neither")
         if orders is not None and (link, quantity, order_parameters) != (None, None, None):
@@ -147,8 +144,6 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         self.check_balance = check_balance
         self.on_unknown = on_unknown if "{{" in str(on_unknown) else choice("on_unknown", on_unknown, ON_UNKNOWN)
         self.on_invalid = choice("on_invalid", on_invalid, ON_INVALID)
-        self.ledger_scope = ledger_scope
-        self.ledger_asset = ledger_asset
         self.ledger_window = ledger_window
         self.services = services
         self.max_concurrency = max_concurrency
@@ -173,19 +168,26 @@ class PlaceOrderOperator(MirPanelBaseOperator):
                                      "no order was sent")
         return [{**service, "service": to_int(service["service"])} for service in catalogue]
 
-    def execute(self, context: Context) -> list[Record]:
+    def run_scoped(self, context: Context, wait: ScopeWait | None) -> list[Record]:
         options = PlacementOptions(on_unknown=str(self.on_unknown).strip(), on_invalid=self.on_invalid,
                                    check_balance=self.check_balance, window=self.ledger_window,
                                    concurrency=self.max_concurrency or self.hook.settings.concurrency)
         rows = self._rows()
-        ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
+        catalogue = self._catalogue()
+        ledger = self.ledger_of(context)
         if not ledger.durable:
             why = " (Airflow before 3.3 has none)" if not STATE_STORES else ""
             self.log.warning("No task_state_store in the context%s: the ledger lives only as long as this try, "
                              "so a retry sends no order a try may have sent%s", why,
                              "; this is a retry, so every order counts as possibly placed" if ledger.blind else "")
-        run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=self._catalogue())
-        records = run.execute()
+        if ledger.scope is not None:
+            _check_keys(context, rows)
+        self.claim_scope(context, ledger, wait)
+        try:
+            run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=catalogue)
+            records = run.execute()
+        finally:
+            ledger.release()
         self.log.info(run.summary())
         self._push_order_url(context, records)
         failure = run.failure()
@@ -208,7 +210,7 @@ class PlaceOrderOperator(MirPanelBaseOperator):
         return inputs, self.lineage_outputs
 
 
-class ResolveOrdersOperator(MirPanelBaseOperator):
+class ResolveOrdersOperator(ScopedLedgerOperator):
     """List and resolve the orders of unknown outcome in a ledger scope (see ``PlaceOrderOperator``).
 
     An order's outcome is unknown when its ``add`` may have reached the panel but no order ID came
@@ -233,22 +235,22 @@ class ResolveOrdersOperator(MirPanelBaseOperator):
     lineage_inputs = (ORDERS,)
     template_fields_renderers = {"resolutions": "json"}
 
-    def __init__(self, *, ledger_scope: str, resolutions: Any = None, ledger_asset: Any = None,
-                 **kwargs: Any) -> None:
-        requires_state_stores("ResolveOrdersOperator (a ledger_scope's ledger)")
-        ledger_asset = ledger_asset or ledger_asset_of(kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name))
-        kwargs["inlets"] = [*_as_list(kwargs.get("inlets")), ledger_asset]
-        super().__init__(**kwargs)
-        self.ledger_scope = ledger_scope
+    def __init__(self, *, ledger_scope: str, resolutions: Any = None, **kwargs: Any) -> None:
+        if ledger_scope is None:
+            raise ValueError("ResolveOrdersOperator needs the ledger_scope whose orders it resolves")
+        super().__init__(ledger_scope=ledger_scope, **kwargs)
         self.resolutions = resolutions
-        self.ledger_asset = ledger_asset
 
-    def execute(self, context: Context) -> list[Record]:
+    def run_scoped(self, context: Context, wait: ScopeWait | None) -> list[Record]:
         wanted = parse_resolutions(self.resolutions)
-        ledger = PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset)
-        entries = ledger.load()
-        unresolved = ledger.unresolved(entries)
-        resolved = ledger.resolve(wanted, confirm=self._check_order_ids, entries=entries) if wanted else {}
+        ledger = self.ledger_of(context)
+        self.claim_scope(context, ledger, wait)
+        try:
+            entries = ledger.load()
+            unresolved = ledger.unresolved(entries)
+            resolved = ledger.resolve(wanted, confirm=self._check_order_ids, entries=entries) if wanted else {}
+        finally:
+            ledger.release()
         records = [_resolution_record(key, resolved.get(key, entry), key in resolved)
                    for key, entry in {**unresolved, **resolved}.items()]
         left = [key for key in unresolved if key not in resolved]
@@ -302,7 +304,12 @@ def _resolution_record(key: str, entry: LedgerEntry, resolved: bool) -> Record:
     return {"key": key, "state": state, "order": entry.order, "error": None if resolved else entry.error}
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def _check_keys(context: Context, rows: list[Mapping[str, Any]]) -> None:
+    """Under a scope, a mapped task's rows need keys of their own: position keys repeat across chunks."""
+    map_index = getattr(context.get("ti"), "map_index", None)
+    keyless = keyless_rows(rows)
+    if isinstance(map_index, int) and map_index >= 0 and keyless:
+        raise MirPanelInputError(
+            f"rows {listing(map(str, keyless))} have no 'key': under a ledger_scope a mapped task's rows each need "
+            "a key of their own, since a row's position repeats across the mapped chunks (row 0 of two chunks "
+            "would be one order). Add a key column (e.g. the campaign table's row ID); no order was sent")
