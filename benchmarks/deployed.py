@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from benchmarks.panel_process import PanelProcess
 from benchmarks.table import Row
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DAGS = Path(__file__).resolve().parent / "dags"
 HOME = ROOT / ".e2e" / "bench"
 DAG_ID = "mirpanel_bench_place"
+#: The asset whose state store holds the bench's ledger scopes (``mirpanel_default``'s).
+LEDGER_ASSET = "mirpanel_order_ledger__mirpanel_default"
 #: The target: placement with the ledger at least this fraction of the throughput without a store.
 TARGET = 0.8
 
@@ -209,12 +212,32 @@ class Bench:
             row.ratio = row.ideal / span
             row.target = "≤ 4 × one writer + 3 × (poll + claim bound)"
             row.met = span <= row.ideal
-        order = sorted(claims, key=lambda claim: claim.get("waited") or 0.0)
+        # in the order they claimed: each reads the pages of those before it
+        turns = sorted(zip(claims, (self.xcom(run_id, "bench") for run_id in runs), strict=True),
+                       key=lambda pair: pair[0].get("waited") or 0.0)
         waits = ", ".join(f"{claim.get('waited', 0):.1f} s (polls: {claim.get('polls', 0)}, claim "
-                          f"{claim.get('claim', 0):.1f} s)" for claim in order)
+                          f"{claim.get('claim', 0):.1f} s, placement {bench.get('wall', 0):.1f} s)"
+                          for claim, bench in turns)
         row.note = (f"trigger → last end; ideal = 4 × {one or 0:.1f} s (one writer, trigger → end) + 3 × ({poll:g} s "
-                    f"poll + {claim_bound:g} s claim bound); ratio = ideal / wall; the writers waited {waits}")
+                    f"poll + {claim_bound:g} s claim bound); ratio = ideal / wall; in turn, the writers waited "
+                    f"{waits}; the scope has {self.pages(scope):,} pages")
         return row
+
+    def pages(self, scope: str) -> int:
+        """How many ledger pages a scope has (the REST API lists the ledger asset's keys)."""
+        from airflow_provider_mirpanel.ledger import PAGE_PREFIX
+
+        asset = self.api.asset_id(LEDGER_ASSET)
+        prefix, keys, total, offset = f"{PAGE_PREFIX}{quote(scope, safe='')}.", 0, None, 0
+        while total is None or offset < total:
+            reply = self.api.get(f"/assets/{asset}/state-store", limit=100, offset=offset)
+            total, entries = reply["total_entries"], reply["asset_state_store"]
+            if not entries:
+                break
+            offset += len(entries)
+            keys += sum(1 for entry in entries
+                        if entry["key"].startswith(prefix) and entry["key"][len(prefix):].isdigit())
+        return keys
 
 
 def _queued(run: dict[str, Any]) -> float:
