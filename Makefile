@@ -38,8 +38,9 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
 
-# Placement of 3,000 orders with and without the ledger, run by a real scheduler in the deployment of
-# make e2e (in .e2e/bench; 0 and 50 ms panel latency; about 5 minutes, heavy: not part of make test).
+# Placement of 3,000 orders without a store, with the per-task ledger and with a ledger scope (its claim on
+# its own row), then four writers of one scope at once, run by a real scheduler in the deployment of make e2e
+# (in .e2e/bench; 0 and 50 ms panel latency; about 9 minutes, heavy: not part of make test).
 bench-deployment: $(E2E_STAMP)
 	$(BIN)/python -m benchmarks --deployment
 
