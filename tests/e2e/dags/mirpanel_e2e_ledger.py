@@ -101,15 +101,24 @@ class GatedPlaceOrderOperator(PlaceOrderOperator):
         return hook
 
 
-def place_dag(dag_id: str, description: str) -> DAG:
-    """Rows → one placement into the run's scope, with a gate and one retry."""
+@task
+def rows(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's rows."""
+    return read_rows(params["campaign_csv"])
+
+
+@task
+def chunks(params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The run's rows in ``chunks`` chunks."""
+    rows = read_rows(params["campaign_csv"])
+    size = math.ceil(len(rows) / params["chunks"])
+    return [rows[start:start + size] for start in range(0, len(rows), size)]
+
+
+def place_dag(dag_id: str, description: str, **place: Any) -> DAG:
+    """Rows → one placement into the run's scope, with a gate (and, unless ``place`` says otherwise, one retry)."""
     with DAG(dag_id=dag_id, description=description, schedule=None, catchup=False,
              tags=["mirpanel", "e2e"], params=PARAMS) as dag:
-
-        @task
-        def rows(params: dict[str, Any]) -> list[dict[str, Any]]:
-            return read_rows(params["campaign_csv"])
-
         GatedPlaceOrderOperator(
             task_id="place_orders",
             orders=rows(),  # type: ignore[call-arg]
@@ -117,40 +126,18 @@ def place_dag(dag_id: str, description: str) -> DAG:
             ledger_wait_poll=POLL,
             gate="{{ params.gate }}",
             gate_from_try="{{ params.gate_from_try }}",
-            retries=1,
-            retry_delay=timedelta(seconds=2),
+            **{"retries": 1, "retry_delay": timedelta(seconds=2), **place},
         )
     return dag
 
 
 place_dag("mirpanel_e2e_place", "Place rows into a ledger scope; runs may overlap")
 place_dag("mirpanel_e2e_place_twin", "A second DAG placing into the same ledger scopes")
+place_dag("mirpanel_e2e_place_killable", "Placement into a scope whose holder may be killed",
+          retries=0, ledger_lease=SHORT_LEASE)
 
 with DAG(dag_id="mirpanel_e2e_place_mapped", description="Mapped placement of chunks into one ledger scope",
          schedule=None, catchup=False, tags=["mirpanel", "e2e"], params=PARAMS):
-
-    @task
-    def chunks(params: dict[str, Any]) -> list[list[dict[str, Any]]]:
-        rows = read_rows(params["campaign_csv"])
-        size = math.ceil(len(rows) / params["chunks"])
-        return [rows[start:start + size] for start in range(0, len(rows), size)]
-
     PlaceOrderOperator.partial(
         task_id="place_orders", ledger_scope="{{ params.scope }}", ledger_wait_poll=POLL,
     ).expand(orders=chunks())  # type: ignore[call-arg]
-
-with DAG(dag_id="mirpanel_e2e_place_killable", description="Placement into a scope whose holder may be killed",
-         schedule=None, catchup=False, tags=["mirpanel", "e2e"], params=PARAMS):
-
-    @task
-    def campaign_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return read_rows(params["campaign_csv"])
-
-    PlaceOrderOperator(
-        task_id="place_orders",
-        orders=campaign_rows(),  # type: ignore[call-arg]
-        ledger_scope="{{ params.scope }}",
-        ledger_wait_poll=POLL,
-        ledger_lease=SHORT_LEASE,
-        retries=0,
-    )
