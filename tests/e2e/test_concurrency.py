@@ -375,19 +375,24 @@ def test_killed_holder(setting: Setting, sandbox: SandboxPanel, scenario: Scenar
     conf = {"scope": scope, "campaign_csv": str(path)}
     holder, waiter, again = "e2e_killed_1", "e2e_killed_2", "e2e_killed_3"
     # Every add of this campaign is processed at once and its reply held back: the holder is killed
-    # with orders paid for and not recorded (as many as it has in flight).
+    # with orders paid for and not recorded (as many as it has in flight). It waits at its gate (before
+    # any add) until the waiter is deferred: the kill then follows its first adds within a second or
+    # two, far inside the client's 30 s read timeout, however long Airflow took to start the waiter.
+    gate = new_gate(deployment, scope)
     slow = sandbox.faults.add("add", "delay_after_processing", seconds=600, times=None,
                               when=lambda form: scope in form.get("link", ""))
     scenario.started = time.monotonic()
     try:
-        api.trigger(KILLABLE, holder, conf)
-        wait_for("adds in flight at the panel", lambda: slow.applied, 300, check=deployment.check)
-        wait_for("the holder to send all it sends at once", settled(lambda: slow.applied), 60)
+        api.trigger(KILLABLE, holder, {**conf, "gate": str(gate)})
+        wait_for("the holder at its gate", lambda: gate_reached(gate), 300, check=deployment.check)
         wait_for(f"the lease held by {holder}", lambda: held_by(api, setting.asset_id, scope, holder), 60,
                  check=deployment.check)
         api.trigger(KILLABLE, waiter, conf)
         deployment.wait_task(KILLABLE, waiter, TASK, lambda ti: ti["state"] == "deferred", "deferred behind the holder",
                              timeout=300)
+        gate.write_text("open")
+        wait_for("adds in flight at the panel", lambda: slow.applied, 60, interval=0.2, check=deployment.check)
+        wait_for("the holder to send all it sends at once", settled(lambda: slow.applied), 60, interval=0.5)
         ti = api.task_instance(KILLABLE, holder, TASK)
         assert ti["state"] == "running" and ti["pid"], ti
         command = " ".join(psutil.Process(ti["pid"]).cmdline())
