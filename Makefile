@@ -24,7 +24,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy  # the files of [tool.mypy] in pyproject.toml: package, tests, benchmarks, scripts, example DAGs
+	$(BIN)/mypy --strict --cache-dir .mypy_cache/strict airflow_provider_mirpanel  # the package, strict
+	$(BIN)/mypy  # the files of [tool.mypy] in pyproject.toml: tests, benchmarks, scripts, example DAGs
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"  # everything but the e2e deployment test; a bare `pytest` also skips the slow tests

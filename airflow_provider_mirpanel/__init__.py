@@ -1,6 +1,6 @@
 """Apache Airflow provider for MirPanel and every SMM panel serving the Perfect Panel API v2."""
 
-from airflow_provider_mirpanel.defaults import DEFAULT_API_URL
+from airflow_provider_mirpanel.client.defaults import DEFAULT_API_URL
 
 __version__ = "0.2.0"
 

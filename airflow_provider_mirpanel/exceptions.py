@@ -27,9 +27,7 @@ class MirPanelAPIError(MirPanelError):
         self.panel_message = panel_message
         self.http_status = http_status
         self.action = action
-        where = f" to {action!r}" if action else ""
-        status = f" (HTTP {http_status})" if http_status is not None else ""
-        super().__init__(f"The panel refused the request{where}{status}: {panel_message}")
+        super().__init__(f"The panel refused the request{_request_of(action, http_status)}: {panel_message}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.panel_message, self.http_status, self.action))
@@ -90,9 +88,7 @@ class MirPanelResponseError(MirPanelError):
         self.detail = detail
         self.http_status = http_status
         self.action = action
-        where = f" to {action!r}" if action else ""
-        status = f" (HTTP {http_status})" if http_status is not None else ""
-        super().__init__(f"Malformed reply{where}{status}: {detail}")
+        super().__init__(f"Malformed reply{_request_of(action, http_status)}: {detail}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), (self.detail,), {"http_status": self.http_status, "action": self.action}))
@@ -115,6 +111,12 @@ class MirPanelAmbiguousOrderError(MirPanelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.params, self.cause))
+
+
+def _request_of(action: str | None, http_status: int | None) -> str:
+    """`` to 'add' (HTTP 400)``: which request a message is about, each part only when known."""
+    where = f" to {action!r}" if action else ""
+    return where + (f" (HTTP {http_status})" if http_status is not None else "")
 
 
 def _rebuild(cls: type[Exception], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:

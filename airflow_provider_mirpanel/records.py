@@ -52,7 +52,7 @@ CHECKED_AT: Final = "checked_at"
 Record = dict[str, Any]
 
 def utc_now() -> str:
-    """The current UTC time as ISO-8601 text: what ``checked_at`` holds in XCom."""
+    """Return the current UTC time as ISO-8601 text: what ``checked_at`` holds in XCom."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -116,7 +116,7 @@ KIND_DTYPES: dict[str, dict[str, str]] = {"service": {"refill": FLAG}}
 
 
 def infer_kind(columns: Iterable[str]) -> str | None:
-    """The kind of records with these columns, or None when they are not this provider's records."""
+    """Return the kind of records with these columns, or None when they are not this provider's records."""
     cols = set(columns)
     if "balance" in cols:
         return "balance"
@@ -135,13 +135,13 @@ def infer_kind(columns: Iterable[str]) -> str | None:
 
 
 def dtype_of(column: str, kind: str | None = None) -> str | None:
-    """The dtype of a column in records of ``kind``; None for a column this provider does not know."""
+    """Return the dtype of a column in records of ``kind``; None for a column this provider does not know."""
     return KIND_DTYPES.get(kind or "", {}).get(column, DTYPES.get(column))
 
 
 def to_dataframe(records: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None, kind: str | None = None
                  ) -> pd.DataFrame:
-    """A DataFrame of records with explicit dtypes.
+    """Return a DataFrame of records with explicit dtypes.
 
     :param records: a list of records (any operator's or sensor's XCom value), or one record (the
         balance). None or an empty list gives an empty frame (with the kind's columns if known).

@@ -25,14 +25,14 @@ from typing import Any, TypeVar
 
 import requests
 
+from airflow_provider_mirpanel.client.ratelimit import DEFAULT_BUDGETS
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.protocol import MAX_IDS_PER_REQUEST, Action, decode_reply, parse_orders_status
-from airflow_provider_mirpanel.ratelimit import DEFAULT_BUDGETS
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor
-from airflow_provider_mirpanel.taskstate import MemoryStateStore
 from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 from benchmarks.config import Config
 from benchmarks.panel_process import PanelProcess
 from benchmarks.table import Row
@@ -80,7 +80,7 @@ def latency(panel: PanelProcess, seconds: float) -> Iterator[None]:
         panel.set_latency(before)
 
 
-def task_context(store: MemoryStateStore) -> Any:
+def task_context(store: InProcessStateStore) -> Any:
     """The part of a task's context the operators and sensors read: its ``task_state_store``."""
     return {"task_state_store": store}
 
@@ -184,7 +184,7 @@ def sensor_pokes(panel: PanelProcess, config: Config) -> Row:
     waiting = _Waiting(panel, config.wait_n)
     new_hook(panel)  # points mirpanel_default at the panel
     sensor = OrderStatusSensor(task_id="bench_wait", order_ids=waiting.ids, poke_interval=1, timeout=3600)
-    store = MemoryStateStore()
+    store = InProcessStateStore()
     start = time.perf_counter()
     result = None
     for stage in range(len(ENDED_BEFORE_POLL)):
@@ -487,7 +487,7 @@ def placement(panel: PanelProcess, config: Config) -> Row:
     new_hook(panel)
     operator = PlaceOrderOperator(task_id="bench_place", orders=orders)
     panel.reset()
-    records, wall = timed(lambda: operator.execute(task_context(MemoryStateStore())))
+    records, wall = timed(lambda: operator.execute(task_context(InProcessStateStore())))
     stats = panel.stats()
     ideal = n * panel.latency / slots
     row = Row(f"placement: PlaceOrderOperator (concurrency {slots})", n, requests=sum(stats["requests"].values()),
@@ -505,7 +505,7 @@ def placement(panel: PanelProcess, config: Config) -> Row:
 # ---------------------------------------------------------------------------------------------
 
 
-class TripStore(MemoryStateStore):
+class TripStore(InProcessStateStore):
     """A state store whose every ``get`` and ``set`` takes ``trip`` seconds, one trip at a time.
 
     Models ``context["task_state_store"]`` in a deployment: each call is a request from the task
@@ -616,7 +616,7 @@ def deferral_sizes(panel: PanelProcess, config: Config) -> list[Row]:
     sensor = OrderStatusSensor(task_id="bench_wait", order_ids=ids, deferrable=True, poke_interval=0, timeout=600)
     with latency(panel, 0.0), capture_logs() as logs:
         try:
-            sensor.execute(task_context(MemoryStateStore()))
+            sensor.execute(task_context(InProcessStateStore()))
             deferred = None
         except TaskDeferred as raised:
             deferred = raised
@@ -669,7 +669,7 @@ def mapped_catalogue(panel: PanelProcess, config: Config) -> Row:
         orders = [{"service": service, "link": f"https://example.com/mapped/{time.time_ns()}/{index}/{i}",
                    "quantity": quantity} for i in range(2)]
         records = PlaceOrderOperator(task_id="place", orders=orders, services=catalogue).execute(
-            task_context(MemoryStateStore()))
+            task_context(InProcessStateStore()))
         placed += sum(1 for record in records if record["state"] == "placed")
     stats = panel.stats()
     row = Row("catalogue: 20 mapped placements, one DAG run", 20, requests=sum(stats["requests"].values()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airflow_provider_mirpanel.settings import ClientSettings
+from airflow_provider_mirpanel.client.settings import ClientSettings
 
 #: Seconds one call of ``context["task_state_store"]`` takes in a real deployment (a request from the
 #: task process through its supervisor to the api-server): measured by ``python -m benchmarks

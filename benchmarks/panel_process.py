@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from airflow_provider_mirpanel.defaults import RATE_LIMITS_OFF
+from airflow_provider_mirpanel.client.defaults import RATE_LIMITS_OFF
 
 Message = dict[str, Any]
 

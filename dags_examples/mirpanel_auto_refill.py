@@ -24,9 +24,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-import mirpanel_warehouse as warehouse
 from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Param, task
+from mirpanel_examples import warehouse
 
 from airflow_provider_mirpanel.operators.mirpanel import RefillOperator
 from airflow_provider_mirpanel.sensors.mirpanel import RefillStatusSensor

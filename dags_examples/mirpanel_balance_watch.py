@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
-from airflow_provider_mirpanel.assets import run_events
+from airflow_provider_mirpanel.assets.events import run_events
 from airflow_provider_mirpanel.triggers.balance import BalanceTrigger
 
 log = logging.getLogger(__name__)

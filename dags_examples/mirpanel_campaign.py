@@ -50,12 +50,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import mirpanel_warehouse as warehouse
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, Param, task
-from mirpanel_campaign_assets import CAMPAIGN_FINISHED, CAMPAIGN_PLACED
+from mirpanel_examples import warehouse
+from mirpanel_examples.campaign_assets import CAMPAIGN_FINISHED, CAMPAIGN_PLACED
 
-from airflow_provider_mirpanel.assets import CampaignAssetEvent
+from airflow_provider_mirpanel.assets.events import CampaignAssetEvent
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.operators.mirpanel import BalanceCheckOperator, PlaceOrderOperator, ServicesOperator
 from airflow_provider_mirpanel.sensors.mirpanel import OrderStatusSensor

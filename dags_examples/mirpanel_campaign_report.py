@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import DAG, task
-from mirpanel_campaign_assets import CAMPAIGN_FINISHED
+from mirpanel_examples.campaign_assets import CAMPAIGN_FINISHED
 
-from airflow_provider_mirpanel.assets import run_events
+from airflow_provider_mirpanel.assets.events import run_events
 
 log = logging.getLogger(__name__)
 

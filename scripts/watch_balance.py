@@ -79,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.models.trigger import Trigger
     from airflow.triggers.base import TriggerEvent
 
-    from airflow_provider_mirpanel.triggers.balance import BalanceTrigger, MemoryWatchStore
+    from airflow_provider_mirpanel.triggers.balance import BalanceTrigger
+    from airflow_provider_mirpanel.utils.fallback_stores import InProcessWatchStore
 
     trigger, trigger_id = watched_trigger()
     print(f"  watching: {trigger!r} (trigger row {trigger_id})", flush=True)
-    store = MemoryWatchStore()
+    store = InProcessWatchStore()
     before = asset_event_count()
     events = asyncio.run(watch(trigger, store, until_event=True, after=args.after))
     print(f"  {len(events)} event(s) up to {args.after} polls after the crossing; restarting the trigger", flush=True)

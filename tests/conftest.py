@@ -59,11 +59,11 @@ def panel(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPanel]:
 
 @pytest.fixture(scope="module")
 def warehouse() -> Iterator[ModuleType]:
-    """dags_examples/mirpanel_warehouse.py, imported as the DAGs import it (the DAGs folder on sys.path)."""
+    """dags_examples/mirpanel_examples/warehouse.py, imported as the DAGs import it (the DAGs folder on sys.path)."""
     sys.path.insert(0, str(EXAMPLE_DAGS))
     try:
-        import mirpanel_warehouse
+        from mirpanel_examples import warehouse
 
-        yield mirpanel_warehouse
+        yield warehouse
     finally:
         sys.path.remove(str(EXAMPLE_DAGS))

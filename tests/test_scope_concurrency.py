@@ -1,6 +1,6 @@
 """Issue 20: a ledger scope holds with any number of concurrent writers, and no rule to remember.
 
-The lease (``airflow_provider_mirpanel/lease.py``) is driven step by step where the order of two
+The lease (``airflow_provider_mirpanel/placement/lease.py``) is driven step by step where the order of two
 writers' steps is the point (a store that runs the other writer's steps at a chosen moment), and
 end to end against the sandbox panel, whose own order list is the evidence: each row bought once,
 every outcome in the ledger.
@@ -20,7 +20,7 @@ from lease_clock import SkippingClock
 
 from airflow_provider_mirpanel import lease as lease_module
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.lease import (
+from airflow_provider_mirpanel.placement.lease import (
     Lease,
     LeaseOwner,
     LeaseTiming,
@@ -28,11 +28,12 @@ from airflow_provider_mirpanel.lease import (
     MirPanelScopeLostError,
     ScopeLease,
 )
-from airflow_provider_mirpanel.ledger import FORMAT_ROW, LedgerEntry, LedgerState, PlacementLedger, ledger_asset
+from airflow_provider_mirpanel.placement.ledger import FORMAT_ROW, LedgerEntry, LedgerState, PlacementLedger, ledger_asset
 from airflow_provider_mirpanel.operators.mirpanel import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.operators.scoped import LEDGER_CLAIM_XCOM_KEY, MirPanelScopeBusyError
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.taskstate import MemoryAssetStores, MemoryStateStore
+from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
 from airflow_provider_mirpanel.version_compat import TaskDeferred
 
 OWNER_A = LeaseOwner("campaign", "run_a", "place", -1)
@@ -76,8 +77,8 @@ class ManualClock:
         self.now += seconds
 
 
-def lease_of(store: Any, owner: LeaseOwner, clock: Any) -> ScopeLease:
-    return ScopeLease(store, KEY, owner, LeaseTiming(), clock)
+def lease_of(store: Any, owner: LeaseOwner, clock: Any, try_number: int = 1) -> ScopeLease:
+    return ScopeLease(store, KEY, owner, LeaseTiming(), clock, try_number=try_number)
 
 
 # -- the lease, step by step ------------------------------------------------------------------------
@@ -140,6 +141,23 @@ def test_a_claim_whose_read_and_write_took_longer_than_the_bound_does_not_trust_
     assert not claim.held and claim.holder is None and "not trusted" in claim.note
 
 
+def test_a_claim_that_did_not_trust_itself_is_not_taken_back_by_the_same_try_before_it_expires() -> None:
+    """Its write may have overwritten a holder's lease: that holder must see it at its renewal, and stop."""
+    store, clock = StepStore(), ManualClock()
+    slow = lease_of(store, OWNER_A, clock)
+
+    def slow_store() -> None:
+        clock.now += LeaseTiming().write_bound + 0.5
+
+    store.interlude = slow_store
+    assert not slow.claim().held
+    again = lease_of(store, OWNER_A, clock)  # the same try, e.g. resumed after a deferral
+    claim = again.claim()
+    assert not claim.held and claim.holder is not None and claim.holder.owner == OWNER_A
+    clock.now += LeaseTiming().ttl + LeaseTiming().skew
+    assert again.claim().held, "once it has expired"
+
+
 def test_a_holder_whose_lease_was_taken_stops_before_its_next_write() -> None:
     store, clock = MemoryStateStore(), ManualClock()
     holder = lease_of(store, OWNER_A, clock)
@@ -175,7 +193,7 @@ def test_an_expired_or_released_lease_frees_the_scope_and_the_holders_own_retry_
     assert killed.claim().held  # then the try is killed: no release
     assert not lease_of(store, OWNER_B, clock).claim().held
 
-    retry = lease_of(store, OWNER_A, clock)  # same (dag, run, task, map index): a later try
+    retry = lease_of(store, OWNER_A, clock, try_number=2)  # same (dag, run, task, map index): a later try
     assert retry.claim().held
     retry.release()
     released = Lease.from_json(store.get(KEY))
@@ -273,8 +291,15 @@ def test_a_writer_that_finds_the_scope_held_defers_sends_nothing_and_places_once
 
     assert panel.count() == 0, "nothing asked while the scope is held"
     assert deferred.value.method_name == "execute_after_wait"
-    assert type(deferred.value.trigger).__name__ in ("TimeDeltaTrigger", "DateTimeTrigger")
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, LedgerScopeTrigger)
+    assert trigger.serialize() == ("airflow_provider_mirpanel.triggers.scope.LedgerScopeTrigger", {
+        "asset_name": "mirpanel_order_ledger__mirpanel_default", "lease_key": KEY,
+        "owner": {"dag_id": "campaign", "run_id": "run_a", "task_id": "place", "map_index": -1},
+        "poll_interval": 20.0, "skew": 5.0, "give_up_at": pytest.approx(trigger.give_up_at), "try_number": 1})
+    assert trigger.give_up_at is not None
     wait = (deferred.value.kwargs or {})["scope_wait"]
+    assert trigger.give_up_at == pytest.approx(wait["since"] + 24 * 3600)
     assert wait["polls"] == 1 and "run 'run_b'" in wait["holders"][0]
 
     release(assets)
@@ -420,3 +445,51 @@ def test_the_skipping_clock_counts_what_a_claim_waits(lease_clock: SkippingClock
     store = MemoryStateStore()
     assert ScopeLease(store, KEY, OWNER_A).claim().held
     assert lease_clock.sleeps == [LeaseTiming().claim_wait]
+
+
+# -- the trigger a waiting placement defers to ------------------------------------------------------
+
+
+def trigger_events(trigger: LedgerScopeTrigger, reads: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Run the trigger to its event, its reads of the lease answered by ``reads`` (the triggerer's comms
+    are Airflow's own; the lease's store is what the test controls)."""
+    import asyncio
+
+    async def read() -> Any:
+        return reads()
+
+    trigger._read = read  # type: ignore[method-assign]
+
+    async def first() -> list[dict[str, Any]]:
+        async for event in trigger.run():
+            return [event.payload]
+        return []
+
+    return asyncio.run(first())
+
+
+def test_the_scope_trigger_fires_once_the_lease_is_released() -> None:
+    now = lease_module.SystemLeaseClock().time()
+    held = Lease(OWNER_B, "theirs", now, now, now + 60).as_json()
+    answers = [held, held, {**held, "expires": 0.0, "released_at": now}]
+    trigger = LedgerScopeTrigger("ledger", KEY, OWNER_A.as_json(), poll_interval=0.01)
+
+    assert trigger_events(trigger, lambda: answers.pop(0)) == [{"free": True}]
+    assert answers == [], "it read the lease until it was free"
+
+
+def test_the_scope_trigger_gives_up_at_the_tasks_timeout_so_the_task_names_the_holder() -> None:
+    now = lease_module.SystemLeaseClock().time()
+    held = Lease(OWNER_B, "theirs", now, now, now + 600).as_json()
+    trigger = LedgerScopeTrigger("ledger", KEY, OWNER_A.as_json(), poll_interval=0.01, give_up_at=now - 1)
+
+    assert trigger_events(trigger, lambda: held) == [{"free": False}]
+
+
+def test_the_scope_trigger_hands_a_failed_read_to_the_tasks_own_claim() -> None:
+    def broken() -> Any:
+        raise RuntimeError("api-server unreachable")
+
+    trigger = LedgerScopeTrigger("ledger", KEY, OWNER_A.as_json(), poll_interval=0.01)
+    [event] = trigger_events(trigger, broken)
+    assert event["free"] is None and "api-server unreachable" in event["error"]

@@ -1,0 +1,1 @@
+"""Hooks: the sync ``MirPanelHook`` (``requests``) and the async ``MirPanelAsyncHook`` (``aiohttp``)."""

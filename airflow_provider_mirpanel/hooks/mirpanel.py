@@ -2,7 +2,7 @@
 
 The hook owns its ``requests.Session`` (a keep-alive pool sized to ``concurrency``) and only moves
 bytes: reading the connection, planning multi-ID calls, decoding replies and merging chunks are
-:mod:`airflow_provider_mirpanel.core`'s; every rule of the API is :mod:`airflow_provider_mirpanel.protocol`'s.
+:mod:`airflow_provider_mirpanel.client.calls`'s; every rule of the API is :mod:`airflow_provider_mirpanel.protocol`'s.
 """
 
 from __future__ import annotations
@@ -17,22 +17,18 @@ from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 from tenacity import Retrying
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from airflow_provider_mirpanel.core import HEADERS, USER_AGENT, MultiCall, PanelConnection
+from airflow_provider_mirpanel.assets.lineage import collect_action
+from airflow_provider_mirpanel.client.calls import HEADERS, USER_AGENT, MultiCall, PanelConnection
+from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
+from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
     MirPanelError,
     MirPanelTransientError,
 )
-from airflow_provider_mirpanel.lineage import collect_action
 from airflow_provider_mirpanel.protocol import (
     Action,
-    AddOrderRecord,
-    BalanceRecord,
-    CancelRecord,
-    OrderStatusRecord,
-    RefillRecord,
-    RefillStatusRecord,
-    ServiceRecord,
+    OrderParameter,
     action_form,
     build_add_form,
     normalize_id,
@@ -43,23 +39,18 @@ from airflow_provider_mirpanel.protocol import (
     parse_refill,
     parse_refill_status,
     parse_services,
+    replies,
     retry_arguments,
     single_form,
 )
-from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
-from airflow_provider_mirpanel.settings import ClientSettings
-from airflow_provider_mirpanel.version_compat import (
-    BaseHook,
-    connection_form_widgets,
-    mask_secret,
-    ui_field_behaviour,
-)
+from airflow_provider_mirpanel.utils.airflow_lines import connection_form_widgets, ui_field_behaviour
+from airflow_provider_mirpanel.version_compat import BaseHook, mask_secret
 
 __all__ = ["USER_AGENT", "MirPanelHook", "transport_error"]
 
 
 def transport_error(error: requests.RequestException, action: Action) -> MirPanelError:
-    """The provider's exception for a ``requests`` failure, knowing whether the request was sent."""
+    """Return the provider's exception for a ``requests`` failure, knowing whether the request was sent."""
     if isinstance(error, requests.exceptions.SSLError):
         return MirPanelError(f"TLS failure talking to the panel ({action.value}): {error}")
     if isinstance(error, requests.exceptions.ConnectTimeout):
@@ -95,18 +86,9 @@ def _outcome(future: Future[list[Any]]) -> list[Any] | BaseException:
 class MirPanelHook(BudgetClock, BaseHook):
     """Talk to MirPanel, or any panel serving the Perfect Panel API v2.
 
-    The connection's host is the API URL (empty: ``https://mirpanel.com/api/v2``), its password the
-    API key. Connection extras set the client: ``timeout`` and ``connect_timeout`` (s), ``retries``,
-    ``backoff`` (s), ``concurrency``, ``rate_limits`` (per-action budgets; by default the published
-    limits: ``add`` 60/min, ``status`` 120/min, ``balance`` 30/min, ``services`` 10/hour),
-    ``rate_limit`` (requests/min for all actions together), ``verify_ssl``, ``allow_insecure``; none
-    of them is ever sent. The budgets are the hook's own: each hook (each task, each process) paces
-    only its own requests.
-
-    Multi-ID methods take any iterable of IDs, drop duplicates, send them in requests of at most 100
-    IDs (``concurrency`` at once) and return one flat record per distinct ID in input order; a
-    per-ID error is data (the record's ``error`` field), not an exception. Reads are retried with
-    backoff through transient failures; ``add`` is never resent once it may have reached the panel.
+    .. seealso::
+        ``docs/reference.md``, "MirPanelHook": what it does, returns and raises;
+        its connection: ``README.md``, "The hook".
 
     :param mirpanel_conn_id: the Airflow connection to use.
     """
@@ -133,15 +115,15 @@ class MirPanelHook(BudgetClock, BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """The form's extra fields, from provider_info's ``conn-fields`` (read by Airflow 3.1 only)."""
-        from airflow_provider_mirpanel.provider_info import connection_type
+        """Return the form's extra fields, from provider_info's ``conn-fields`` (read by Airflow 3.1 only)."""
+        from airflow_provider_mirpanel.get_provider_info import connection_type
 
         return connection_form_widgets(connection_type()["conn-fields"])
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hidden, relabelled and placeholder fields, from provider_info (read by Airflow 3.1 only)."""
-        from airflow_provider_mirpanel.provider_info import connection_type
+        from airflow_provider_mirpanel.get_provider_info import connection_type
 
         return ui_field_behaviour(connection_type()["ui-field-behaviour"])
 
@@ -166,8 +148,11 @@ class MirPanelHook(BudgetClock, BaseHook):
         return self.panel.settings
 
     def get_conn(self) -> requests.Session:
-        """The hook's ``requests.Session`` (made on first use): a keep-alive pool sized to the
-        concurrency, TLS verified, the provider's headers; shared by the hook's threads."""
+        """Return the hook's ``requests.Session``, made on first use.
+
+        A keep-alive pool sized to the concurrency, TLS verified, the provider's headers; shared by the
+        hook's threads.
+        """
         if self._session is None:
             settings = self.settings  # read before taking the lock: reading the connection takes it too
             with self._lock:
@@ -229,12 +214,15 @@ class MirPanelHook(BudgetClock, BaseHook):
 
     # -- the API ---------------------------------------------------------------------------------
 
-    def get_services(self) -> list[ServiceRecord]:
-        """The panel's catalogue: one record per service (``service, name, type, category, rate, min,
-        max, refill, cancel, dripfeed`` typed; other keys the panel sends kept as they come)."""
+    def get_services(self) -> list[replies.ServiceRecord]:
+        """Return the panel's catalogue: one record per service.
+
+        ``service, name, type, category, rate, min, max, refill, cancel, dripfeed`` are typed; other
+        keys the panel sends are kept as they come.
+        """
         return parse_services(self._call(Action.SERVICES, action_form(Action.SERVICES)))
 
-    def add_order(self, service: int | str, **params: Any) -> AddOrderRecord:
+    def add_order(self, service: int | str, **params: OrderParameter) -> replies.AddOrderRecord:
         """Place one order and return ``{order, service, <parameters sent>}``.
 
         Parameters are those of the service's type (``link``, ``quantity``, ``runs``, ``interval``,
@@ -252,41 +240,41 @@ class MirPanelHook(BudgetClock, BaseHook):
                 raise MirPanelAmbiguousOrderError(form, str(error)) from error
             raise
 
-    def get_order_status(self, order_id: int | str) -> OrderStatusRecord:
-        """The status record of one order: ``order, status, charge, start_count, remains, currency, error``."""
+    def get_order_status(self, order_id: int | str) -> replies.OrderStatusRecord:
+        """Return the status record of one order: ``order, status, charge, start_count, remains, currency, error``."""
         number = normalize_id(order_id, "order")
         return parse_order_status(self._call(Action.STATUS, single_form(Action.STATUS, number)), number)
 
-    def get_orders_status(self, order_ids: Iterable[int | str]) -> list[OrderStatusRecord]:
+    def get_orders_status(self, order_ids: Iterable[int | str]) -> list[replies.OrderStatusRecord]:
         """Status records of any number of orders, one per distinct ID in input order."""
-        return cast(list[OrderStatusRecord], self._multi(Action.STATUS, order_ids, "order"))
+        return cast(list[replies.OrderStatusRecord], self._multi(Action.STATUS, order_ids, "order"))
 
-    def refill_order(self, order_id: int | str) -> RefillRecord:
+    def refill_order(self, order_id: int | str) -> replies.RefillRecord:
         """Request a refill of one order: ``order, refill, error``."""
         number = normalize_id(order_id, "order")
         return parse_refill(self._call(Action.REFILL, single_form(Action.REFILL, number)), number)
 
-    def refill_orders(self, order_ids: Iterable[int | str]) -> list[RefillRecord]:
+    def refill_orders(self, order_ids: Iterable[int | str]) -> list[replies.RefillRecord]:
         """Request refills of any number of orders: one ``order, refill, error`` record per order."""
-        return cast(list[RefillRecord], self._multi(Action.REFILL, order_ids, "order"))
+        return cast(list[replies.RefillRecord], self._multi(Action.REFILL, order_ids, "order"))
 
-    def get_refill_status(self, refill_id: int | str) -> RefillStatusRecord:
-        """The status of one refill: ``refill, status, error``."""
+    def get_refill_status(self, refill_id: int | str) -> replies.RefillStatusRecord:
+        """Return the status of one refill: ``refill, status, error``."""
         number = normalize_id(refill_id, "refill")
         return parse_refill_status(
             self._call(Action.REFILL_STATUS, single_form(Action.REFILL_STATUS, number)), number
         )
 
-    def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[RefillStatusRecord]:
+    def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[replies.RefillStatusRecord]:
         """Statuses of any number of refills, one record per distinct refill ID in input order."""
-        return cast(list[RefillStatusRecord], self._multi(Action.REFILL_STATUS, refill_ids, "refill"))
+        return cast(list[replies.RefillStatusRecord], self._multi(Action.REFILL_STATUS, refill_ids, "refill"))
 
-    def cancel_orders(self, order_ids: Iterable[int | str]) -> list[CancelRecord]:
+    def cancel_orders(self, order_ids: Iterable[int | str]) -> list[replies.CancelRecord]:
         """Cancel any number of orders: one ``order, cancel, error`` record per order."""
-        return cast(list[CancelRecord], self._multi(Action.CANCEL, order_ids, "order"))
+        return cast(list[replies.CancelRecord], self._multi(Action.CANCEL, order_ids, "order"))
 
-    def get_balance(self) -> BalanceRecord:
-        """The account balance: ``balance, currency``."""
+    def get_balance(self) -> replies.BalanceRecord:
+        """Return the account balance: ``balance, currency``."""
         return parse_balance(self._call(Action.BALANCE, action_form(Action.BALANCE)))
 
     def test_connection(self) -> tuple[bool, str]:

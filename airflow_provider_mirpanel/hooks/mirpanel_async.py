@@ -3,7 +3,7 @@
 The async twin of :class:`~airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook` for the reads a
 trigger needs (order and refill statuses, balance). It owns its ``aiohttp.ClientSession`` and only
 moves bytes: the connection, the multi-ID plan, decoding and merging are
-:mod:`airflow_provider_mirpanel.core`'s, every rule of the API :mod:`airflow_provider_mirpanel.protocol`'s,
+:mod:`airflow_provider_mirpanel.client.calls`'s, every rule of the API :mod:`airflow_provider_mirpanel.protocol`'s,
 so it gives the same records and raises the same exceptions as the sync hook. Nothing in it blocks
 the event loop.
 """
@@ -18,7 +18,9 @@ from typing import Any, cast
 import aiohttp
 from tenacity import AsyncRetrying
 
-from airflow_provider_mirpanel.core import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
+from airflow_provider_mirpanel.client.calls import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
+from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
+from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol import (
     READ_ONLY_ACTIONS,
@@ -30,9 +32,8 @@ from airflow_provider_mirpanel.protocol import (
     parse_balance,
     retry_arguments,
 )
-from airflow_provider_mirpanel.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
-from airflow_provider_mirpanel.settings import ClientSettings
-from airflow_provider_mirpanel.version_compat import BaseHook, aextra_dejson, amask_secret
+from airflow_provider_mirpanel.utils.airflow_lines import aextra_dejson, amask_secret
+from airflow_provider_mirpanel.version_compat import BaseHook
 
 __all__ = ["KEEPALIVE_SECONDS", "REDACTED", "MirPanelAsyncHook", "most_serious", "transport_error"]
 
@@ -40,7 +41,7 @@ KEEPALIVE_SECONDS = 30.0  # idle pooled connections stay open this long between 
 
 
 def transport_error(error: BaseException, action: Action) -> MirPanelError:
-    """The provider's exception for an aiohttp failure, knowing whether the request was sent.
+    """Return the provider's exception for an aiohttp failure, knowing whether the request was sent.
 
     ``request_sent`` is False only when the connection was never made (refused, DNS, connect
     timeout); a dropped connection or a read timeout may have left the request processed.
@@ -62,13 +63,8 @@ def transport_error(error: BaseException, action: Action) -> MirPanelError:
 class MirPanelAsyncHook(BudgetClock, BaseHook):
     """Read order and refill statuses and the balance from a panel, asynchronously.
 
-    Uses the same ``mirpanel`` connection as :class:`MirPanelHook` (host = API URL, password = API
-    key, extras = client settings, among them the request budgets ``rate_limits`` and ``rate_limit``,
-    kept per hook; none of the extras is ever sent). Multi-ID methods split the IDs
-    into requests of at most 100, run ``concurrency`` of them at once over one keep-alive pool, and
-    return one record per distinct ID in input order; transient failures are retried with the
-    protocol's backoff. Use it as ``async with MirPanelAsyncHook(...) as hook:`` or call
-    :meth:`close` so that the pool is released.
+    .. seealso::
+        ``docs/reference.md``, "MirPanelAsyncHook": what it does, returns and raises.
 
     :param mirpanel_conn_id: the Airflow connection to use.
     """
@@ -101,7 +97,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
     # -- connection and session ------------------------------------------------------------------
 
     async def get_panel(self) -> PanelConnection:
-        """The connection, read once per hook (settings and key)."""
+        """Return the connection, read once per hook (settings and key)."""
         async with self._reading:
             if self._panel is None:
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
@@ -112,7 +108,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         return self._panel
 
     async def get_settings(self) -> ClientSettings:
-        """The client settings of the connection (read once per hook)."""
+        """Return the client settings of the connection (read once per hook)."""
         return (await self.get_panel()).settings
 
     def redact(self, text: str) -> str:
@@ -120,8 +116,10 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         return self._panel.redact(text) if self._panel is not None else text
 
     async def get_conn(self) -> aiohttp.ClientSession:
-        """The hook's ``aiohttp.ClientSession`` (made on first use): at most ``concurrency``
-        keep-alive connections, TLS verified, the provider's headers."""
+        """Return the hook's ``aiohttp.ClientSession``, made on first use.
+
+        At most ``concurrency`` keep-alive connections, TLS verified, the provider's headers.
+        """
         settings = await self.get_settings()
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS,
@@ -186,8 +184,10 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
     # -- the API ---------------------------------------------------------------------------------
 
     async def get_orders_status(self, order_ids: Iterable[int | str]) -> list[OrderStatusRecord]:
-        """Status records of any number of orders (``order, status, charge, start_count, remains,
-        currency, error``), one per distinct ID in input order; an unknown ID is a record with an error.
+        """Return the status records of any number of orders, one per distinct ID in input order.
+
+        Records: ``order, status, charge, start_count, remains, currency, error``; an unknown ID is a
+        record with an error.
 
         :raises MirPanelAuthError: the key is refused.
         :raises MirPanelResponseError: a reply is not what the API promises.
@@ -196,10 +196,12 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         return cast(list[OrderStatusRecord], await self._multi(Action.STATUS, order_ids, "order"))
 
     async def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[RefillStatusRecord]:
-        """Statuses of any number of refills (``refill, status, error``), one per distinct ID in input
-        order. Raises like :meth:`get_orders_status`."""
+        """Return the statuses of any number of refills, one per distinct ID in input order.
+
+        Records: ``refill, status, error``. Raises like :meth:`get_orders_status`.
+        """
         return cast(list[RefillStatusRecord], await self._multi(Action.REFILL_STATUS, refill_ids, "refill"))
 
     async def get_balance(self) -> BalanceRecord:
-        """The account balance: ``balance, currency``."""
+        """Return the account balance: ``balance, currency``."""
         return parse_balance(await self._call(Action.BALANCE, action_form(Action.BALANCE)))

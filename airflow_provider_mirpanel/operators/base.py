@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
+from airflow_provider_mirpanel.assets.lineage import panel_lineage
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lineage import panel_lineage
 from airflow_provider_mirpanel.version_compat import BaseOperator
 
 
@@ -25,13 +25,20 @@ def choice(name: str, value: str, allowed: Sequence[str]) -> str:
     return value
 
 
+def as_list(value: Any) -> list[Any]:
+    """Return an operator argument that takes one item or several (``inlets``, ``outlets``) as a list; None as []."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 class MirPanelBaseOperator(BaseOperator):
     """Base of this provider's operators: the connection and the hook.
 
     :param mirpanel_conn_id: the Airflow connection of the panel (host: API URL, password: API key).
     """
 
-    #: The panel datasets (:mod:`~airflow_provider_mirpanel.lineage`) this operator reads and writes.
+    #: The panel datasets (:mod:`~airflow_provider_mirpanel.assets.lineage`) this operator reads and writes.
     lineage_inputs: ClassVar[tuple[str, ...]] = ()
     lineage_outputs: ClassVar[tuple[str, ...]] = ()
 
@@ -45,7 +52,7 @@ class MirPanelBaseOperator(BaseOperator):
         return MirPanelHook(mirpanel_conn_id=self.mirpanel_conn_id)
 
     def lineage_datasets(self) -> tuple[Sequence[str], Sequence[str]]:
-        """The panel datasets this task read and wrote (``lineage_inputs``, ``lineage_outputs``)."""
+        """Return the panel datasets this task read and wrote (``lineage_inputs``, ``lineage_outputs``)."""
         return self.lineage_inputs, self.lineage_outputs
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

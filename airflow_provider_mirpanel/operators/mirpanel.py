@@ -13,10 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from airflow_provider_mirpanel.assets import balance_asset as balance_asset_of
+from airflow_provider_mirpanel.assets.events import balance_asset as balance_asset_of
+from airflow_provider_mirpanel.assets.lineage import BALANCE, ORDERS, REFILLS, SERVICES
+from airflow_provider_mirpanel.balance.spending import BalanceHistory, Projection, assess, threshold
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lineage import BALANCE, ORDERS, REFILLS, SERVICES
 from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, as_list, choice
 from airflow_provider_mirpanel.operators.orders import PlaceOrderOperator, ResolveOrdersOperator
 from airflow_provider_mirpanel.protocol import (
@@ -28,9 +29,9 @@ from airflow_provider_mirpanel.protocol import (
     to_text,
 )
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
-from airflow_provider_mirpanel.reporting import errors_by
-from airflow_provider_mirpanel.spending import BalanceHistory, Projection, assess, threshold
-from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException, Context
+from airflow_provider_mirpanel.utils.arguments import IdsArgument, NumberArgument
+from airflow_provider_mirpanel.utils.listing import errors_by
+from airflow_provider_mirpanel.version_compat import AirflowFailException, AirflowSkipException, Asset, Context
 
 __all__ = [
     "BalanceCheckOperator",
@@ -54,15 +55,16 @@ HISTORY_KEY = "balance_history"
 
 
 def _flat(record: Mapping[str, Any]) -> Record:
-    """A record whose nested values (some panels nest extra fields) are JSON text."""
+    """Return a record whose nested values (some panels nest extra fields) are JSON text."""
     return {name: to_text(value) if isinstance(value, (dict, list)) else value for name, value in record.items()}
 
 
 class ServicesOperator(MirPanelBaseOperator):
-    """The panel's catalogue as records, optionally filtered.
+    """Return the panel's catalogue as records, optionally filtered.
 
-    XCom: one record per matching service (``service, name, type, category, rate, min, max, refill,
-    cancel, dripfeed``, and whatever other fields the panel sends). ``rate`` is the price per 1000.
+    .. seealso::
+        ``docs/reference.md``, "ServicesOperator": what it does, returns and raises;
+        how to use it: ``docs/operators.md``.
 
     :param service_ids: keep only these service IDs (a list, or text such as ``"1,2,3"``).
     :param category: keep services whose category contains this text (case-insensitive).
@@ -78,7 +80,7 @@ class ServicesOperator(MirPanelBaseOperator):
     def __init__(
         self,
         *,
-        service_ids: Any = None,
+        service_ids: IdsArgument | None = None,
         category: str | None = None,
         name: str | None = None,
         service_type: str | None = None,
@@ -91,6 +93,7 @@ class ServicesOperator(MirPanelBaseOperator):
         self.service_type = service_type
 
     def execute(self, context: Context) -> list[Record]:
+        """Return the catalogue's services that pass the filters (one request)."""
         keep = self._filter()  # invalid IDs are refused before the request
         services = self.hook.get_services()
         matching = [_flat(service) for service in services if keep(service)]
@@ -128,7 +131,7 @@ class _OrderIdsOperator(MirPanelBaseOperator):
 
     template_fields: Sequence[str] = ("order_ids", "mirpanel_conn_id")
 
-    def __init__(self, *, order_ids: Any, **kwargs: Any) -> None:
+    def __init__(self, *, order_ids: IdsArgument, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.order_ids = order_ids
 
@@ -137,11 +140,11 @@ class _OrderIdsOperator(MirPanelBaseOperator):
 
 
 class OrderStatusOperator(_OrderIdsOperator):
-    """A status snapshot of any number of orders, for ETL (asked 100 IDs per request).
+    """Return a status snapshot of any number of orders, for ETL (asked 100 IDs per request).
 
-    XCom: one record per distinct order ID, in input order: ``order, status, charge, start_count,
-    remains, currency, error, checked_at`` (UTC, ISO-8601). An ID the panel does not know has
-    ``status`` None and the panel's text in ``error``; it does not fail the task.
+    .. seealso::
+        ``docs/reference.md``, "OrderStatusOperator": what it does, returns and raises;
+        how to use it: ``docs/operators.md``.
 
     :param order_ids: the order IDs (a list, an ``XComArg``, or text such as ``"1,2,3"``).
     """
@@ -151,6 +154,7 @@ class OrderStatusOperator(_OrderIdsOperator):
     lineage_inputs = (ORDERS,)
 
     def execute(self, context: Context) -> list[OrderStatusRecord]:
+        """Return the status record of each order (one request per 100 IDs)."""
         records = self.hook.get_orders_status(self._ids())
         checked_at = utc_now()
         for record in records:
@@ -192,9 +196,9 @@ class _WriteOperator(_OrderIdsOperator):
 class RefillOperator(_WriteOperator):
     """Request a refill of any number of orders (100 per request).
 
-    XCom: one record per distinct order: ``order, refill, error`` — the refill ID, or the panel's
-    reason (e.g. "Order not eligible for refill.") in ``error``. Feed the refill IDs to
-    :class:`~airflow_provider_mirpanel.sensors.mirpanel.RefillStatusSensor`.
+    .. seealso::
+        ``docs/reference.md``, "RefillOperator": what it does, returns and raises;
+        how to use it: ``docs/operators.md``.
 
     :param order_ids: the order IDs.
     :param fail_on_error: fail the task (after all requests) when the panel refused any refill.
@@ -206,14 +210,16 @@ class RefillOperator(_WriteOperator):
     lineage_inputs, lineage_outputs = (ORDERS,), (REFILLS,)
 
     def execute(self, context: Context) -> list[RefillRecord]:
+        """Request the refills; return one record per order (fail as ``fail_on_error`` says)."""
         return self._report(self.hook.refill_orders(self._ids()))
 
 
 class CancelOrdersOperator(_WriteOperator):
     """Cancel any number of orders (100 per request).
 
-    XCom: one record per distinct order: ``order, cancel, error`` — ``cancel`` True when the panel
-    accepted the cancellation, else the panel's reason in ``error``.
+    .. seealso::
+        ``docs/reference.md``, "CancelOrdersOperator": what it does, returns and raises;
+        how to use it: ``docs/operators.md``.
 
     :param order_ids: the order IDs.
     :param fail_on_error: fail the task (after all requests) when the panel refused any cancel.
@@ -225,6 +231,7 @@ class CancelOrdersOperator(_WriteOperator):
     lineage_inputs, lineage_outputs = (ORDERS,), (ORDERS,)
 
     def execute(self, context: Context) -> list[CancelRecord]:
+        """Cancel the orders; return one record per order (fail as ``fail_on_error`` says)."""
         return self._report(self.hook.cancel_orders(self._ids()))
 
 
@@ -236,21 +243,15 @@ class CancelOrdersOperator(_WriteOperator):
 class BalanceCheckOperator(MirPanelBaseOperator):
     """Read the balance; with thresholds, act when it is low or runs out soon at the current spend rate.
 
-    Every reading is added to a small balance history in the state store of
-    :func:`~airflow_provider_mirpanel.assets.balance_asset` (added to the task's ``inlets``; it
-    outlives DAG runs), which gives the spend rate: what the balance lost per hour over the last
-    24 h, top-ups left out. The log line and every alert state balance, threshold, spend rate and
-    the projected time it runs out.
-
-    XCom: the balance record ``{"balance": 100.84, "currency": "USD", "checked_at": "…"}`` (one
-    dict; ``to_dataframe`` takes it as one row).
+    .. seealso::
+        ``docs/reference.md``, "BalanceCheckOperator": what it does, returns and raises;
+        the spend rate: ``docs/alerts-and-assets.md``.
 
     :param min_balance: alert when the balance is below this (templated; text is read as a number).
     :param runs_out_within_hours: alert when, at the spend rate, the balance runs out within this
         many hours (templated). Neither threshold: just read the balance.
-    :param on_low: when an alert is due: ``"fail"`` (default; the task fails without retries, so
-        ``on_failure_callback`` and notifiers alert), ``"skip"`` (the task is skipped, and with it
-        what depends on it) or ``"warn"`` (a warning in the log).
+    :param on_low: when an alert is due: ``"fail"`` (default; the task fails without retries),
+        ``"skip"`` or ``"warn"``.
     :param balance_asset: the asset keeping the history (default: one per connection).
     """
 
@@ -259,8 +260,15 @@ class BalanceCheckOperator(MirPanelBaseOperator):
     template_fields: Sequence[str] = ("min_balance", "runs_out_within_hours", "mirpanel_conn_id")
     lineage_inputs = (BALANCE,)
 
-    def __init__(self, *, min_balance: Any = None, runs_out_within_hours: Any = None, on_low: str = "fail",
-                 balance_asset: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        min_balance: NumberArgument | None = None,
+        runs_out_within_hours: NumberArgument | None = None,
+        on_low: str = "fail",
+        balance_asset: Asset | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.balance_asset = balance_asset or balance_asset_of(kwargs.get("mirpanel_conn_id",
                                                                           MirPanelHook.default_conn_name))
         kwargs["inlets"] = [*as_list(kwargs.get("inlets")), self.balance_asset]
@@ -270,6 +278,7 @@ class BalanceCheckOperator(MirPanelBaseOperator):
         self.on_low = choice("on_low", on_low, ON_LOW)
 
     def execute(self, context: Context) -> BalanceRecord:
+        """Read the balance, judge it against the thresholds and the history, act as ``on_low`` says."""
         minimum = threshold("min_balance", self.min_balance)  # refused before the request
         within = threshold("runs_out_within_hours", self.runs_out_within_hours)
         record = self.hook.get_balance()
@@ -288,7 +297,7 @@ class BalanceCheckOperator(MirPanelBaseOperator):
 
     def _judge(self, context: Context, record: BalanceRecord, minimum: float | None,
                within: float | None) -> Projection:
-        """The reading judged against the history, which it then joins (when there is a store)."""
+        """Return the reading judged against the history, which it then joins (when there is a store)."""
         stores = context.get("asset_state_store")
         store = stores[self.balance_asset] if stores is not None else None
         history = BalanceHistory.from_json(store.get(HISTORY_KEY) if store is not None else None)

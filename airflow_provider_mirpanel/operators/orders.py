@@ -12,17 +12,22 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow_provider_mirpanel.assets.lineage import BALANCE, ORDERS, SERVICES
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
-from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState
-from airflow_provider_mirpanel.lineage import BALANCE, ORDERS, SERVICES
-from airflow_provider_mirpanel.links import ORDER_URL_EXTRA, ORDER_URL_XCOM_KEY, PanelOrderLink, order_page_url
+from airflow_provider_mirpanel.links.order_page import (
+    ORDER_URL_EXTRA,
+    ORDER_URL_XCOM_KEY,
+    PanelOrderLink,
+    order_page_url,
+)
 from airflow_provider_mirpanel.operators.base import choice
 from airflow_provider_mirpanel.operators.scoped import ScopedLedgerOperator, ScopeWait
-from airflow_provider_mirpanel.order_rows import keyless_rows, parse_order_rows
-from airflow_provider_mirpanel.placement import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
+from airflow_provider_mirpanel.placement.ledger import LedgerEntry, LedgerState
+from airflow_provider_mirpanel.placement.order_rows import keyless_rows, parse_order_rows
+from airflow_provider_mirpanel.placement.run import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
 from airflow_provider_mirpanel.protocol import to_int
 from airflow_provider_mirpanel.records import Record
-from airflow_provider_mirpanel.reporting import listing
+from airflow_provider_mirpanel.utils.listing import listing
 from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
 
 

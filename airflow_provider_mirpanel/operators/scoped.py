@@ -1,9 +1,10 @@
 """The base of the operators that write a ledger scope: the scope's lease, waiting for it, mapped inlets.
 
 ``PlaceOrderOperator`` and ``ResolveOrdersOperator`` write a scope's ledger only while they hold
-its lease (:mod:`~airflow_provider_mirpanel.lease`). A task that finds the scope held defers — it
-frees its worker slot — and looks again every ``ledger_wait_poll`` seconds, up to
-``ledger_wait_timeout``; then it fails naming the holder. docs/operators.md ("Concurrent writers
+its lease (:mod:`~airflow_provider_mirpanel.placement.lease`). A task that finds the scope held defers — it
+frees its worker slot — to a :class:`~airflow_provider_mirpanel.triggers.scope.LedgerScopeTrigger`,
+which reads the lease every ``ledger_wait_poll`` seconds in the triggerer and resumes the task once
+it is free, up to ``ledger_wait_timeout``; then the task fails naming the holder. docs/operators.md ("Concurrent writers
 of a scope") states the mechanism and its assumptions.
 """
 
@@ -17,17 +18,19 @@ from typing import Any
 
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lease import Claim, LeaseTiming
-from airflow_provider_mirpanel.ledger import PlacementLedger
-from airflow_provider_mirpanel.ledger import ledger_asset as ledger_asset_of
 from airflow_provider_mirpanel.operators.base import MirPanelBaseOperator, as_list
-from airflow_provider_mirpanel.reporting import listing
-from airflow_provider_mirpanel.version_compat import STATE_STORES, Context, requires_state_stores
+from airflow_provider_mirpanel.placement.lease import Claim, LeaseTiming
+from airflow_provider_mirpanel.placement.ledger import PlacementLedger
+from airflow_provider_mirpanel.placement.ledger import ledger_asset as ledger_asset_of
+from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
+from airflow_provider_mirpanel.utils.airflow_lines import requires_state_stores
+from airflow_provider_mirpanel.utils.listing import listing
+from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
 
 #: The XCom key of what claiming the scope took (``scope, waited, claim, polls, holders``).
 LEDGER_CLAIM_XCOM_KEY = "ledger_claim"
 DEFAULT_LEASE = 60.0
-DEFAULT_WAIT_POLL = 15.0
+DEFAULT_WAIT_POLL = 5.0
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=24)
 
 
@@ -80,7 +83,7 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
     :param ledger_asset: the asset whose state store holds the scope (default: the connection's).
     :param ledger_lease: how long the scope's lease lasts without renewal, in seconds (default 60):
         a killed holder keeps others waiting this long (plus 5 s for clocks); its own retry does not wait.
-    :param ledger_wait_poll: while another task holds the scope, look again every this many seconds (15).
+    :param ledger_wait_poll: while another task holds the scope, read its lease every this many seconds (5).
     :param ledger_wait_timeout: give up waiting for a held scope after this long (seconds or a
         timedelta; default 24 hours), failing with the holder named; nothing is sent.
     :param deferrable: wait for a held scope deferred, without holding a worker slot (default True);
@@ -159,10 +162,12 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
             self.log.info("%s is held by %s: waiting (%s), looking again in %g s (waited %.0f s of at most %.0f s)",
                           ledger.where, holder, how, self.ledger_wait_poll, waited, self.ledger_wait_timeout)
             if self.deferrable:
-                from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-
-                self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.ledger_wait_poll)),
-                           method_name="execute_after_wait", kwargs={"scope_wait": wait.as_json()})
+                trigger = LedgerScopeTrigger(asset_name=self.ledger_asset.name, lease_key=ledger.lease.key,
+                                             owner=ledger.lease.owner.as_json(), poll_interval=self.ledger_wait_poll,
+                                             skew=ledger.lease.timing.skew,
+                                             give_up_at=wait.since + self.ledger_wait_timeout,
+                                             try_number=ledger.lease.try_number)
+                self.defer(trigger=trigger, method_name="execute_after_wait", kwargs={"scope_wait": wait.as_json()})
             clock.sleep(self.ledger_wait_poll)
 
     def _claimed(self, context: Context, ledger: PlacementLedger, wait: ScopeWait, claim: Claim) -> None:

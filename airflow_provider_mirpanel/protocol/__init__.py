@@ -1,4 +1,4 @@
-"""The Perfect Panel API v2 protocol: the one place that owns its rules.
+r"""The Perfect Panel API v2 protocol: the one place that owns its rules.
 
 What each action sends, which order types take which parameters, how every reply shape becomes
 flat records, which panel texts mean which error, and which calls are safe to retry. The hooks, the
@@ -11,7 +11,7 @@ One module per concern (each name below is importable from here, where callers s
 - :mod:`.orders` — order types, the ``add`` form and the catalogue checks;
 - :mod:`.values` — numbers, flags, texts and IDs as panels and users spell them;
 - :mod:`.decode` — a reply's body and status to a payload or a typed exception;
-- :mod:`.replies` — payloads to records (field tuples and ``TypedDict``\\ s);
+- :mod:`.replies` — payloads to records (field tuples and ``TypedDict``\ s);
 - :mod:`.retry` — what may be retried and the backoff.
 """
 
@@ -41,6 +41,7 @@ from airflow_provider_mirpanel.protocol.orders import (
     ORDER_PARAMS,
     ORDER_TYPES,
     SUBSCRIPTION_DELAYS,
+    OrderParameter,
     OrderType,
     build_add_form,
     order_cost,
@@ -121,6 +122,7 @@ __all__ = [
     "AddOrderRecord",
     "BalanceRecord",
     "CancelRecord",
+    "OrderParameter",
     "OrderStatusRecord",
     "OrderType",
     "RefillRecord",

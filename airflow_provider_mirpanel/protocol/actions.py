@@ -45,17 +45,17 @@ def batches(ids: list[int], size: int = MAX_IDS_PER_REQUEST) -> list[list[int]]:
 
 
 def action_form(action: Action) -> dict[str, str]:
-    """The form of an action without parameters (``services``, ``balance``), without the key."""
+    """Return the form of an action without parameters (``services``, ``balance``), without the key."""
     return {"action": action.value}
 
 
 def single_form(action: Action, item_id: int) -> dict[str, str]:
-    """The form of a single-ID action (without the key)."""
+    """Return the form of a single-ID action (without the key)."""
     return {"action": action.value, SINGLE_ID_FIELD[action]: str(item_id)}
 
 
 def multi_form(action: Action, ids: list[int]) -> dict[str, str]:
-    """The form of a multi-ID action for at most 100 IDs (without the key)."""
+    """Return the form of a multi-ID action for at most 100 IDs (without the key)."""
     if len(ids) > MAX_IDS_PER_REQUEST:
         raise MirPanelInputError(f"at most {MAX_IDS_PER_REQUEST} IDs per request, got {len(ids)}")
     return {"action": action.value, MULTI_ID_FIELD[action]: ",".join(map(str, ids))}

@@ -41,7 +41,7 @@ MAX_PANEL_TEXT = 1000  # characters of a panel's error text an exception keeps
 
 
 def classify_error(message: Any, http_status: int | None = None, action: str | None = None) -> MirPanelError:
-    """The exception for a panel's ``{"error": ...}`` text, read by keywords, never exact strings."""
+    """Return the exception for a panel's ``{"error": ...}`` text, read by keywords, never exact strings."""
     text = to_text(message) or "(empty error message)"
     if len(text) > MAX_PANEL_TEXT:  # a panel's text is kept, but not a 10 MB one in every log line
         text = text[:MAX_PANEL_TEXT] + "…"
@@ -116,7 +116,7 @@ def _json_problem(error: Exception) -> str:
 
 
 def error_text(value: Any) -> str | None:
-    """The text of an ``error`` field, or None when it is empty (``null``, ``""``, ``false``).
+    """Return the text of an ``error`` field, or None when it is empty (``null``, ``""``, ``false``).
 
     Some panels send ``"error": null`` or ``""`` beside a successful reply; that is no error.
     """
@@ -135,7 +135,7 @@ def decode_reply(
     location: str | None = None,
     secret: str | None = None,
 ) -> Any:
-    """The JSON payload of a reply, or the exception it stands for.
+    """Return the JSON payload of a reply, or the exception it stands for.
 
     The body is read whatever the HTTP status: ``{"error": ...}`` becomes a typed
     :class:`MirPanelAPIError` (or its auth/funds subclasses); 429 and 5xx without a panel error, a

@@ -8,9 +8,9 @@ before anything is spent. Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from airflow_provider_mirpanel.exceptions import MirPanelInputError
 from airflow_provider_mirpanel.protocol.values import DIGITS, MAX_WHOLE, normalize_id, to_int, to_text
@@ -26,6 +26,7 @@ class OrderType:
 
     @property
     def params(self) -> frozenset[str]:
+        """Every parameter the type takes."""
         return frozenset(self.required + self.optional)
 
 
@@ -61,6 +62,9 @@ ORDER_TYPES: dict[str, OrderType] = {
 ORDER_PARAMS = frozenset().union(*(t.params for t in ORDER_TYPES.values()))
 # Fields whose value is a list of lines; a Python list is joined with "\n".
 MULTILINE_PARAMS = frozenset({"comments", "usernames", "hashtags", "groups", "keywords"})
+#: The value of an ``add`` parameter: a number or text, a list of lines for the multi-line ones,
+#: None to leave it out (checked by :func:`build_add_form`).
+OrderParameter: TypeAlias = int | float | str | Sequence[str] | None
 INT_PARAMS = frozenset(
     {"quantity", "runs", "interval", "answer_number", "min", "max", "posts", "old_posts", "delay",
      "device", "type_of_traffic"}
@@ -74,7 +78,7 @@ _EXPIRY = re.compile(r"^\d{2}/\d{2}/\d{4}$")
 
 
 def order_type(type_name: Any) -> OrderType | None:
-    """The order type for a catalogue ``type`` value (case-insensitive), or None when unknown."""
+    """Return the order type for a catalogue ``type`` value (case-insensitive), or None when unknown."""
     return ORDER_TYPES.get((to_text(type_name) or "Default").strip().lower())
 
 
@@ -114,11 +118,11 @@ def _param_text(name: str, value: Any) -> str:
 
 
 def build_add_form(service: Any, params: Mapping[str, Any]) -> dict[str, str]:
-    """The form fields of an ``add`` (without key and action), checked before anything is sent.
+    r"""Return the form fields of an ``add`` (without key and action), checked before anything is sent.
 
     Unknown parameter names, wrong types, control characters in single-line fields and empty values
     raise :class:`MirPanelInputError`. ``None`` values are dropped. Lists in multi-line fields
-    (comments, usernames, hashtags, groups, keywords) are joined with ``\\n``.
+    (comments, usernames, hashtags, groups, keywords) are joined with ``\n``.
     """
     form = {"service": str(normalize_id(service, "service"))}
     unknown = sorted(set(params) - ORDER_PARAMS, key=repr)  # names from a parsed table may not all be text
@@ -134,7 +138,7 @@ def build_add_form(service: Any, params: Mapping[str, Any]) -> dict[str, str]:
 
 
 def order_problems(service: Mapping[str, Any], form: Mapping[str, str]) -> list[str]:
-    """What is wrong with an order (as built by :func:`build_add_form`) for a catalogue service.
+    """Return what is wrong with an order (as built by :func:`build_add_form`) for a catalogue service.
 
     Checks the type's required parameters, parameters the type does not take, ``quantity``
     within ``min``..``max`` and the type-specific rules. Empty when the order is valid.
@@ -179,7 +183,7 @@ def order_problems(service: Mapping[str, Any], form: Mapping[str, str]) -> list[
 
 
 def order_cost(rate: float | None, quantity: int | None) -> float:
-    """What an order costs: the rate is the price per 1000 units; a package is charged its rate."""
+    """Return what an order costs: the rate is the price per 1000 units; a package is charged its rate."""
     if rate is None:
         return 0.0
     return rate * quantity / 1000 if quantity is not None else rate

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict, TypeVar, cast
 
 from airflow_provider_mirpanel.exceptions import MirPanelResponseError
 from airflow_provider_mirpanel.protocol.actions import Action, canonical_status
@@ -19,6 +19,7 @@ from airflow_provider_mirpanel.protocol.orders import INT_PARAMS
 from airflow_provider_mirpanel.protocol.values import reply_id, snippet, to_bool, to_float, to_int, to_text
 
 MISSING_FROM_REPLY = "ID missing from the panel's reply"
+R = TypeVar("R")  # a record type
 
 
 class _Checked(TypedDict, total=False):
@@ -144,7 +145,7 @@ def _expect(payload: Any, kind: type | tuple[type, ...], action: Action, what: s
 
 
 def _nested_error(value: Any) -> str | None:
-    """The text of a ``{"error": ...}`` value (nested per-ID errors), or None."""
+    """Return the text of a ``{"error": ...}`` value (nested per-ID errors), or None."""
     if isinstance(value, dict) and "error" in value:
         return error_text(value["error"])
     return None
@@ -178,10 +179,10 @@ def _by_id(payload: Any, id_key: str, action: Action) -> dict[int, Any]:
     raise MirPanelResponseError(f"expected an object or a list, got {type(payload).__name__}", action=action.value)
 
 
-def _entries(payload: Any, ids: list[int], id_key: str, action: Action) -> list[Any]:
-    """The reply's entry for each requested ID, in request order (None for an ID the reply lacks)."""
+def _per_id(payload: Any, ids: list[int], id_key: str, action: Action, record: Callable[[int, Any], R]) -> list[R]:
+    """One record per requested ID, in request order, from the reply's entry for it (None if it lacks one)."""
     indexed = _by_id(payload, id_key, action)
-    return [indexed.get(item) for item in ids]
+    return [record(item, indexed.get(item)) for item in ids]
 
 
 def _id_result(raw: Any, value_key: str) -> tuple[Any, str | None]:
@@ -234,7 +235,7 @@ def _service_record(index: int, raw: Any) -> ServiceRecord:
 
 
 def parse_add(payload: Any, form: Mapping[str, str]) -> AddOrderRecord:
-    """The placed-order record: the order ID, the service and the parameters sent."""
+    """Return the placed-order record: the order ID, the service and the parameters sent."""
     _expect(payload, dict, Action.ADD, "an object with 'order'")
     order_id = to_int(payload.get("order"))
     if order_id is None or order_id <= 0:
@@ -270,19 +271,15 @@ def order_status_record(order_id: int, raw: Any) -> OrderStatusRecord:
 
 
 def parse_order_status(payload: Any, order_id: int) -> OrderStatusRecord:
-    """The record of a single-order ``status`` reply."""
-    _expect(payload, dict, Action.STATUS, "an order status object")
-    if "status" not in payload:
-        raise MirPanelResponseError("no 'status' in the reply", action="status")
-    return order_status_record(order_id, payload)
+    """Return the record of a single-order ``status`` reply."""
+    return order_status_record(order_id, _with_status(payload, Action.STATUS, "an order status object"))
 
 
 def parse_orders_status(payload: Any, ids: list[int]) -> list[OrderStatusRecord]:
     """One status record per requested ID, in request order, per-ID errors as data."""
     if isinstance(payload, dict) and len(ids) == 1 and "status" in payload and str(ids[0]) not in payload:
         return [order_status_record(ids[0], payload)]  # a panel answering one ID in the single shape
-    entries = _entries(payload, ids, "order", Action.STATUS)
-    return [order_status_record(order_id, raw) for order_id, raw in zip(ids, entries, strict=True)]
+    return _per_id(payload, ids, "order", Action.STATUS, order_status_record)
 
 
 # -- refills and cancels -------------------------------------------------------------------------
@@ -300,7 +297,7 @@ def refill_record(order_id: int, raw: Any) -> RefillRecord:
 
 
 def parse_refill(payload: Any, order_id: int) -> RefillRecord:
-    """The record of a single-order ``refill`` reply."""
+    """Return the record of a single-order ``refill`` reply."""
     _expect(payload, dict, Action.REFILL, "an object with 'refill'")
     record = refill_record(order_id, payload)
     if record["refill"] is None and "refill" not in payload:
@@ -310,8 +307,7 @@ def parse_refill(payload: Any, order_id: int) -> RefillRecord:
 
 def parse_refills(payload: Any, ids: list[int]) -> list[RefillRecord]:
     """One refill record per requested order, in request order."""
-    entries = _entries(payload, ids, "order", Action.REFILL)
-    return [refill_record(order_id, raw) for order_id, raw in zip(ids, entries, strict=True)]
+    return _per_id(payload, ids, "order", Action.REFILL, refill_record)
 
 
 def refill_status_record(refill_id: int, raw: Any) -> RefillStatusRecord:
@@ -322,17 +318,21 @@ def refill_status_record(refill_id: int, raw: Any) -> RefillStatusRecord:
 
 
 def parse_refill_status(payload: Any, refill_id: int) -> RefillStatusRecord:
-    """The record of a single ``refill_status`` reply."""
-    _expect(payload, dict, Action.REFILL_STATUS, "an object with 'status'")
-    if "status" not in payload:
-        raise MirPanelResponseError("no 'status' in the reply", action="refill_status")
-    return refill_status_record(refill_id, payload)
+    """Return the record of a single ``refill_status`` reply."""
+    return refill_status_record(refill_id, _with_status(payload, Action.REFILL_STATUS, "an object with 'status'"))
+
+
+def _with_status(payload: Any, action: Action, expected: str) -> dict[str, Any]:
+    """Return a single-ID status reply, checked to be an object with ``status`` (else MirPanelResponseError)."""
+    if not isinstance(payload, dict) or "status" not in payload:
+        _expect(payload, dict, action, expected)  # not an object: says what came instead
+        raise MirPanelResponseError("no 'status' in the reply", action=action.value)
+    return payload
 
 
 def parse_refills_status(payload: Any, ids: list[int]) -> list[RefillStatusRecord]:
     """One refill-status record per requested refill, in request order."""
-    entries = _entries(payload, ids, "refill", Action.REFILL_STATUS)
-    return [refill_status_record(refill_id, raw) for refill_id, raw in zip(ids, entries, strict=True)]
+    return _per_id(payload, ids, "refill", Action.REFILL_STATUS, refill_status_record)
 
 
 def cancel_record(order_id: int, raw: Any) -> CancelRecord:
@@ -348,12 +348,11 @@ def cancel_record(order_id: int, raw: Any) -> CancelRecord:
 
 def parse_cancels(payload: Any, ids: list[int]) -> list[CancelRecord]:
     """One cancel record per requested order, in request order."""
-    entries = _entries(payload, ids, "order", Action.CANCEL)
-    return [cancel_record(order_id, raw) for order_id, raw in zip(ids, entries, strict=True)]
+    return _per_id(payload, ids, "order", Action.CANCEL, cancel_record)
 
 
 def parse_balance(payload: Any) -> BalanceRecord:
-    """The balance record."""
+    """Return the balance record."""
     _expect(payload, dict, Action.BALANCE, "an object with 'balance'")
     balance = to_float(payload.get("balance"))
     if balance is None:

@@ -30,9 +30,9 @@ class RetryPolicy:
 
         Exponential backoff with jitter, never shorter than the panel's ``Retry-After``.
         """
-        ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+        ceiling = min(self.backoff_max, self.backoff * 2.0 ** (attempt - 1))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_max))
         return delay
@@ -64,7 +64,8 @@ def outcome_unknown(action: Action, error: BaseException) -> bool:
 class WarningLogger(Protocol):
     """Anything with a ``warning`` method: a stdlib or an Airflow task logger."""
 
-    def warning(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+    def warning(self, event: Any, *args: Any, **kw: Any) -> Any:
+        """Log ``event`` at WARNING level."""
 
 
 def retry_arguments(action: Action, policy: RetryPolicy, logger: WarningLogger) -> dict[str, Any]:

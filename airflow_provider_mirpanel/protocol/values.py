@@ -22,10 +22,10 @@ MAX_WHOLE = 2**63 - 1  # the largest ID or count a panel's database column holds
 
 
 def to_int(value: Any) -> int | None:
-    """An int from an int, a float or a numeric string; None for anything else (``"Unknown"``)."""
+    """Return an int from an int, a float or a numeric string; None for anything else (``"Unknown"``)."""
     kind = type(value)
     if kind is int:
-        return value
+        return int(value)
     if kind is str:
         try:
             return int(value)
@@ -43,7 +43,7 @@ _DECIMAL_COMMA = re.compile(r"\s*[-+]?[0-9]+,[0-9]+\s*")
 
 
 def to_float(value: Any) -> float | None:
-    """A float from a number or a numeric string; None for anything else.
+    """Return a float from a number or a numeric string; None for anything else.
 
     Commas are read as thousands separators (``"1,234.5"``) or, alone and not grouping thousands,
     as a decimal comma (``"0,27819"``); a string read neither way is None, never a wrong number.
@@ -77,7 +77,7 @@ _FALSE = frozenset({"0", "false", "no", "n", "off", ""})
 
 
 def to_bool(value: Any) -> bool | None:
-    """A bool from a JSON bool, 0/1 or the usual words; None when absent or unreadable."""
+    """Return a bool from a JSON bool, 0/1 or the usual words; None when absent or unreadable."""
     if value is True or value is False:
         return value
     if type(value) is int:
@@ -92,7 +92,7 @@ def to_bool(value: Any) -> bool | None:
 
 
 def to_text(value: Any) -> str | None:
-    """A string, or None for null/absent; other scalars are stringified."""
+    """Return a string, or None for null/absent; other scalars are stringified."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, (dict, list)):
@@ -107,7 +107,7 @@ def snippet(text: str, limit: int = 120) -> str:
 
 
 def reply_id(value: Any) -> int | None:
-    """An ID as a reply spells it (``5``, ``"5"``, ``5.0``); None for anything else (``"5.5"``, ``true``)."""
+    """Return an ID as a reply spells it (``5``, ``"5"``, ``5.0``); None for anything else (``"5.5"``, ``true``)."""
     if type(value) is int:
         return value
     if type(value) is float and value.is_integer():
@@ -118,7 +118,7 @@ def reply_id(value: Any) -> int | None:
 
 
 def normalize_id(value: Any, what: str = "order") -> int:
-    """A positive integer ID from an int or a numeric string; anything else is refused."""
+    """Return a positive integer ID from an int or a numeric string; anything else is refused."""
     if isinstance(value, bool):
         raise MirPanelInputError(f"invalid {what} ID {value!r}: not a number")
     if isinstance(value, int):
@@ -162,7 +162,7 @@ def normalize_ids(ids: Any, what: str = "order") -> list[int]:
 
 
 def _rendered_list(text: str, what: str) -> Any:
-    """The value of a rendered list literal (``"[1, 2]"``, ``"('1', '2')"``); refused when it is none."""
+    """Return the value of a rendered list literal (``"[1, 2]"``, ``"('1', '2')"``); refused when it is none."""
     try:
         return ast.literal_eval(text.strip())
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):

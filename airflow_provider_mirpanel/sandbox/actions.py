@@ -55,30 +55,32 @@ class Reply:
 
     @classmethod
     def of(cls, payload: Any, status: int = 200, created: list[int] | None = None) -> Reply:
+        """Make a reply of ``payload`` (JSON) with an HTTP ``status``, naming the orders or refills it ``created``."""
         return cls(json.dumps(payload, ensure_ascii=False).encode(), status, created=created or [])
 
 
 def error(text: str, status: int = 200) -> Reply:
-    """The panel's ``{"error": text}`` reply."""
+    """Return the panel's ``{"error": text}`` reply."""
     return Reply.of({"error": text}, status)
 
 
-def _number(token: str) -> int | None:
+def _digits_as_int(token: str) -> int | None:
+    """Return the token as an int when it is all digits (after trimming), else None."""
     token = token.strip()
     return int(token) if token.isdigit() else None
 
 
 def split_ids(text: str) -> list[str]:
-    """The distinct non-empty tokens of a comma-separated ID list, in order."""
+    """Return the distinct non-empty tokens of a comma-separated ID list, in order."""
     return list(dict.fromkeys(token.strip() for token in text.split(",") if token.strip()))
 
 
 def requested_ids(form: Mapping[str, str]) -> list[int]:
-    """The numeric IDs a request names in ``order``, ``orders``, ``refill`` or ``refills``."""
+    """Return the numeric IDs a request names in ``order``, ``orders``, ``refill`` or ``refills``."""
     ids: list[int] = []
     for name in _ID_FIELDS:
         for token in split_ids(form.get(name, "")):
-            number = _number(token)
+            number = _digits_as_int(token)
             if number is not None:
                 ids.append(number)
     return ids
@@ -86,8 +88,18 @@ def requested_ids(form: Mapping[str, str]) -> list[int]:
 
 def _multi_id(token: str) -> int | str:
     """How a multi reply names an ID: the number when it is one, else the text as sent."""
-    number = _number(token)
+    number = _digits_as_int(token)
     return number if number is not None else token
+
+
+def _entries(ids: str, id_name: str, value_name: str, answer: Callable[[str], Any]) -> list[dict[str, Any]]:
+    """Return a multi-ID reply's entries, ``{id_name: the ID as sent, value_name: answer(token)}``, in request order."""
+    return [{id_name: _multi_id(token), value_name: answer(token)} for token in split_ids(ids)]
+
+
+def _or_error(outcome: int | str) -> int | dict[str, str]:
+    """Return an outcome as a multi-ID reply holds it: the new ID, or ``{"error": reason}``."""
+    return outcome if isinstance(outcome, int) else {"error": outcome}
 
 
 class PanelApi:
@@ -108,7 +120,7 @@ class PanelApi:
         }
 
     def handle(self, form: Mapping[str, str]) -> Reply:
-        """The reply to one request form (``key``, ``action`` and the action's parameters)."""
+        """Return the reply to one request form (``key``, ``action`` and the action's parameters)."""
         if not secrets.compare_digest(form.get("key", "").encode(), self.api_key.encode()):
             return error(INVALID_KEY)
         action = self._actions.get(form.get("action", "").strip())
@@ -131,7 +143,7 @@ class PanelApi:
     # -- add ----------------------------------------------------------------------------------
 
     def _add(self, form: Mapping[str, str]) -> Reply:
-        service_id = _number(form.get("service", "")) or 0
+        service_id = _digits_as_int(form.get("service", "")) or 0
         service = self.catalogue.by_id.get(service_id)
         if service is None:
             return error(INCORRECT_SERVICE)
@@ -168,13 +180,13 @@ class PanelApi:
         return Reply.of(self._status_fields(order, now)) if order else error(INCORRECT_ORDER)
 
     def _order(self, token: str) -> Order | None:
-        number = _number(token)
+        number = _digits_as_int(token)
         return self.state.orders.get(number) if number is not None else None
 
     # -- refill -------------------------------------------------------------------------------
 
     def _refill_one(self, token: str) -> int | str:
-        """The new refill's ID, or the panel's error text."""
+        """Return the new refill's ID, or the panel's error text."""
         order = self._order(token)
         if order is None:
             return INCORRECT_ORDER
@@ -185,11 +197,7 @@ class PanelApi:
 
     def _refill(self, form: Mapping[str, str]) -> Reply:
         if "orders" in form:
-            entries = []
-            for token in split_ids(form["orders"]):
-                outcome = self._refill_one(token)
-                entries.append({"order": _multi_id(token),
-                                "refill": outcome if isinstance(outcome, int) else {"error": outcome}})
+            entries = _entries(form["orders"], "order", "refill", lambda token: _or_error(self._refill_one(token)))
             return Reply.of(entries, created=[e["refill"] for e in entries if isinstance(e["refill"], int)])
         if "order" not in form:
             return error(INCORRECT_REQUEST)
@@ -200,19 +208,18 @@ class PanelApi:
 
     def _refill_status(self, form: Mapping[str, str]) -> Reply:
         if "refills" in form:
-            entries = []
-            for token in split_ids(form["refills"]):
-                status = self._refill_state(token)
-                entries.append({"refill": _multi_id(token),
-                                "status": status if status is not None else {"error": REFILL_NOT_FOUND}})
-            return Reply.of(entries)
+            return Reply.of(_entries(form["refills"], "refill", "status", self._refill_status_entry))
         if "refill" not in form:
             return error(INCORRECT_REQUEST)
         status = self._refill_state(form["refill"])
         return Reply.of({"status": status}) if status is not None else error(REFILL_NOT_FOUND)
 
+    def _refill_status_entry(self, token: str) -> str | dict[str, str]:
+        status = self._refill_state(token)
+        return status if status is not None else {"error": REFILL_NOT_FOUND}
+
     def _refill_state(self, token: str) -> str | None:
-        number = _number(token)
+        number = _digits_as_int(token)
         refill = self.state.refills.get(number) if number is not None else None
         return refill.status if refill is not None else None
 
@@ -231,23 +238,18 @@ class PanelApi:
     def _cancel(self, form: Mapping[str, str]) -> Reply:
         if "orders" not in form:
             return error(INCORRECT_REQUEST)
-        entries = []
-        for token in split_ids(form["orders"]):
-            outcome = self._cancel_one(token)
-            entries.append({"order": _multi_id(token),
-                            "cancel": outcome if isinstance(outcome, int) else {"error": outcome}})
-        return Reply.of(entries)
+        return Reply.of(_entries(form["orders"], "order", "cancel", lambda token: _or_error(self._cancel_one(token))))
 
 
 def _first_refusal(service: Mapping[str, Any], kind: OrderType | None, params: Mapping[str, str]) -> str | None:
-    """The panel's error text for an order it refuses, or None when it accepts it.
+    """Return the panel's error text for an order it refuses, or None when it accepts it.
 
     Link and quantity range get the texts panels use; every other problem found by
     :func:`protocol.order_problems` is an "Incorrect request" with the detail appended.
     """
     if kind is not None and "link" in kind.required and not _plausible_link(params.get("link")):
         return BAD_LINK
-    quantity = _number(params.get("quantity", "x"))
+    quantity = _digits_as_int(params.get("quantity", "x"))
     if kind is not None and "quantity" in kind.required and quantity is not None:
         low, high = to_int(service.get("min")), to_int(service.get("max"))
         if low is not None and quantity < low:
@@ -266,7 +268,7 @@ def _plausible_link(link: str | None) -> bool:
 
 
 def _units(kind: OrderType | None, params: Mapping[str, str]) -> int | None:
-    """The order's quantity: as given, else one unit per comment/username line; None for packages."""
+    """Return the order's quantity: as given, else one unit per comment/username line; None for packages."""
     if "quantity" in params:
         return int(params["quantity"])
     if kind is not None and kind.name.endswith("Package"):

@@ -36,7 +36,7 @@ class Catalogue:
         return len(self.services)
 
     def first_of_type(self, type_name: str) -> Mapping[str, Any]:
-        """The first service of a type (case-insensitive), e.g. ``"Default"``."""
+        """Return the first service of a type (case-insensitive), e.g. ``"Default"``."""
         wanted = type_name.lower()
         for service in self.services:
             if str(service.get("type", "Default")).lower() == wanted:
@@ -46,6 +46,6 @@ class Catalogue:
 
 @functools.cache
 def default_catalogue() -> Catalogue:
-    """The real 4,156-service catalogue shipped with the package, parsed once per process."""
+    """Return the real 4,156-service catalogue shipped with the package, parsed once per process."""
     raw = resources.files(_PACKAGE).joinpath("data", _DEFAULT_FILE).read_bytes()
     return Catalogue(json.loads(raw))

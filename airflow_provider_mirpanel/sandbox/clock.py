@@ -22,7 +22,7 @@ class SandboxClock:
         self._since = time.monotonic()
 
     def now(self) -> float:
-        """The current sandbox time in seconds."""
+        """Return the current sandbox time in seconds."""
         with self._lock:
             return self._base + (time.monotonic() - self._since) * self._speed
 

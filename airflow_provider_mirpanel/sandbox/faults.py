@@ -143,7 +143,7 @@ class Fault:
             return False
 
     def reply(self, processed: Reply | None) -> Reply | None:
-        """What to send instead of ``processed`` (the panel's own reply, None when not processed)."""
+        """Return what to send instead of ``processed`` (the panel's own reply, None when not processed)."""
         kind = self.kind
         if kind in (FaultKind.LATENCY, FaultKind.DELAY_AFTER_PROCESSING):
             return processed
@@ -185,7 +185,7 @@ def _reason(status: int) -> str:
 
 
 def cloudflare_page(status: int, host: str = "panel.example") -> bytes:
-    """A Cloudflare-like HTML page: an error page for 5xx, a "Just a moment..." challenge otherwise."""
+    """Return a Cloudflare-like HTML page: an error page for 5xx, a "Just a moment..." challenge otherwise."""
     if status < 500:
         return (
             '<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>'
@@ -239,7 +239,7 @@ class Faults:
         return fault
 
     def match(self, action: str, form: Mapping[str, str]) -> Fault | None:
-        """The rule to apply to a request, counting the match; None for no fault."""
+        """Return the rule to apply to a request, counting the match; None for no fault."""
         with self._lock:
             for fault in self._rules:
                 if not fault.matches(action, form):

@@ -41,6 +41,7 @@ class CountingIds:
         self._lock = threading.Lock()
 
     def take(self, count: int = 1) -> range:
+        """Hand out ``count`` IDs."""
         with self._lock:
             start = self._next
             self._next += count
@@ -48,8 +49,9 @@ class CountingIds:
 
 
 class ClockIds:
-    """IDs from the wall clock: microseconds since 2026-01-01 UTC, and above every ID of the same
-    kind handed out before in this process.
+    """IDs from the wall clock, above every ID of the same kind handed out before in this process.
+
+    An ID is the microseconds since 2026-01-01 UTC (or one more than the last, when that is higher).
 
     A panel started later, in this process or another, starts above every ID an earlier one handed
     out — unless that one handed out more than a million IDs per second (then its IDs ran ahead of
@@ -63,6 +65,7 @@ class ClockIds:
         self.kind = kind
 
     def take(self, count: int = 1) -> range:
+        """Hand out ``count`` IDs."""
         now = int((time.time() - EPOCH) * 1_000_000)
         with ClockIds._lock:
             start = max(ClockIds._last.get(self.kind, 0) + 1, now)
@@ -89,10 +92,11 @@ class IdFile:
                     self._next[kind] = max(int(value), self._next[kind])
 
     def source(self, kind: str) -> IdSource:
-        """The IDs of one kind (``"order"`` or ``"refill"``)."""
+        """Return the IDs of one kind (``"order"`` or ``"refill"``)."""
         return _FileIds(self, kind)
 
     def take(self, kind: str, count: int) -> range:
+        """Hand out ``count`` IDs of ``kind``."""
         with self._lock:
             start = self._next[kind]
             self._next[kind] = start + count

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from airflow_provider_mirpanel.defaults import RATE_LIMITS_OFF
+from airflow_provider_mirpanel.client.defaults import RATE_LIMITS_OFF
 from airflow_provider_mirpanel.protocol import order_cost, to_float, to_int
 from airflow_provider_mirpanel.sandbox.actions import PanelApi
 from airflow_provider_mirpanel.sandbox.catalogue import Catalogue, default_catalogue
@@ -168,10 +168,12 @@ class SandboxPanel:
 
     @property
     def host(self) -> str:
+        """The host the panel listens on."""
         return self._server.host
 
     @property
     def port(self) -> int:
+        """The port the panel listens on."""
         return self._server.port
 
     @property
@@ -181,9 +183,10 @@ class SandboxPanel:
         return f"http://{host}:{self.port}/api/v2"
 
     def connection(self, **extra: Any) -> dict[str, Any]:
-        """The Airflow connection's fields: conn_type ``mirpanel``, host = :attr:`url`, password = key,
-        and ``extra``: the client settings given (``panel.connection(retries=1)``) and ``rate_limits``
-        ``false``.
+        """Return the Airflow connection's fields, to reach this panel.
+
+        conn_type ``mirpanel``, host = :attr:`url`, password = key, and ``extra``: the client settings
+        given (``panel.connection(retries=1)``) and ``rate_limits`` ``false``.
 
         The sandbox answers as fast as the machine allows and has no request limit of its own, and tests, demos and
         benchmarks send thousands of requests: the published limits' budgets, which a connection to
@@ -193,12 +196,14 @@ class SandboxPanel:
                 "extra": {"rate_limits": RATE_LIMITS_OFF, **extra}}
 
     def connection_json(self, **extra: Any) -> str:
-        """The Airflow connection as JSON, the form ``AIRFLOW_CONN_*`` variables take."""
+        """Return the Airflow connection as JSON, the form ``AIRFLOW_CONN_*`` variables take."""
         return json.dumps(self.connection(**extra))
 
     def connection_uri(self) -> str:
-        """The Airflow connection as a URI (``airflow connections add --conn-uri``), with ``rate_limits``
-        ``false`` as :meth:`connection`."""
+        """Return the Airflow connection as a URI (``airflow connections add --conn-uri``).
+
+        With ``rate_limits`` ``false``, as :meth:`connection`.
+        """
         scheme, rest = self.url.split("://", 1)
         return (f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
                 "?rate_limits=false")

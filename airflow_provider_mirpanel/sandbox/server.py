@@ -43,10 +43,12 @@ class SandboxServer:
 
     @property
     def connections(self) -> int:
+        """The HTTP connections open now."""
         return len(self._peers)
 
     @property
     def running(self) -> bool:
+        """Whether the server accepts requests."""
         return self._thread is not None
 
     @property

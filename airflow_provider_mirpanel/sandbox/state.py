@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES, REFILL_TERMINAL_STATUSES, canonical_status
@@ -68,6 +68,7 @@ class OrderReading(NamedTuple):
     start_count: int
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Order:
     """One order. ``status``, ``remains``, ``charge`` and ``start_count`` are read from the clock.
 
@@ -78,25 +79,23 @@ class Order:
     sandbox time the order was placed.
     """
 
-    __slots__ = ("_clock", "_forced", "_life", "_start_count", "cost", "created", "ends_partial", "id", "link",
-                 "paid", "params", "quantity", "refunded", "service")
+    id: int
+    service: int
+    link: str | None
+    quantity: int | None
+    params: dict[str, str]
+    cost: float
+    created: float
+    _clock: SandboxClock
+    _life: Lifecycle
+    refunded: float = field(default=0.0, init=False)
+    paid: bool = field(default=True, init=False)
+    ends_partial: bool = field(default=False, init=False)
+    _forced: tuple[str, Remains] | None = field(default=None, init=False)
+    _start_count: int = field(init=False)
 
-    def __init__(self, order_id: int, service: int, link: str | None, quantity: int | None,
-                 params: dict[str, str], cost: float, created: float, clock: SandboxClock, life: Lifecycle):
-        self.id = order_id
-        self.service = service
-        self.link = link
-        self.quantity = quantity
-        self.params = params
-        self.cost = cost
-        self.created = created
-        self.refunded = 0.0
-        self.paid = True
-        self.ends_partial = False
-        self._start_count = order_id * 7919 % 50_000  # deterministic, looks like a real follower count
-        self._forced: tuple[str, Remains] | None = None
-        self._clock = clock
-        self._life = life
+    def __post_init__(self) -> None:
+        self._start_count = self.id * 7919 % 50_000  # deterministic, looks like a real follower count
 
     def __repr__(self) -> str:
         status, remains, charge, start_count = self.read()
@@ -134,7 +133,7 @@ class Order:
         return IN_PROGRESS, self.units - int(target * done)
 
     def refund_for(self, status: str, remains: Remains) -> float:
-        """What goes back to the balance when the order ends with ``status`` and ``remains``."""
+        """Return what goes back to the balance when the order ends with ``status`` and ``remains``."""
         canonical = canonical_status(status)
         if canonical == "Refunded":
             return self.cost
@@ -157,18 +156,22 @@ class Order:
 
     @property
     def status(self) -> str:
+        """The order's status now."""
         return self.progress()[0]
 
     @property
     def remains(self) -> Remains:
+        """The units not delivered yet."""
         return self.progress()[1]
 
     @property
     def charge(self) -> float:
+        """What the order costs now: its price minus refunds."""
         return self.read().charge
 
     @property
     def start_count(self) -> int:
+        """The count before delivery began (0 while Pending)."""
         return self.read().start_count
 
     @property
@@ -196,7 +199,7 @@ class Refill:
         return f"Refill(id={self.id}, order={self.order}, status={self.status!r})"
 
     def progress(self, now: float | None = None) -> str:
-        """The status at sandbox time ``now`` (default: the clock's now)."""
+        """Return the status at sandbox time ``now`` (default: the clock's now)."""
         if self._forced is not None:
             return self._forced
         elapsed = (self._clock.now() if now is None else now) - self.created
@@ -210,10 +213,12 @@ class Refill:
 
     @property
     def status(self) -> str:
+        """The refill's status now."""
         return self.progress()
 
     @property
     def terminal(self) -> bool:
+        """Whether the refill has ended."""
         return canonical_status(self.status) in REFILL_TERMINAL_STATUSES
 
 

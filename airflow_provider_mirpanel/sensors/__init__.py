@@ -1,0 +1,1 @@
+"""Sensors: waiting for orders and refills to end, in poke, reschedule or deferrable mode."""

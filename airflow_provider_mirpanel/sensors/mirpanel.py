@@ -1,6 +1,6 @@
 """Sensors that wait for orders or refills to finish on a Perfect Panel API v2 panel.
 
-Both sensors run the shared wait logic of :mod:`airflow_provider_mirpanel.waiting`: each poke asks
+Both sensors run the shared wait logic of :mod:`airflow_provider_mirpanel.utils.waiting`: each poke asks
 only about the IDs not yet in a terminal status (100 per request), logs one progress line, fails
 early on an unknown ID or a status the user names, and returns the final status records through
 XCom when every ID has finished. They work in ``poke`` and ``reschedule`` mode, and with
@@ -17,18 +17,20 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar, NoReturn, cast
 
+from airflow_provider_mirpanel.assets.lineage import ORDERS, REFILLS, panel_lineage
 from airflow_provider_mirpanel.exceptions import MirPanelError
 from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
-from airflow_provider_mirpanel.lineage import ORDERS, REFILLS, panel_lineage
 from airflow_provider_mirpanel.protocol import ORDER_STATUS_FIELDS, REFILL_STATUS_FIELDS
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
-from airflow_provider_mirpanel.taskstate import RecordPages, digest, store_of
 from airflow_provider_mirpanel.triggers.mirpanel import (
     MAX_TRIGGER_IDS,
     OrderStatusTrigger,
     RefillStatusTrigger,
     ends_wait,
 )
+from airflow_provider_mirpanel.utils.arguments import IdsArgument
+from airflow_provider_mirpanel.utils.state_stores import RecordPages, digest, store_of
+from airflow_provider_mirpanel.utils.waiting import WaitKind, WaitOutcome, WaitProgress
 from airflow_provider_mirpanel.version_compat import (
     AirflowException,
     AirflowFailException,
@@ -39,7 +41,6 @@ from airflow_provider_mirpanel.version_compat import (
     PokeReturnValue,
     conf,
 )
-from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress
 
 #: Prefix of the sensors' keys in ``task_state_store`` (finished records kept across pokes).
 STATE_PREFIX = "mirpanel.wait."
@@ -138,7 +139,7 @@ class _PanelWaitSensor(BaseSensorOperator):
     # -- the wait ----------------------------------------------------------------------------------
 
     def new_progress(self) -> WaitProgress:
-        """A fresh wait for the (rendered) IDs and statuses; invalid arguments raise here."""
+        """Return a fresh wait for the (rendered) IDs and statuses; invalid arguments raise here."""
         return WaitProgress.create(self.kind, self._ids(), _statuses(self.terminal_statuses),
                                    _statuses(self.failed_statuses))
 
@@ -151,7 +152,7 @@ class _PanelWaitSensor(BaseSensorOperator):
         return progress.update(records)
 
     def conclude(self, outcome: WaitOutcome, progress: WaitProgress) -> PokeReturnValue:
-        """The poke's answer: done with the final records, not yet, or an ``AirflowFailException``.
+        """Return the poke's answer: done with the final records, not yet, or an ``AirflowFailException``.
 
         Failures (an unknown ID, a status in ``failed_statuses``) are final: no retries.
         """
@@ -276,16 +277,9 @@ class _PanelWaitSensor(BaseSensorOperator):
 class OrderStatusSensor(_PanelWaitSensor):
     """Wait until every order is in a terminal status (Completed, Partial, Canceled, Refunded).
 
-    Each poke asks only about the orders not finished yet (100 IDs per request) and logs progress:
-    ``37/100 orders done; 12,400 remaining units; statuses: …``. Finished records are kept in the
-    task's ``task_state_store``, so in ``reschedule`` mode (and on a retry) finished orders are not
-    asked about again; without a store, reschedule mode asks about all of them every poke.
-
-    XCom: the final status record of every order, in input order: ``order, status, charge,
-    start_count, remains, currency, error, checked_at``.
-
-    Fails at once, without retries (``AirflowFailException``), when the panel does not know an
-    order ("Incorrect order ID"; the IDs are named) or an order ends in one of ``failed_statuses``.
+    .. seealso::
+        ``docs/reference.md``, "OrderStatusSensor": what it does, returns and raises;
+        deferrable mode: ``docs/deferrable.md``.
 
     :param order_ids: the order IDs (a list, an ``XComArg``, or text such as ``"1,2,3"``).
     :param terminal_statuses: statuses that end the wait for an order (any spelling; default
@@ -294,8 +288,7 @@ class OrderStatusSensor(_PanelWaitSensor):
         ``{"Canceled", "Refunded"}``; they end the wait too.
     :param mirpanel_conn_id: the Airflow connection of the panel.
     :param deferrable: check once on the worker, then wait in the triggerer without holding a
-        worker slot (needs a running triggerer). Default: ``[operators] default_deferrable``. The
-        XCom and the failures are the same as in poke mode; ``timeout`` still applies.
+        worker slot (needs a running triggerer). Default: ``[operators] default_deferrable``.
     """
 
     ui_color = "#c9efe9"
@@ -305,7 +298,7 @@ class OrderStatusSensor(_PanelWaitSensor):
     trigger_class = OrderStatusTrigger
     template_fields: Sequence[str] = ("order_ids", "terminal_statuses", "failed_statuses", "mirpanel_conn_id")
 
-    def __init__(self, *, order_ids: Any, **kwargs: Any) -> None:
+    def __init__(self, *, order_ids: IdsArgument, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.order_ids = order_ids
 
@@ -319,8 +312,9 @@ class OrderStatusSensor(_PanelWaitSensor):
 class RefillStatusSensor(_PanelWaitSensor):
     """Wait until every refill is in a terminal status (Completed, Rejected, Canceled, Error).
 
-    Works like :class:`OrderStatusSensor`. XCom: the final record of every refill, in input
-    order: ``refill, status, error, checked_at``. "Refill not found" fails the sensor at once.
+    .. seealso::
+        ``docs/reference.md``, "RefillStatusSensor": what it does, returns and raises;
+        deferrable mode: ``docs/deferrable.md``.
 
     :param refill_ids: the refill IDs (e.g. from :class:`RefillOperator`'s records).
     :param terminal_statuses: statuses that end the wait for a refill.
@@ -336,7 +330,7 @@ class RefillStatusSensor(_PanelWaitSensor):
     trigger_class = RefillStatusTrigger
     template_fields: Sequence[str] = ("refill_ids", "terminal_statuses", "failed_statuses", "mirpanel_conn_id")
 
-    def __init__(self, *, refill_ids: Any, **kwargs: Any) -> None:
+    def __init__(self, *, refill_ids: IdsArgument, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.refill_ids = refill_ids
 

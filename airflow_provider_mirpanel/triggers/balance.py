@@ -3,7 +3,7 @@
 Run it from an ``AssetWatcher``: the triggerer polls ``balance`` every ``poll_interval`` seconds and
 the asset gets an event only when the balance *becomes* low — below ``min_balance``, or running
 out within ``runs_out_within_hours`` at the current spend rate (see
-:mod:`airflow_provider_mirpanel.spending`). While it stays low nothing more fires; once it has
+:mod:`airflow_provider_mirpanel.balance.spending`). While it stays low nothing more fires; once it has
 recovered, the next crossing fires again. A DAG scheduled on the asset sends the alert::
 
     from airflow.sdk import DAG, Asset, AssetWatcher
@@ -36,7 +36,6 @@ holds the API key.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -44,10 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from airflow_provider_mirpanel.balance.spending import BalanceHistory, assess, threshold
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
-from airflow_provider_mirpanel.spending import BalanceHistory, assess, threshold
-from airflow_provider_mirpanel.taskstate import digest
-from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class
+from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class, classpath_of
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessWatchStore
+from airflow_provider_mirpanel.utils.state_stores import digest
 
 if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
     from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
@@ -65,34 +65,26 @@ class WatchState:
 
     @classmethod
     def from_json(cls, value: Any) -> WatchState:
+        """Read the state as stored; anything else reads as a fresh state."""
         if not isinstance(value, dict):
             return cls()
         return cls(bool(value.get("low")), bool(value.get("failing")), BalanceHistory.from_json(value.get("history")))
 
     def to_json(self) -> dict[str, Any]:
+        """Return the state as stored (JSON)."""
         return {"low": self.low, "failing": self.failing, "history": self.history.to_json()}
 
 
-class MemoryWatchStore:
-    """An asset state store stand-in in memory (``aget``/``aset``), for tests and ``make demo``.
-
-    Give the same one to two trigger instances to stand for a triggerer restart.
-    """
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.writes = 0
-
-    async def aget(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    async def aset(self, key: str, value: Any) -> None:
-        self.values[key] = json.loads(json.dumps(value))
-        self.writes += 1
+#: The former name of :class:`~airflow_provider_mirpanel.utils.fallback_stores.InProcessWatchStore`.
+MemoryWatchStore = InProcessWatchStore
 
 
 class BalanceTrigger(BaseEventTrigger):
     """Watch the balance from an ``AssetWatcher``; fire once each time it becomes low.
+
+    .. seealso::
+        ``docs/reference.md``, "BalanceTrigger": what it does, returns and raises;
+        how to use it: ``docs/alerts-and-assets.md``.
 
     :param mirpanel_conn_id: the ``mirpanel`` connection (read by the triggerer).
     :param min_balance: fire when the balance is below this (in the panel's currency).
@@ -118,15 +110,11 @@ class BalanceTrigger(BaseEventTrigger):
             raise MirPanelInputError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         self.poll_interval = float(poll_interval)
         self.clock: Callable[[], float] = time.time  # replaced in tests and demos
-        self._fallback = MemoryWatchStore()
-
-    def __repr__(self) -> str:
-        return (f"BalanceTrigger(mirpanel_conn_id={self.mirpanel_conn_id!r}, min_balance={self.min_balance}, "
-                f"runs_out_within_hours={self.runs_out_within_hours}, poll_interval={self.poll_interval})")
+        self._fallback = InProcessWatchStore()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and the JSON keyword arguments that rebuild this trigger."""
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+        """Return the class path and the JSON keyword arguments that rebuild this trigger."""
+        return (classpath_of(self), {
             "mirpanel_conn_id": self.mirpanel_conn_id, "min_balance": self.min_balance,
             "runs_out_within_hours": self.runs_out_within_hours, "poll_interval": self.poll_interval})
 
@@ -134,6 +122,10 @@ class BalanceTrigger(BaseEventTrigger):
     def state_key(self) -> str:
         """The asset state store key of this watch: one per connection and thresholds (not interval)."""
         return f"mirpanel_balance_watch.{digest([self.mirpanel_conn_id, self.min_balance, self.runs_out_within_hours])}"
+
+    def __repr__(self) -> str:
+        return (f"BalanceTrigger(mirpanel_conn_id={self.mirpanel_conn_id!r}, min_balance={self.min_balance}, "
+                f"runs_out_within_hours={self.runs_out_within_hours}, poll_interval={self.poll_interval})")
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll forever; yield an event at each crossing into low (or into a lasting error)."""
@@ -185,7 +177,7 @@ class BalanceTrigger(BaseEventTrigger):
         return {"status": "error", "message": message}
 
     def _store(self) -> Any:
-        """The watched asset's state store, or the in-memory stand-in (outside a triggerer)."""
+        """Return the watched asset's state store, or the in-process fallback (outside a triggerer)."""
         return self._fallback if self.asset_state_store is None else self.asset_state_store
 
     async def _load(self) -> WatchState:

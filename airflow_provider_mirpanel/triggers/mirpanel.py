@@ -2,7 +2,7 @@
 
 A deferrable ``OrderStatusSensor`` / ``RefillStatusSensor`` hands its wait to one of these. Each
 poll asks the panel only about the IDs not yet in a terminal status, 100 per request, several
-requests at once; the wait logic is :class:`~airflow_provider_mirpanel.waiting.WaitProgress`, the
+requests at once; the wait logic is :class:`~airflow_provider_mirpanel.utils.waiting.WaitProgress`, the
 same as the sensors' poke mode, so every mode ends the same way with the same records.
 
 Every trigger yields exactly one event, a small dict (a few hundred bytes, whatever the number of
@@ -38,8 +38,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol import normalize_ids
 from airflow_provider_mirpanel.records import CHECKED_AT, Record, utc_now
-from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class
-from airflow_provider_mirpanel.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
+from airflow_provider_mirpanel.triggers import DEFAULT_CONN_ID, async_hook_class, classpath_of
+from airflow_provider_mirpanel.utils.waiting import WaitKind, WaitOutcome, WaitProgress, status_set
 
 if TYPE_CHECKING:  # imported in run(), off the event loop: aiohttp alone is ~0.1 s
     from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
@@ -83,9 +83,9 @@ class _StatusTrigger(BaseTrigger):
                 f"mirpanel_conn_id={self.mirpanel_conn_id!r}, poll_interval={self.poll_interval})")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and the JSON keyword arguments that rebuild this trigger."""
+        """Return the class path and the JSON keyword arguments that rebuild this trigger."""
         return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
+            classpath_of(self),
             {
                 self.ids_argument: list(self.ids),
                 "mirpanel_conn_id": self.mirpanel_conn_id,
@@ -97,7 +97,7 @@ class _StatusTrigger(BaseTrigger):
         )
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
-        """The current records of ``ids``."""
+        """Return the current records of ``ids``."""
         raise NotImplementedError
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -173,6 +173,10 @@ class _StatusTrigger(BaseTrigger):
 class OrderStatusTrigger(_StatusTrigger):
     """Wait in the triggerer until every order has reached a terminal status.
 
+    .. seealso::
+        ``docs/reference.md``, "OrderStatusTrigger, RefillStatusTrigger": what it does, returns and raises;
+        the events: ``docs/deferrable.md``.
+
     :param order_ids: the orders to wait for (ints or numeric strings; duplicates dropped).
     :param mirpanel_conn_id: the ``mirpanel`` connection.
     :param poll_interval: seconds between polls.
@@ -198,14 +202,20 @@ class OrderStatusTrigger(_StatusTrigger):
 
     @property
     def order_ids(self) -> list[int]:
+        """The orders waited for."""
         return self.ids
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        """Return the status records of ``ids``."""
         return cast(list[Record], await hook.get_orders_status(ids))  # read alike by the wait logic
 
 
 class RefillStatusTrigger(_StatusTrigger):
     """Wait in the triggerer until every refill has reached a terminal status.
+
+    .. seealso::
+        ``docs/reference.md``, "OrderStatusTrigger, RefillStatusTrigger": what it does, returns and raises;
+        the events: ``docs/deferrable.md``.
 
     :param refill_ids: the refills to wait for (ints or numeric strings; duplicates dropped).
     :param mirpanel_conn_id: the ``mirpanel`` connection.
@@ -232,9 +242,11 @@ class RefillStatusTrigger(_StatusTrigger):
 
     @property
     def refill_ids(self) -> list[int]:
+        """The refills waited for."""
         return self.ids
 
     async def fetch(self, hook: MirPanelAsyncHook, ids: list[int]) -> list[Record]:
+        """Return the status records of ``ids``."""
         return cast(list[Record], await hook.get_refills_status(ids))
 
 

@@ -1,4 +1,4 @@
-"""A small DAG using every MirPanel operator and sensor; tests/test_dag_run.py runs it with dag.test().
+"""A small DAG using every MirPanel operator and sensor; tests/integration/test_dag_run.py runs it with dag.test().
 
 The test points ``mirpanel_default`` at a sandbox panel and ``MIRPANEL_TEST_OUTPUT`` at a file
 where the last task writes every task's XCom value (and the dtypes to_dataframe gives them).

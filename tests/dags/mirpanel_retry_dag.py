@@ -1,4 +1,5 @@
-"""One placement with a retry; tests/test_retry_lines.py runs it with ``airflow dags test`` on each Airflow line.
+"""One placement with a retry; tests/integration/test_retry_lines.py runs it with ``airflow dags test``
+on each Airflow line.
 
 ``MIRPANEL_TEST_ORDERS`` holds the orders (JSON), so the DAG file needs no panel to be parsed.
 """

@@ -1,0 +1,1 @@
+"""The balance: its history, spend rate and run-out projection (``spending``)."""

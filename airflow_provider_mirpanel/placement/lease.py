@@ -1,0 +1,314 @@
+"""The exclusive claim of a ledger scope: one writer at a time, with no rule for the DAG author.
+
+A scope's ledger (:mod:`~airflow_provider_mirpanel.ledger`) lives in an asset state store, which
+offers only get / set / delete: no compare-and-set, no insert-if-absent, no listing. Two writers
+that both read a scope's pages, both find a key new and both send it would pay twice; two writers
+that number their pages by what they read would overwrite each other's. So a placement first
+*claims* the scope with a lease kept under ``<scope prefix>lease``, and writes pages only while
+it holds it. The lease is taken by write-wait-verify (Fischer's mutual exclusion, the one lock a
+last-write-wins register allows):
+
+1. read the lease: held by another owner and not expired → the scope is busy (the caller waits);
+2. write a lease with a fresh token;
+3. wait :attr:`LeaseTiming.claim_wait`, then read it again: still our token → ours; another
+   token → that claim came later and won; nothing → the store cannot be read (fail closed).
+
+**Assumptions** (docs/operators.md, "Concurrent writers of a scope"):
+
+- *The claim's bound*: a claim's read in step 1 and its write in step 2 land within
+  :attr:`LeaseTiming.write_bound` (0.25 s; a state-store trip takes 7–15 ms) of each other, and
+  it waits twice that (0.5 s) in step 3. So every claim that read the lease free before ours
+  landed has landed before we verify, and the last writer alone sees its own token. Each claim
+  measures its own read → write: one above the bound does not trust itself — it leaves its lease
+  to expire (not even a later look of the same try takes it back) and tries again; a holder whose
+  lease such a slow claim overwrote sees the other token at its next renewal and stops.
+- *Clocks*: hosts' wall clocks agree within :attr:`LeaseTiming.skew` (5 s; NTP keeps them within
+  milliseconds). A lease is free to others only ``skew`` after its ``expires``.
+- *The holder stops in time*: it renews every ``ttl / 4`` and writes nothing — no mark, no page,
+  no renewal — once ``ttl - write_bound`` has passed on its own monotonic clock since its last
+  renewal began. So its last write lands before anybody else may claim.
+
+The owner is ``(dag_id, run_id, task_id, map_index)`` — not the task instance's ``id``, which
+changes every try: a later try of the holder (Airflow starts it only once the earlier try is over)
+takes the lease back at once instead of waiting for it to expire; the lease records the try that
+took it. Nothing here talks to the panel.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from airflow_provider_mirpanel.exceptions import MirPanelError
+
+#: The lease's key below a scope's page prefix (pages are numbered: no page key ends in a word).
+LEASE_SUFFIX = "lease"
+
+
+class LeaseStore(Protocol):
+    """What a lease needs of a state store accessor."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+
+class LeaseClock(Protocol):
+    """Wall time (shared between hosts), monotonic time (this process's) and waiting."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemLeaseClock:
+    """The real clocks: ``time.time``, ``time.monotonic``, ``time.sleep``."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+#: The clock leases use unless given one (tests replace it with one that does not sleep).
+DEFAULT_CLOCK: LeaseClock = SystemLeaseClock()
+
+
+class MirPanelScopeLostError(MirPanelError):
+    """This writer can no longer trust that it holds its scope's lease: it stops writing and sending."""
+
+
+class MirPanelLedgerUnreadableError(MirPanelError):
+    """The scope's ledger cannot be read back (an inactive or undeclared asset reads as empty): fail closed."""
+
+
+@dataclass(frozen=True)
+class LeaseOwner:
+    """Who holds a lease: a task instance, across its tries."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+    @classmethod
+    def of(cls, context: Mapping[str, Any]) -> LeaseOwner:
+        """The owner a task's context names (``"?"`` for what a bare ``op.execute(context)`` lacks)."""
+        ti = context.get("ti")
+
+        def field(name: str, default: Any) -> Any:
+            value = getattr(ti, name, None)
+            return default if value is None else value
+
+        return cls(str(field("dag_id", "?")), str(field("run_id", "?")), str(field("task_id", "?")),
+                   int(field("map_index", -1)))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"dag_id": self.dag_id, "run_id": self.run_id, "task_id": self.task_id, "map_index": self.map_index}
+
+    @classmethod
+    def from_json(cls, value: Any) -> LeaseOwner | None:
+        if not isinstance(value, Mapping):
+            return None
+        try:
+            return cls(str(value["dag_id"]), str(value["run_id"]), str(value["task_id"]), int(value["map_index"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def __str__(self) -> str:
+        mapped = f", map index {self.map_index}" if self.map_index >= 0 else ""
+        return f"DAG {self.dag_id!r}, run {self.run_id!r}, task {self.task_id!r}{mapped}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A scope's lease as stored: who holds it, its token, and until when (epoch seconds)."""
+
+    owner: LeaseOwner
+    token: str
+    taken_at: float
+    renewed_at: float
+    expires: float
+    released_at: float | None = None
+    try_number: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"owner": self.owner.as_json(), "token": self.token, "taken_at": self.taken_at,
+                "renewed_at": self.renewed_at, "expires": self.expires, "released_at": self.released_at,
+                "try_number": self.try_number}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Lease | None:
+        """The lease a stored value describes; None for a value that is not one."""
+        if not isinstance(value, Mapping) or (owner := LeaseOwner.from_json(value.get("owner"))) is None:
+            return None
+        try:
+            released = value.get("released_at")
+            return cls(owner, str(value["token"]), float(value["taken_at"]), float(value["renewed_at"]),
+                       float(value["expires"]), None if released is None else float(released),
+                       int(value.get("try_number") or 0))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def keeps_out(self, owner: LeaseOwner, try_number: int, now: float, skew: float) -> bool:
+        """Whether this lease keeps ``owner``'s try ``try_number`` from claiming at wall time ``now``.
+
+        A released lease keeps nobody out, nor does one expired for ``skew`` seconds, nor one an
+        earlier try of ``owner`` took (that try is over). The same try's own lease keeps it out: it
+        is a claim that did not trust itself, left to expire.
+        """
+        if self.released_at is not None or now >= self.expires + skew:
+            return False
+        return not (self.owner == owner and try_number > self.try_number)
+
+    def describe(self) -> str:
+        """``DAG 'a', run 'b', task 'c' (since 12:00:01 UTC, lease until 12:01:01 UTC)``."""
+        return f"{self.owner} (since {_clock_text(self.taken_at)}, lease until {_clock_text(self.expires)})"
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    """The lease's numbers, in seconds (see the module's assumptions)."""
+
+    ttl: float = 60.0
+    claim_wait: float = 0.5
+    write_bound: float = 0.25
+    skew: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.claim_wait <= self.write_bound:
+            raise ValueError("claim_wait must exceed write_bound")
+        if self.ttl < 4 * (self.claim_wait + self.write_bound):
+            raise ValueError(f"a lease must last at least {4 * (self.claim_wait + self.write_bound):g} s, "
+                             f"got {self.ttl:g}")
+
+    @property
+    def renew_every(self) -> float:
+        return self.ttl / 4
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of one attempt to claim a scope."""
+
+    held: bool
+    holder: Lease | None = None  # who holds the scope when this attempt did not get it
+    note: str = ""  # why it did not get it, when nobody else holds it
+    seconds: float = 0.0  # what the attempt took
+
+
+class ScopeLease:
+    """The lease of one scope, as one writer sees it: claim, keep alive while writing, release.
+
+    :param store: the ledger asset's state store accessor.
+    :param key: the lease's key (``<scope prefix>lease``).
+    :param owner: the task instance claiming.
+    :param timing: the lease's numbers.
+    :param clock: wall and monotonic time, and waiting.
+    :param try_number: the claiming task's try.
+    """
+
+    def __init__(self, store: LeaseStore, key: str, owner: LeaseOwner, timing: LeaseTiming | None = None,
+                 clock: LeaseClock | None = None, try_number: int = 1):
+        self.store = store
+        self.key = key
+        self.owner = owner
+        self.try_number = try_number
+        self.timing = timing or LeaseTiming()
+        self.clock = clock or DEFAULT_CLOCK
+        self.held: Lease | None = None
+        self._renewed = 0.0  # monotonic time the last claim or renewal began
+        self._deadline = 0.0  # monotonic time after which this writer writes nothing
+        self._lost: str | None = None  # why this writer stopped trusting its lease, for good
+
+    def read(self) -> Lease | None:
+        """The stored lease, or None."""
+        return Lease.from_json(self.store.get(self.key))
+
+    def claim(self) -> Claim:
+        """Try once to claim the scope by write-wait-verify (about ``claim_wait`` when it is free)."""
+        start = self.clock.monotonic()
+        current = self.read()
+        now = self.clock.time()
+        if current is not None and current.keeps_out(self.owner, self.try_number, now, self.timing.skew):
+            return Claim(False, holder=current, seconds=self.clock.monotonic() - start)
+        mine = Lease(self.owner, uuid.uuid4().hex, now, now, now + self.timing.ttl, try_number=self.try_number)
+        self.store.set(self.key, mine.as_json())
+        if self.clock.monotonic() - start > self.timing.write_bound:
+            return Claim(False, note=f"the claim's read and write took over {self.timing.write_bound:g} s (a slow "
+                                     "store): not trusted, tried again later",
+                         seconds=self.clock.monotonic() - start)
+        self.clock.sleep(self.timing.claim_wait)
+        verified = self.read()
+        seconds = self.clock.monotonic() - start
+        if verified is None:
+            raise MirPanelLedgerUnreadableError(
+                f"the ledger's lease {self.key!r} was written but reads back as absent: the ledger asset's state "
+                "store cannot be read (an inactive or undeclared asset reads as empty), so the ledger cannot be "
+                "trusted; no order was sent")
+        if verified.token != mine.token:
+            return Claim(False, holder=verified, seconds=seconds)
+        self.held = mine
+        self._renewed = start
+        self._deadline = start + self.timing.ttl - self.timing.write_bound
+        return Claim(True, seconds=seconds)
+
+    def keep_alive(self) -> None:
+        """Before a write: renew the lease when due; :class:`MirPanelScopeLostError` when it cannot be trusted."""
+        if self._lost is not None:
+            raise MirPanelScopeLostError(self._lost)
+        if self.held is None:
+            raise RuntimeError(f"the lease {self.key!r} is not held: claim() first")
+        start = self.clock.monotonic()
+        if start >= self._deadline:
+            raise self._lose(f"the lease {self.key!r} was not renewed within {self.timing.ttl:g} s (the task was "
+                             "paused or the store was slow): another writer may hold it now")
+        if start - self._renewed < self.timing.renew_every:
+            return
+        current = self.read()
+        if current is None or current.token != self.held.token:
+            taker = current.describe() if current is not None else "nobody (it was removed)"
+            raise self._lose(f"the lease {self.key!r} is now held by {taker}")
+        now = self.clock.time()
+        renewed = replace(self.held, renewed_at=now, expires=now + self.timing.ttl)
+        self.store.set(self.key, renewed.as_json())
+        if self.clock.monotonic() > self._deadline + self.timing.write_bound:  # landed after the old lease ended
+            raise self._lose(f"renewing the lease {self.key!r} took too long: another writer may hold it now")
+        self.held = renewed
+        self._renewed = start
+        self._deadline = start + self.timing.ttl - self.timing.write_bound
+
+    def release(self) -> None:
+        """Release the lease, unless this writer no longer trusts that it holds it (then it expires)."""
+        held, self.held = self.held, None
+        if held is None or self._lost is not None:
+            return
+        self._lost = f"the lease {self.key!r} was released: nothing more is written"
+        if self.clock.monotonic() >= self._deadline:
+            return
+        current = self.read()
+        if current is None or current.token != held.token:
+            return
+        now = self.clock.time()
+        self.store.set(self.key, replace(held, renewed_at=now, expires=0.0, released_at=now).as_json())
+
+    def _lose(self, why: str) -> MirPanelScopeLostError:
+        """Stop trusting the lease for good: this writer writes and sends nothing more."""
+        self.held = None
+        self._lost = (f"{why}; this writer stops writing and sending (the orders in flight stay of unknown "
+                      "outcome, never resent)")
+        return MirPanelScopeLostError(self._lost)
+
+
+def _clock_text(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,14 @@
+"""The types of what a DAG author passes to the operators and sensors (their template fields included)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeAlias
+
+from airflow.sdk import XComArg
+
+#: IDs: ints or numeric strings, text such as ``"1,2,3"`` or ``"[1, 2, 3]"`` (what a Jinja template
+#: renders to), or an upstream task's ``XComArg`` (resolved before ``execute``).
+IdsArgument: TypeAlias = Iterable[int | str] | str | XComArg
+#: A number, or its text (what a Jinja template renders to); checked when the task runs.
+NumberArgument: TypeAlias = float | str
