@@ -28,13 +28,13 @@ FAST_SPEED = 1000.0
 
 @pytest.fixture(autouse=True)
 def lease_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Scope leases in this process wait on a clock that skips ahead instead of sleeping (tests/lease_clock.py).
+    """Scope leases in this process wait on a clock that skips ahead instead of sleeping (tests/support/lease_clock.py).
 
     A test that needs real waiting (threads racing for a lease) sets ``lease.DEFAULT_CLOCK`` back.
     """
-    from lease_clock import SkippingClock
+    from support.lease_clock import SkippingClock
 
-    from airflow_provider_mirpanel import lease
+    from airflow_provider_mirpanel.placement import lease
 
     clock = SkippingClock()
     monkeypatch.setattr(lease, "DEFAULT_CLOCK", clock)

@@ -11,13 +11,6 @@ from airflow_provider_mirpanel.hooks.mirpanel import MirPanelHook
 from airflow_provider_mirpanel.version_compat import BaseOperator
 
 
-def as_list(value: Any) -> list[Any]:
-    """An ``inlets``/``outlets`` argument as a list (None, one item, or a list or tuple of them)."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def choice(name: str, value: str, allowed: Sequence[str]) -> str:
     """``value`` if it is one of ``allowed``, else ValueError naming the parameter (refused at DAG parse)."""
     if value not in allowed:

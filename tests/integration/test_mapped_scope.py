@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_cli import AIRFLOW, airflow_home
-from airflow_compat import needs_state_stores
+from support.airflow_cli import AIRFLOW, airflow_home
+from support.airflow_compat import needs_state_stores
 
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 
