@@ -140,8 +140,8 @@ class Bench:
 
     def at(self, latency: float) -> list[Row]:
         """The rows of one panel latency."""
-        from airflow_provider_mirpanel.lease import LeaseTiming
         from airflow_provider_mirpanel.operators.scoped import DEFAULT_WAIT_POLL
+        from airflow_provider_mirpanel.placement.lease import LeaseTiming
 
         label, tag = f"{latency * 1000:g} ms", f"{int(latency * 1000)}ms_{time.time_ns()}"
         rows: list[Row] = []
@@ -225,7 +225,7 @@ class Bench:
 
     def pages(self, scope: str) -> int:
         """How many ledger pages a scope has (the REST API lists the ledger asset's keys)."""
-        from airflow_provider_mirpanel.ledger import PAGE_PREFIX
+        from airflow_provider_mirpanel.placement.ledger import PAGE_PREFIX
 
         asset = self.api.asset_id(LEDGER_ASSET)
         prefix, keys, total, offset = f"{PAGE_PREFIX}{quote(scope, safe='')}.", 0, None, 0
