@@ -137,7 +137,17 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "scenario(number, title): a numbered scenario of issues 11 and 15")
+    config.addinivalue_line("markers", "scenario(number, title): a numbered scenario of issues 11, 15 and 20")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Scenarios run in their numbers' order, whatever file holds them (1–7 first, as before issue 20)."""
+
+    def number(item: pytest.Item) -> int:
+        marker = item.get_closest_marker("scenario")
+        return int(marker.args[0]) if marker is not None else 0
+
+    items.sort(key=number)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -7,7 +7,8 @@ What :class:`Deployment` starts, each as its own process (group), all under the 
   root), listening on 127.0.0.1 only on a free port, with the ``airflow`` metadata DB and the
   ``warehouse`` DB of the example DAGs;
 * Airflow's ``api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``, with an
-  isolated ``AIRFLOW_HOME`` (``.e2e/airflow``), ``dags_examples/`` as the DAGs folder, short heartbeats
+  isolated ``AIRFLOW_HOME`` (``.e2e/airflow``), ``dags_examples/`` as the DAGs folder (and
+  ``tests/e2e/dags/``, the scenarios' own DAGs, as a second DAG bundle), short heartbeats
   and timeouts set through configuration, and no log server (``--skip-serve-logs``): nothing listens
   beyond 127.0.0.1.
 
@@ -46,6 +47,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags_examples"
+#: The scenarios' own DAGs (issue 20's concurrent writers), a second DAG bundle beside the examples.
+E2E_DAGS = ROOT / "tests" / "e2e" / "dags"
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
 MARKER = "MIRPANEL_E2E_HOME"
@@ -133,6 +137,17 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last: {str(last)[:500]})")
         time.sleep(interval)
+
+
+def settled(count: Any) -> Any:
+    """A probe that is true once ``count()`` returned the same value twice in a row (one poll apart)."""
+    last: list[Any] = []
+
+    def probe() -> bool:
+        last.append(count())
+        return len(last) >= 2 and last[-1] == last[-2]
+
+    return probe
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -768,6 +783,13 @@ class Deployment:
             **self.marker_env,
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            # Two bundles: the DAGs folder (the examples, as users get them) and the scenarios' own.
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                [
+                    {"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
+                    {"name": "e2e", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(E2E_DAGS)}},
+                ]
+            ),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url("airflow"),
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "e2e:admin",

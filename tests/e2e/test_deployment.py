@@ -32,7 +32,8 @@ from typing import Any
 
 import psutil
 import pytest
-from deployment import Deployment, Scenario, expected_requests, polls, wait_for
+from campaigns import bought_twice, panel_orders, write_campaign
+from deployment import Deployment, Scenario, expected_requests, polls, settled, wait_for
 
 from airflow_provider_mirpanel.protocol import ORDER_TERMINAL_STATUSES
 from airflow_provider_mirpanel.sandbox import SandboxPanel
@@ -49,32 +50,7 @@ BALANCE_LOW = "mirpanel_balance_low"
 LAUNCH_RUN, LAUNCH_CAMPAIGN = "e2e_campaign", "e2e_launch"
 #: The sandbox clock while orders may finish: 10 sandbox minutes per second.
 FAST = 600.0
-#: Services of the example campaign file, cycled through by the generated campaigns.
-SERVICES = (
-    (8094, "https://www.tiktok.com/@mirpanel.e2e/video/{tag}-{n}", 1000),
-    (4663, "https://t.me/mirpanel_e2e/{tag}-{n}", 500),
-    (7276, "https://www.tiktok.com/@mirpanel.e2e/live/{tag}-{n}", 300),
-)
-
-
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def write_campaign(folder: Path, tag: str, rows: int) -> tuple[Path, list[dict[str, Any]]]:
-    """A campaign file of ``rows`` orders whose links are unique and carry ``tag``."""
-    orders = []
-    for n in range(1, rows + 1):
-        service, link, quantity = SERVICES[(n - 1) % len(SERVICES)]
-        orders.append(
-            {"key": f"{tag}-{n:03d}", "service": service, "link": link.format(tag=tag, n=n), "quantity": quantity}
-        )
-    path = folder / "campaigns" / f"{tag}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["key", "service", "link", "quantity"])
-        writer.writeheader()
-        writer.writerows(orders)
-    return path, orders
 
 
 def example_campaign() -> list[dict[str, Any]]:
@@ -84,35 +60,9 @@ def example_campaign() -> list[dict[str, Any]]:
         ]
 
 
-def panel_orders(panel: SandboxPanel, rows: Iterable[dict[str, Any]]) -> dict[str, list[int]]:
-    """The panel's order IDs for each campaign row (matched on service, link and quantity)."""
-    wanted = {(row["service"], row["link"], row["quantity"]): row["key"] for row in rows}
-    found: dict[str, list[int]] = {key: [] for key in wanted.values()}
-    for order in list(panel.state.orders.values()):
-        key = wanted.get((order.service, order.link, order.quantity))
-        if key is not None:
-            found[key].append(order.id)
-    return found
-
-
-def bought_twice(orders: dict[str, list[int]]) -> int:
-    return sum(max(0, len(ids) - 1) for ids in orders.values())
-
-
 def request_counts(entries: Sequence[Any]) -> str:
     counts = Counter(entry.action for entry in entries)
     return ", ".join(f"{action} {count}" for action, count in sorted(counts.items())) or "none"
-
-
-def settled(count: Any) -> Any:
-    """A probe that is true once ``count()`` returned the same value twice in a row (one poll apart)."""
-    last: list[Any] = []
-
-    def probe() -> bool:
-        last.append(count())
-        return len(last) >= 2 and last[-1] == last[-2]
-
-    return probe
 
 
 def trigger_row(deployment: Deployment, run_id: str, task_id: str) -> tuple[Any, ...] | None:
