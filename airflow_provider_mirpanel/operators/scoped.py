@@ -25,7 +25,7 @@ from airflow_provider_mirpanel.placement.ledger import ledger_asset as ledger_as
 from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
 from airflow_provider_mirpanel.utils.airflow_lines import requires_state_stores
 from airflow_provider_mirpanel.utils.listing import listing
-from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
+from airflow_provider_mirpanel.version_compat import STATE_STORES, Asset, Context
 
 #: The XCom key of what claiming the scope took (``scope, waited, claim, polls, holders``).
 LEDGER_CLAIM_XCOM_KEY = "ledger_claim"
@@ -66,7 +66,7 @@ def seconds_of(name: str, value: float | timedelta) -> float:
     return float(seconds)
 
 
-def _ledger_asset(kwargs: Mapping[str, Any], ledger_asset: Any) -> Any:
+def _ledger_asset(kwargs: Mapping[str, Any], ledger_asset: Asset | None) -> Asset:
     """Return the ledger asset a task's arguments name: given, else the connection's (which must not be templated)."""
     if ledger_asset is not None:
         return ledger_asset
@@ -97,7 +97,7 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
         self,
         *,
         ledger_scope: str | None,
-        ledger_asset: Any = None,
+        ledger_asset: Asset | None = None,
         ledger_lease: float = DEFAULT_LEASE,
         ledger_wait_poll: float = DEFAULT_WAIT_POLL,
         ledger_wait_timeout: float | timedelta = DEFAULT_WAIT_TIMEOUT,
@@ -173,7 +173,7 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
                 waited,
                 self.ledger_wait_timeout,
             )
-            if self.deferrable:
+            if self.deferrable and self.ledger_asset is not None:
                 trigger = LedgerScopeTrigger(
                     asset_name=self.ledger_asset.name,
                     lease_key=ledger.lease.key,
