@@ -69,6 +69,10 @@ class LedgerScopeTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Read the lease until it is free for the waiting task, then yield one event."""
         owner = LeaseOwner.from_json(self.owner)
+        # The task deferred because the scope was held: look after one interval, not at once. A trigger that
+        # fires before the scheduler has processed the deferral fails the task on Airflow 3.3.2
+        # (apache/airflow#67287), and the holder rarely lets go within milliseconds anyway.
+        await asyncio.sleep(self._delay(time.time()))
         while True:
             try:
                 lease = Lease.from_json(await self._read())
@@ -89,8 +93,12 @@ class LedgerScopeTrigger(BaseTrigger):
             if self.give_up_at is not None and now >= self.give_up_at:
                 yield TriggerEvent({"free": False})
                 return
-            delay = self.poll_interval if self.give_up_at is None else min(self.poll_interval, self.give_up_at - now)
-            await asyncio.sleep(max(0.0, delay))
+            await asyncio.sleep(self._delay(now))
+
+    def _delay(self, now: float) -> float:
+        """Return how long to sleep before the next look: one interval, or until the task gives up."""
+        delay = self.poll_interval if self.give_up_at is None else min(self.poll_interval, self.give_up_at - now)
+        return max(0.0, delay)
 
     async def _read(self) -> Any:
         from airflow.sdk.execution_time.context import AssetStateStoreAccessor

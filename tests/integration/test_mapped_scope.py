@@ -21,7 +21,7 @@ from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 pytestmark = [needs_state_stores, pytest.mark.slow]
 
-DAGS = Path(__file__).parent / "dags"
+DAGS = Path(__file__).parents[1] / "dags"
 
 
 def rows(panel: SandboxPanel, n: int) -> list[dict[str, Any]]:
