@@ -35,7 +35,7 @@ from airflow_provider_mirpanel.ledger import LedgerEntry, LedgerState
 from airflow_provider_mirpanel.operators.mirpanel import HISTORY_KEY
 from airflow_provider_mirpanel.operators.orders import UNKNOWN_ORDERS_XCOM_KEY
 from airflow_provider_mirpanel.plugins.access import Access
-from airflow_provider_mirpanel.plugins.ledger_keys import Lease, parse_key, parse_lease
+from airflow_provider_mirpanel.plugins.ledger_keys import parse_key, parse_lease
 from airflow_provider_mirpanel.spending import BalanceHistory, Projection, assess
 from airflow_provider_mirpanel.taskstate import digest
 from airflow_provider_mirpanel.triggers.balance import WatchState
@@ -188,9 +188,8 @@ def gather(session: Session, access: Access, page: int = 1, unknown_page: int = 
     ledger_assets = {conn: asset_id for asset_id, name in assets.items()
                      if (conn := _suffix(name, LEDGER_ASSET_PREFIX)) is not None}
     campaigns: dict[tuple[str | None, str], Campaign] = {}
-    leases: dict[tuple[str | None, str], Lease] = {}
     if STATE_STORES:
-        _ledger_scopes(session, ledger_assets, campaigns, leases, now)
+        _ledger_scopes(session, ledger_assets, campaigns, now)
     else:
         notes.append(f"Airflow {airflow_line()} has no state stores (Airflow 3.3+): the campaigns' ledgers "
                      "(rows placed, refused, unknown; spend; the lease), the orders of unknown outcome and the "
@@ -230,8 +229,7 @@ def _suffix(name: str, prefix: str) -> str | None:
 
 
 def _ledger_scopes(session: Session, ledger_assets: Mapping[str, int],
-                   campaigns: dict[tuple[str | None, str], Campaign], leases: dict[tuple[str | None, str], Lease],
-                   now: float) -> None:
+                   campaigns: dict[tuple[str | None, str], Campaign], now: float) -> None:
     """Every scope of every ledger asset, from its keys' names and dates; the leases' values."""
     from airflow.models.asset_state_store import AssetStateStoreModel as Row
 
@@ -271,7 +269,6 @@ def _ledger_scopes(session: Session, ledger_assets: Mapping[str, int],
             if parsed is None or lease is None:
                 continue
             campaign = campaigns[(conn_of[asset_id], parsed.scope)]
-            leases[(campaign.conn_id, campaign.scope)] = lease
             campaign.held = lease.held(now)
             campaign.dag_ids.add(lease.dag_id)
             campaign.last_written = Writer(lease.dag_id, lease.run_id, lease.task_id,
