@@ -27,12 +27,12 @@ _HEADERS = {
 }
 
 
-def _timing(started: float) -> dict[str, str]:
-    """Return a ``Server-Timing`` header: the time spent reading the DB and rendering.
+def _headers(started: float) -> dict[str, str]:
+    """Return the page's headers, with ``Server-Timing``: the time reading the DB and rendering.
 
     ``make bench-deployment`` reads it.
     """
-    return {"Server-Timing": f"page;dur={(time.perf_counter() - started) * 1000:.1f}"}
+    return {**_HEADERS, "Server-Timing": f"page;dur={(time.perf_counter() - started) * 1000:.1f}"}
 
 
 def create_app() -> FastAPI:
@@ -51,55 +51,47 @@ def create_app() -> FastAPI:
         openapi_url=None,
     )
 
-    def collect(
-        request: Request, user: Any, session: Any, page: int, unknown_page: int, per_page: int
-    ) -> tuple[Any, Any]:
-        from airflow_provider_mirpanel.plugins.access import Access
-        from airflow_provider_mirpanel.plugins.gather import gather
-        from airflow_provider_mirpanel.plugins.render import Links
-
-        root = str(request.scope.get("root_path", "")).rstrip("/")
-        ui_base = root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else ""
-        keep = {"per_page": per_page} if per_page != CAMPAIGNS_PER_PAGE else {}
-        links = Links(ui_base, root or URL_PREFIX, keep=keep)
-        return gather(session, Access(user), page=page, unknown_page=unknown_page, per_page=per_page), links
-
     Page = Annotated[int, Query(ge=1, le=1_000_000, description="page of campaigns")]
     UnknownPage = Annotated[int, Query(ge=1, le=1_000_000, description="page of orders of unknown outcome")]
     PerPage = Annotated[int, Query(ge=1, le=100, description="campaigns per page")]
 
-    @app.get("/", response_class=HTMLResponse)
-    def page(
+    def view(
         request: Request,
         user: GetUserDep,
         session: SessionDep,
         page: Page = 1,
         unknown_page: UnknownPage = 1,
         per_page: PerPage = CAMPAIGNS_PER_PAGE,
-    ) -> HTMLResponse:
+    ) -> tuple[Any, Any, float]:
+        """Return what the user may see of the page asked for, its links, and when gathering it began."""
+        from airflow_provider_mirpanel.plugins.access import Access
+        from airflow_provider_mirpanel.plugins.gather import gather
+        from airflow_provider_mirpanel.plugins.render import Links
+
+        started = time.perf_counter()
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        ui_base = root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else ""
+        keep = {"per_page": per_page} if per_page != CAMPAIGNS_PER_PAGE else {}
+        links = Links(ui_base, root or URL_PREFIX, keep=keep)
+        data = gather(session, Access(user), page=page, unknown_page=unknown_page, per_page=per_page)
+        return data, links, started
+
+    View = Annotated[tuple[Any, Any, float], Depends(view)]
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(view: View) -> HTMLResponse:
         """Serve the MirPanel page."""
         from airflow_provider_mirpanel.plugins.render import render_page
 
-        started = time.perf_counter()
-        data, links = collect(request, user, session, page, unknown_page, per_page)
-        body = render_page(data, links)
-        return HTMLResponse(body, headers={**_HEADERS, **_timing(started)})
+        data, links, started = view
+        return HTMLResponse(render_page(data, links), headers=_headers(started))
 
     @app.get("/data.json")
-    def data_json(
-        request: Request,
-        user: GetUserDep,
-        session: SessionDep,
-        page: Page = 1,
-        unknown_page: UnknownPage = 1,
-        per_page: PerPage = CAMPAIGNS_PER_PAGE,
-    ) -> JSONResponse:
+    def data_json(view: View) -> JSONResponse:
         """Serve the page's data as JSON."""
         from airflow_provider_mirpanel.plugins.twin import page_json
 
-        started = time.perf_counter()
-        data, links = collect(request, user, session, page, unknown_page, per_page)
-        body = page_json(data, links)
-        return JSONResponse(body, headers={**_HEADERS, **_timing(started)})
+        data, links, started = view
+        return JSONResponse(page_json(data, links), headers=_headers(started))
 
     return app

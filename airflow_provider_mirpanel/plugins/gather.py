@@ -198,9 +198,8 @@ def gather(
         conn: asset_id for asset_id, name in assets.items() if (conn := _suffix(name, LEDGER_ASSET_PREFIX)) is not None
     }
     campaigns: dict[tuple[str | None, str], Campaign] = {}
-    leases: dict[tuple[str | None, str], Lease] = {}
     if STATE_STORES:
-        _ledger_scopes(session, ledger_assets, campaigns, leases, now)
+        _ledger_scopes(session, ledger_assets, campaigns, now)
     else:
         notes.append(
             f"Airflow {airflow_line()} has no state stores (Airflow 3.3+): the campaigns' ledgers "
@@ -257,11 +256,7 @@ def _suffix(name: str, prefix: str) -> str | None:
 
 
 def _ledger_scopes(
-    session: Session,
-    ledger_assets: Mapping[str, int],
-    campaigns: dict[tuple[str | None, str], Campaign],
-    leases: dict[tuple[str | None, str], Lease],
-    now: float,
+    session: Session, ledger_assets: Mapping[str, int], campaigns: dict[tuple[str | None, str], Campaign], now: float
 ) -> None:
     """Every scope of every ledger asset, from its keys' names and dates; the leases' values."""
     from airflow.models.asset_state_store import AssetStateStoreModel as Row
@@ -310,7 +305,6 @@ def _ledger_scopes(
             if parsed is None or lease is None:
                 continue
             campaign = campaigns[(conn_of[asset_id], parsed.scope)]
-            leases[(campaign.conn_id, campaign.scope)] = lease
             campaign.held = lease.held(now)
             campaign.dag_ids.add(lease.owner.dag_id)
             campaign.last_written = Writer(
