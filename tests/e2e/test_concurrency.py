@@ -262,7 +262,8 @@ def two_writers(setting: Setting, sandbox: SandboxPanel, scenario: Scenario, sco
     assert all(run["state"] == "success" for run in runs.values()), {
         run_id: task_states(api, dag_id, run_id) for run_id, dag_id in writers.items()}
     second = next(run_id for run_id in writers if run_id != holder)
-    assert claims[second]["waited"] > 0 and claims[second]["polls"] >= 1, claims[second]
+    assert claims[second]["waited"] > 0 and claims[second]["polls"] >= 1, (
+        claims[second], api.task_instance(writers[second], second, TASK)["try_number"])
     assert any(holder in str(name) for name in claims[second]["holders"]), claims[second]
     # the second run placed nothing: it reports every row as placed by an earlier run
     records = api.xcom(writers[second], second, TASK)
@@ -297,7 +298,9 @@ def test_mapped_placement(setting: Setting, sandbox: SandboxPanel, scenario: Sce
     run = deployment.wait_run(MAPPED, "e2e_mapped_1", timeout=600)
     mapped = api.get(f"/dags/{MAPPED}/dagRuns/e2e_mapped_1/taskInstances/{TASK}/listMapped", limit=100)
     states = Counter(ti["state"] for ti in mapped["task_instances"])
-    scenario.note(f"run {run['state']}: {len(mapped['task_instances'])} mapped task instances {dict(states)}")
+    retried = sorted(ti["map_index"] for ti in mapped["task_instances"] if ti["try_number"] > 1)
+    scenario.note(f"run {run['state']}: {len(mapped['task_instances'])} mapped task instances {dict(states)}"
+                  + (f", chunks {retried} retried" if retried else ""))
     first = accounts(api, setting.asset_id, sandbox, scope, rows)
     claims = {f"chunk {ti['map_index']}": claim(api, MAPPED, "e2e_mapped_1", ti["map_index"])
               for ti in mapped["task_instances"] if ti["state"] == "success"}
