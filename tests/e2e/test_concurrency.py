@@ -189,6 +189,20 @@ def task_states(api: Api, dag_id: str, run_id: str) -> dict[str, str]:
     return {task: ti["state"] for task, ti in api.task_instances(dag_id, run_id).items()}
 
 
+def retried_by_airflow(api: Api, dag_id: str, run_id: str, scenario: Scenario) -> bool:
+    """Whether a waiter that was seen deferred ran a second try; noted, as its XCom is then the retry's.
+
+    Airflow 3.3.2's scheduler fails a deferred task whose trigger fires before it has processed the
+    exit of the process that deferred (the task is queued again by then: apache/airflow#67287, fixed
+    after 3.3.2 by #68741). The scope's trigger fires as soon as the holder releases, so a waiter
+    behind a short placement can be hit; its retry claims the scope, safely.
+    """
+    tries = int(api.task_instance(dag_id, run_id, TASK)["try_number"])
+    if tries > 1:
+        scenario.note(f"{run_id} was failed by Airflow's stale-event race (apache/airflow#67287) and retried")
+    return tries > 1
+
+
 def gate_reached(gate: Path) -> str | None:
     """The ``<run id>.try<n>`` waiting at the gate, once one does."""
     reached = sorted(gate.parent.glob(f"{gate.name}.*.reached"))
@@ -283,8 +297,9 @@ def two_writers(
         run_id: task_states(api, dag_id, run_id) for run_id, dag_id in writers.items()
     }
     second = next(run_id for run_id in writers if run_id != holder)
-    assert claims[second]["waited"] > 0 and claims[second]["polls"] >= 1, claims[second]
-    assert any(holder in str(name) for name in claims[second]["holders"]), claims[second]
+    if not retried_by_airflow(api, writers[second], second, scenario):
+        assert claims[second]["waited"] > 0 and claims[second]["polls"] >= 1, claims[second]
+        assert any(holder in str(name) for name in claims[second]["holders"]), claims[second]
     # the second run placed nothing: it reports every row as placed by an earlier run
     records = api.xcom(writers[second], second, TASK)
     assert [record["state"] for record in records] == ["placed"] * len(rows), Counter(r["state"] for r in records)
@@ -318,7 +333,11 @@ def test_mapped_placement(setting: Setting, sandbox: SandboxPanel, scenario: Sce
     run = deployment.wait_run(MAPPED, "e2e_mapped_1", timeout=600)
     mapped = api.get(f"/dags/{MAPPED}/dagRuns/e2e_mapped_1/taskInstances/{TASK}/listMapped", limit=100)
     states = Counter(ti["state"] for ti in mapped["task_instances"])
-    scenario.note(f"run {run['state']}: {len(mapped['task_instances'])} mapped task instances {dict(states)}")
+    retried = sorted(ti["map_index"] for ti in mapped["task_instances"] if ti["try_number"] > 1)
+    scenario.note(
+        f"run {run['state']}: {len(mapped['task_instances'])} mapped task instances {dict(states)}"
+        + (f", chunks {retried} retried" if retried else "")
+    )
     first = accounts(api, setting.asset_id, sandbox, scope, rows)
     claims = {
         f"chunk {ti['map_index']}": claim(api, MAPPED, "e2e_mapped_1", ti["map_index"])
@@ -402,7 +421,8 @@ def test_retry_overlapping_a_new_run(setting: Setting, sandbox: SandboxPanel, sc
     }
     assert tries == 2 and 0 < placed_by_try1 < len(rows), (tries, placed_by_try1)
     assert result.orders == len(rows), result.text()
-    assert claims[second]["polls"] >= 1 and claims[second]["waited"] > 0, claims[second]
+    if not retried_by_airflow(api, PLACE, second, scenario):
+        assert claims[second]["polls"] >= 1 and claims[second]["waited"] > 0, claims[second]
 
 
 @pytest.mark.scenario(12, "holder killed (kill -9) while another writer waits → lease expires → resolve → again")
