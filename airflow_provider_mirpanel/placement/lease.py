@@ -155,10 +155,13 @@ class Lease:
     expires: float
     released_at: float | None = None
     try_number: int = 0
+    #: Where the scope's latest snapshot is: ``{"pages": n, "chunks": c}`` (the ledger's; carried by every claim).
+    snapshot: Mapping[str, int] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """Return the lease as stored."""
         return {
+            "snapshot": dict(self.snapshot) if self.snapshot is not None else None,
             "owner": self.owner.as_json(),
             "token": self.token,
             "taken_at": self.taken_at,
@@ -181,8 +184,18 @@ class Lease:
         if not (released is None or _is_number(released)) or not isinstance(try_number, int):
             return None
         taken, renewed, expires = (float(time_) for time_ in numbers)
+        snapshot = value.get("snapshot")
+        if not (isinstance(snapshot, Mapping) and all(isinstance(snapshot.get(n), int) for n in ("pages", "chunks"))):
+            snapshot = None
         return cls(
-            owner, value["token"], taken, renewed, expires, None if released is None else float(released), try_number
+            owner,
+            value["token"],
+            taken,
+            renewed,
+            expires,
+            None if released is None else float(released),
+            try_number,
+            None if snapshot is None else {"pages": snapshot["pages"], "chunks": snapshot["chunks"]},
         )
 
     def held(self, now: float) -> bool:
@@ -285,7 +298,8 @@ class ScopeLease:
         now = self.clock.time()
         if current is not None and current.keeps_out(self.owner, self.try_number, now, self.timing.skew):
             return Claim(False, holder=current, seconds=self.clock.monotonic() - start)
-        mine = Lease(self.owner, uuid.uuid4().hex, now, now, now + self.timing.ttl, try_number=self.try_number)
+        snapshot = current.snapshot if current is not None else None  # every claim carries the snapshot on
+        mine = Lease(self.owner, uuid.uuid4().hex, now, now, now + self.timing.ttl, None, self.try_number, snapshot)
         self.store.set(self.key, mine.as_json())
         if self.clock.monotonic() - start > self.timing.write_bound:
             return Claim(
@@ -337,8 +351,11 @@ class ScopeLease:
         self._renewed = start
         self._deadline = start + self.timing.ttl - self.timing.write_bound
 
-    def release(self) -> None:
-        """Release the lease, unless this writer no longer trusts that it holds it (then it expires)."""
+    def release(self, snapshot: Mapping[str, int] | None = None) -> None:
+        """Release the lease, unless this writer no longer trusts that it holds it (then it expires).
+
+        :param snapshot: where the snapshot this holder wrote is (kept in the lease for the next holder).
+        """
         held, self.held = self.held, None
         if held is None or self._lost is not None:
             return
@@ -349,7 +366,8 @@ class ScopeLease:
         if current is None or current.token != held.token:
             return
         now = self.clock.time()
-        self.store.set(self.key, replace(held, renewed_at=now, expires=0.0, released_at=now).as_json())
+        released = replace(held, renewed_at=now, expires=0.0, released_at=now, snapshot=snapshot or held.snapshot)
+        self.store.set(self.key, released.as_json())
 
     def _lose(self, why: str) -> MirPanelScopeLostError:
         """Stop trusting the lease for good: this writer writes and sends nothing more."""

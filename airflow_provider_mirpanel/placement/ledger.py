@@ -55,6 +55,8 @@ MAX_SCOPE_LENGTH = 200
 #: errors ≤ 150).
 PAGE_SIZE = 100
 _MAX_ERROR = 150
+#: Entries per chunk of a scope's snapshot (about 40 KB, below the stores' 64 KB warning).
+SNAPSHOT_ROWS = 400
 #: The first row of a scope's first page written under a lease. Its state is a list: the release
 #: before leases fails on it (``unhashable type``) while loading, before it sends anything.
 FORMAT_ROW: list[Any] = [
@@ -177,6 +179,8 @@ class PlacementLedger:
         self._prefix = PAGE_PREFIX if scope is None else f"{PAGE_PREFIX}{quote(scope, safe='')}."
         self._pages: int | None = None  # pages in the store, once loaded
         self._formatted = False  # whether the loaded pages hold FORMAT_ROW
+        self._known: dict[str, LedgerEntry] | None = None  # every key's latest entry, once loaded (kept up to date)
+        self._snapshot_pages = 0  # the pages the snapshot read at load covers
         self.lease = (
             ScopeLease(store, self._prefix + LEASE_SUFFIX, owner, timing, try_number=try_number)
             if scope is not None and owner is not None
@@ -238,9 +242,51 @@ class PlacementLedger:
             self.lease.keep_alive()
 
     def release(self) -> None:
-        """Release the scope's lease (a no-op without one)."""
-        if self.lease is not None:
-            self.lease.release()
+        """Release the scope's lease (a no-op without one), leaving a snapshot of the scope when pages were written.
+
+        The snapshot is every key's latest entry in chunks of :data:`SNAPSHOT_ROWS` rows, written under the
+        lease, and named in the released lease: the next holder reads it and only the pages after it, not the
+        scope's every page. Pages are never removed, so a holder that read an older snapshot still reads right.
+        """
+        if self.lease is None:
+            return
+        snapshot = None
+        if self.lease.held is not None and self._known is not None and (self._pages or 0) > self._snapshot_pages:
+            try:
+                snapshot = self._write_snapshot(self._known, self._pages or 0)
+            except Exception:  # the lease then keeps pointing at the older snapshot: slower, never wrong
+                snapshot = None
+        self.lease.release(snapshot)
+
+    def _snapshot_key(self, pages: int, chunk: int) -> str:
+        return f"{self._prefix}snap-{pages}-{chunk}"  # no page key ends so: pages end in a number
+
+    def _write_snapshot(self, entries: Mapping[str, LedgerEntry], pages: int) -> dict[str, int]:
+        rows = [entry.row(key) for key, entry in entries.items()]
+        chunks = (len(rows) + SNAPSHOT_ROWS - 1) // SNAPSHOT_ROWS
+        for chunk in range(chunks):
+            self.keep_alive()
+            self.store.set(self._snapshot_key(pages, chunk), rows[chunk * SNAPSHOT_ROWS : (chunk + 1) * SNAPSHOT_ROWS])
+        return {"pages": pages, "chunks": chunks}
+
+    def _read_snapshot(self, entries: dict[str, LedgerEntry]) -> int:
+        """Read the held lease's snapshot into ``entries``; the first page after it (0 without one)."""
+        held = self.lease.held if self.lease is not None else None
+        if held is None or held.snapshot is None:
+            return 0
+        pages, chunks = held.snapshot["pages"], held.snapshot["chunks"]
+        read: dict[str, LedgerEntry] = {}
+        for chunk in range(chunks):
+            rows = self.store.get(self._snapshot_key(pages, chunk))
+            if not isinstance(rows, list):
+                return 0  # a snapshot that cannot be read whole is not used: every page is read instead
+            for row in rows:
+                parsed = LedgerEntry.from_row(row)
+                if parsed is not None:
+                    read[parsed[0]] = parsed[1]
+        entries.update(read)
+        self._formatted = True  # only a writer under a lease writes snapshots: its pages start with the format row
+        return pages
 
     def load(self, keys: Iterable[str] = ()) -> dict[str, LedgerEntry]:
         """Every key's latest entry, reading the pages in order (one read per page, plus one).
@@ -251,7 +297,7 @@ class PlacementLedger:
         if self.lease is not None and self.lease.held is None:
             raise RuntimeError("a scope's ledger is read only by the holder of its lease: claim() first")
         entries: dict[str, LedgerEntry] = {}
-        page = 0
+        page = self._snapshot_pages = self._read_snapshot(entries)
         while (rows := self.store.get(f"{self._prefix}{page}")) is not None:
             if page % 50 == 49:
                 self.keep_alive()  # a long ledger is read under a lease renewed in time
@@ -267,6 +313,7 @@ class PlacementLedger:
                 legacy = LedgerEntry.from_json(self.store.get(LEGACY_PREFIX + key))
                 if legacy is not None:
                     entries[key] = legacy
+        self._known = dict(entries)
         return entries
 
     def append(self, entries: Mapping[str, LedgerEntry]) -> int:
@@ -287,6 +334,8 @@ class PlacementLedger:
         self.store.set(f"{self._prefix}{number}", rows)
         self._formatted = self._formatted or self.lease is not None
         self._pages = number + 1
+        if self._known is not None:
+            self._known.update(entries)
         return number
 
     def unresolved(self, entries: Mapping[str, LedgerEntry] | None = None) -> dict[str, LedgerEntry]:

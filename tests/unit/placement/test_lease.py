@@ -177,3 +177,56 @@ def test_the_skipping_clock_counts_what_a_claim_waits(lease_clock: SkippingClock
     store = MemoryStateStore()
     assert ScopeLease(store, KEY, OWNER_A).claim().held
     assert lease_clock.sleeps == [LeaseTiming().claim_wait]
+
+
+class CountingStore(MemoryStateStore):
+    """A store that counts its reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.gets += 1
+        return super().get(key, default)
+
+
+def holder_of(store: MemoryStateStore, clock: ManualClock, owner: Any = OWNER_A) -> PlacementLedger:
+    ledger = PlacementLedger(store, scope="spring", owner=owner, timing=LeaseTiming())
+    assert ledger.lease is not None
+    ledger.lease.clock = clock
+    assert ledger.claim().held
+    return ledger
+
+
+def test_a_holder_leaves_a_snapshot_so_the_next_one_reads_it_and_not_every_page() -> None:
+    store, clock = CountingStore(), ManualClock()
+    first = holder_of(store, clock)
+    first.load()
+    for page in range(30):  # 30 pages of one entry each: a placement at a slow panel writes many small pages
+        first.append({f"row-{page}": LedgerEntry(LedgerState.PLACED, "d", 1000 + page)})
+    first.release()
+    lease = Lease.from_json(store.get(KEY))
+    assert lease is not None and lease.snapshot == {"pages": 30, "chunks": 1}
+
+    second = holder_of(store, clock, OWNER_B)
+    store.gets = 0
+    entries = second.load()
+
+    assert {key: entry.order for key, entry in entries.items()} == {f"row-{n}": 1000 + n for n in range(30)}
+    assert store.gets == 2, "one snapshot chunk, then the first page after it (absent)"
+    second.append({"row-30": LedgerEntry(LedgerState.SENDING, "d")})
+    assert store.get("mirpanel.ledger.spring.30") is not None, "pages go on where they were"
+
+
+def test_a_snapshot_that_cannot_be_read_whole_is_not_used() -> None:
+    store, clock = MemoryStateStore(), ManualClock()
+    first = holder_of(store, clock)
+    first.load()
+    first.append({"row-1": LedgerEntry(LedgerState.PLACED, "d", 1001)})
+    first.release()
+    store.values.pop("mirpanel.ledger.spring.snap-1-0")
+
+    entries = holder_of(store, clock, OWNER_B).load()
+
+    assert entries["row-1"].order == 1001, "every page read instead"

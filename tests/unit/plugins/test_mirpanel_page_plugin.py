@@ -134,3 +134,7 @@ def test_the_page_folds_a_ledger_as_the_ledger_reads_it(pages: list[list[Any]], 
     while count in stored:
         count += 1
     assert {key: entry for key, (entry, _) in _fold(stored, count).items()} == PlacementLedger(store, "s").load()
+
+
+def test_a_scopes_snapshot_is_not_taken_for_a_page_or_a_scope() -> None:
+    assert parse_key("mirpanel.ledger.spring.snap-30-0") is None
