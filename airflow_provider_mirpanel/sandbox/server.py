@@ -177,30 +177,20 @@ class SandboxServer:
         public = {name: value for name, value in form.items() if name != "key"}
         action = form.get("action", "")
         verdict = self.limits.check(form.get("key", ""), action)
-        if verdict is not None and not verdict.allowed:
-            if self.latency > 0:
-                await asyncio.sleep(self.latency)
-            refusal = verdict.refusal()
-            self.log.append(
-                RequestEntry(
-                    action=action,
-                    form=public,
-                    peer=peer,
-                    ids=requested_ids(form),
-                    status=refusal.status,
-                    processed=False,
-                    path=request.path,
-                )
-            )
-            return _response(refusal)
-        fault = self.faults.match(action, public)
+        refused = verdict is not None and not verdict.allowed
+        fault = None if refused else self.faults.match(action, public)
         delay = self.latency + (fault.seconds if fault is not None and fault.kind is FaultKind.LATENCY else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
-        processed = self.api.handle(form) if fault is None or fault.processes else None
-        reply: Reply | None = processed if fault is None else fault.reply(processed)
-        if reply is not None and verdict is not None:
-            reply.headers = {**verdict.headers, **reply.headers}
+        processed: Reply | None = None
+        reply: Reply | None
+        if verdict is not None and refused:  # over a per-key limit: turned away unprocessed
+            reply = verdict.refusal()
+        else:
+            processed = self.api.handle(form) if fault is None or fault.processes else None
+            reply = processed if fault is None else fault.reply(processed)
+            if reply is not None and verdict is not None:
+                reply.headers = {**verdict.headers, **reply.headers}
         self.log.append(
             RequestEntry(
                 action=action,
