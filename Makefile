@@ -41,7 +41,7 @@ bench-quick: $(STAMP)
 
 # Placement of 3,000 orders without a store, with the per-task ledger and with a ledger scope (its claim on
 # its own row), then four writers of one scope at once, run by a real scheduler in the deployment of make e2e
-# (in .e2e/bench; 0 and 50 ms panel latency; about 9 minutes, heavy: not part of make test).
+# (in .e2e/bench; 0 and 50 ms panel latency; 6-9 minutes, heavy: not part of make test).
 bench-deployment: $(E2E_STAMP)
 	$(BIN)/python -m benchmarks --deployment
 
