@@ -22,6 +22,7 @@ $(E2E_STAMP): $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .  # line length 120 ([tool.ruff])
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict --cache-dir .mypy_cache/strict airflow_provider_mirpanel  # the package, strict

@@ -65,6 +65,14 @@ class MirPanelTransientError(MirPanelError):
         where = f" ({action})" if action else ""
         super().__init__(f"Temporary failure talking to the panel{where}: {reason}")
 
+    @property
+    def throttled(self) -> bool:
+        """Whether the panel turned the request away for its rate limit, unprocessed.
+
+        A 429, or a "too many requests" error: the panel answered and did not process the request.
+        """
+        return not self.request_sent and self.http_status is not None
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild,

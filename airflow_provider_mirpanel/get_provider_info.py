@@ -12,13 +12,17 @@ _MODULES = "airflow_provider_mirpanel"
 
 def _number_field(label: str, description: str, kind: str, default: float, minimum: float) -> dict[str, Any]:
     """Return a declarative ``conn-fields`` entry of a number (``kind``: number or integer)."""
-    return {"label": label, "description": description,
-            "schema": {"type": [kind, "null"], "default": default, "minimum": minimum}}
+    return {
+        "label": label,
+        "description": description,
+        "schema": {"type": [kind, "null"], "default": default, "minimum": minimum},
+    }
 
 
 def _default_budgets() -> str:
-    return ", ".join(f"{action} {defaults.budget_text(*budget)}"
-                     for action, budget in defaults.DEFAULT_RATE_LIMITS.items())
+    return ", ".join(
+        f"{action} {defaults.budget_text(*budget)}" for action, budget in defaults.DEFAULT_RATE_LIMITS.items()
+    )
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -36,19 +40,39 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": "MirPanel",
-                   "python-modules": [f"{_MODULES}.hooks.mirpanel", f"{_MODULES}.hooks.mirpanel_async"]}],
-        "operators": [{"integration-name": "MirPanel",
-                       "python-modules": [f"{_MODULES}.operators.mirpanel", f"{_MODULES}.operators.orders"]}],
+        "hooks": [
+            {
+                "integration-name": "MirPanel",
+                "python-modules": [f"{_MODULES}.hooks.mirpanel", f"{_MODULES}.hooks.mirpanel_async"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "MirPanel",
+                "python-modules": [f"{_MODULES}.operators.mirpanel", f"{_MODULES}.operators.orders"],
+            }
+        ],
         "sensors": [{"integration-name": "MirPanel", "python-modules": [f"{_MODULES}.sensors.mirpanel"]}],
-        "triggers": [{"integration-name": "MirPanel",
-                      "python-modules": [f"{_MODULES}.triggers.mirpanel", f"{_MODULES}.triggers.balance",
-                                         f"{_MODULES}.triggers.scope"]}],
+        "triggers": [
+            {
+                "integration-name": "MirPanel",
+                "python-modules": [
+                    f"{_MODULES}.triggers.mirpanel",
+                    f"{_MODULES}.triggers.balance",
+                    f"{_MODULES}.triggers.scope",
+                ],
+            }
+        ],
         "extra-links": [f"{_MODULES}.links.PanelOrderLink"],
         # mirpanel://<conn id>/<dataset>: the panel's datasets (and this provider's assets), which
         # OpenLineage shows in the namespace of the panel behind the connection (lineage.py)
-        "asset-uris": [{"schemes": ["mirpanel"], "handler": f"{_MODULES}.assets.lineage.sanitize_uri",
-                        "to_openlineage_converter": f"{_MODULES}.assets.lineage.convert_asset_to_openlineage"}],
+        "asset-uris": [
+            {
+                "schemes": ["mirpanel"],
+                "handler": f"{_MODULES}.assets.lineage.sanitize_uri",
+                "to_openlineage_converter": f"{_MODULES}.assets.lineage.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [connection_type()],
     }
 
@@ -68,31 +92,70 @@ def connection_type() -> dict[str, Any]:
             },
         },
         "conn-fields": {
-            "timeout": _number_field("Request timeout (s)", "Seconds to wait for the panel's reply.",
-                               "number", defaults.DEFAULT_TIMEOUT, 0.001),
-            "connect_timeout": _number_field("Connect timeout (s)", "Seconds to wait for the connection.",
-                                       "number", defaults.DEFAULT_CONNECT_TIMEOUT, 0.001),
-            "retries": _number_field("Retries", "How often a failed read (status, balance, services) "
-                               "is retried. Orders are never resent after they may have "
-                               "reached the panel.", "integer", defaults.DEFAULT_RETRIES, 0),
-            "backoff": _number_field("Backoff (s)", "Wait before the first retry; it doubles at each "
-                               "retry, with jitter, and never undercuts a Retry-After.",
-                               "number", defaults.DEFAULT_BACKOFF, 0),
-            "concurrency": _number_field("Concurrency", "Requests in flight at once for multi-ID calls "
-                                   "(100 IDs per request).", "integer", defaults.DEFAULT_CONCURRENCY, 1),
+            "timeout": _number_field(
+                "Request timeout (s)",
+                "Seconds to wait for the panel's reply.",
+                "number",
+                defaults.DEFAULT_TIMEOUT,
+                0.001,
+            ),
+            "connect_timeout": _number_field(
+                "Connect timeout (s)",
+                "Seconds to wait for the connection.",
+                "number",
+                defaults.DEFAULT_CONNECT_TIMEOUT,
+                0.001,
+            ),
+            "retries": _number_field(
+                "Retries",
+                "How often a failed read (status, balance, services) "
+                "is retried. Orders are never resent after they may have "
+                "reached the panel.",
+                "integer",
+                defaults.DEFAULT_RETRIES,
+                0,
+            ),
+            "backoff": _number_field(
+                "Backoff (s)",
+                "Wait before the first retry; it doubles at each "
+                "retry, with jitter, and never undercuts a Retry-After.",
+                "number",
+                defaults.DEFAULT_BACKOFF,
+                0,
+            ),
+            "concurrency": _number_field(
+                "Concurrency",
+                "Requests in flight at once for multi-ID calls (100 IDs per request).",
+                "integer",
+                defaults.DEFAULT_CONCURRENCY,
+                1,
+            ),
             "rate_limits": {
                 "label": "Rate limits per action",
                 "description": f"Empty: the default budgets ({_default_budgets()}; the first four are the published "
                 "limits). "
                 'To change some, JSON of requests per minute, e.g. {"add": 30, "status": 240} or '
                 '{"services": {"limit": 20, "per": 3600}}; false for none. Each task keeps its own '
-                "budgets.",
+                "budgets, unless 'Shared budgets (Redis)' is set.",
                 "schema": {"type": ["string", "null"]},
             },
-            "rate_limit": _number_field("Overall rate limit (requests/min)", "Most requests per minute of all "
-                                  "actions together, evenly spaced, on top of the per-action limits; "
-                                  "0 means no overall limit (429 replies are honoured anyway).",
-                                  "number", defaults.DEFAULT_RATE_LIMIT, 0),
+            "budget_redis": {
+                "label": "Shared budgets (Redis)",
+                "description": "A Redis every worker and the triggerer reach (a redis:// URL, or the ID of "
+                "an Airflow connection of type redis, e.g. the Celery broker's): the rate limits then hold "
+                "for the API key across all tasks, processes and workers. Empty: each task keeps its own. "
+                "Needs the redis extra (pip install 'airflow-provider-mirpanel[redis]').",
+                "schema": {"type": ["string", "null"]},
+            },
+            "rate_limit": _number_field(
+                "Overall rate limit (requests/min)",
+                "Most requests per minute of all "
+                "actions together, evenly spaced, on top of the per-action limits; "
+                "0 means no overall limit (429 replies are honoured anyway).",
+                "number",
+                defaults.DEFAULT_RATE_LIMIT,
+                0,
+            ),
             "verify_ssl": {
                 "label": "Verify TLS certificates",
                 "description": "Turning this off needs 'Allow insecure transport' too.",

@@ -51,6 +51,7 @@ CHECKED_AT: Final = "checked_at"
 #: :mod:`airflow_provider_mirpanel.protocol.replies`, the placement's :class:`PlacedOrderRecord` here.
 Record = dict[str, Any]
 
+
 def utc_now() -> str:
     """Return the current UTC time as ISO-8601 text: what ``checked_at`` holds in XCom."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -71,6 +72,7 @@ class PlacedOrderRecord(TypedDict):
     quantity: int | None
     cost: float | None
     error: str | None
+
 
 #: The kinds of records and the columns each always has, in display order.
 KIND_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -139,8 +141,9 @@ def dtype_of(column: str, kind: str | None = None) -> str | None:
     return KIND_DTYPES.get(kind or "", {}).get(column, DTYPES.get(column))
 
 
-def to_dataframe(records: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None, kind: str | None = None
-                 ) -> pd.DataFrame:
+def to_dataframe(
+    records: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None, kind: str | None = None
+) -> pd.DataFrame:
     """Return a DataFrame of records with explicit dtypes.
 
     :param records: a list of records (any operator's or sensor's XCom value), or one record (the

@@ -28,9 +28,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N, tiny latency: checks counts, not speed")
     parser.add_argument("--strict", action="store_true", help="also exit non-zero when a timing target is missed")
-    parser.add_argument("--deployment", action="store_true",
-                        help="placement with and without the ledger, run by a real scheduler (minutes)")
+    parser.add_argument(
+        "--deployment",
+        action="store_true",
+        help="placement with and without the ledger, run by a real scheduler (minutes)",
+    )
+    parser.add_argument(
+        "--page",
+        action="store_true",
+        help="with --deployment: only the MirPanel page's rows (100 campaigns of 1,000 orders)",
+    )
     parser.add_argument("--n", type=int, default=3_000, help="orders per placement of --deployment (default 3,000)")
+    parser.add_argument(
+        "--key-budget",
+        action="store_true",
+        help="only the key-budget case: 4 placements of one key in 4 processes, own vs shared budgets (a few minutes)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the table (default {RESULTS})")
     return parser
 
@@ -69,6 +82,10 @@ def run(config: Config, progress: Callable[[Row], None]) -> list[Row]:
         add(cases.mapped_catalogue(panel, config))
         add(cases.default_budgets(panel, config))
     add(cases.parse_cost(config))
+    if config.timed:  # minutes, and its own panel (limits per key): not in the quick run
+        from benchmarks.key_budget import key_budget
+
+        add(key_budget(config.latency))
     return rows
 
 
@@ -77,11 +94,14 @@ def summary(rows: Sequence[Row], config: Config) -> str:
     wrong = [row for row in rows if not row.correct]
     missed = [row for row in rows if row.correct and row.met is False]
     judged = [row for row in rows if row.met is not None]
-    lines = [f"{len(rows)} rows: {len(wrong)} wrong, {len(missed)} timing/memory targets missed "
-             f"of {len(judged)} judged" + ("" if config.timed else " (quick run: counts and results only)")]
+    lines = [
+        f"{len(rows)} rows: {len(wrong)} wrong, {len(missed)} timing/memory targets missed "
+        f"of {len(judged)} judged" + ("" if config.timed else " (quick run: counts and results only)")
+    ]
     lines += [f"WRONG  {row.case} (N={row.n:,}): {'; '.join(row.problems)}" for row in wrong]
-    lines += [f"MISSED {row.case} (N={row.n:,}): {row.target}, got {row.ratio:.2f}" for row in missed
-              if row.ratio is not None]
+    lines += [
+        f"MISSED {row.case} (N={row.n:,}): {row.target}, got {row.ratio:.2f}" for row in missed if row.ratio is not None
+    ]
     return "\n".join(lines)
 
 
@@ -92,9 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet()
     if args.deployment:
         return deployment(args)
-    header = (f"MirPanel benchmark ({config.name}): sandbox latency {config.latency * 1000:g} ms, default "
-              f"concurrency {config.default_concurrency}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"load average {os.getloadavg()[0]:.1f} at the start")
+    if args.key_budget:
+        return key_budget_only(args, config)
+    header = (
+        f"MirPanel benchmark ({config.name}): sandbox latency {config.latency * 1000:g} ms, default "
+        f"concurrency {config.default_concurrency}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
     print(header, flush=True)
     start = time.perf_counter()
     rows = run(config, lambda row: print(f"  {row.verdict:6} {row.case} (N={row.n:,})", flush=True))
@@ -108,17 +132,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def key_budget_only(args: argparse.Namespace, config: Config) -> int:
+    """``--key-budget``: only the key-budget case (written to ``key-budget.csv`` / ``.md``)."""
+    from benchmarks.key_budget import key_budget
+
+    header = (
+        f"MirPanel benchmark (key budget): sandbox latency {config.latency * 1000:g} ms, {os.cpu_count()} "
+        f"CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the start"
+    )
+    print(header, flush=True)
+    start = time.perf_counter()
+    rows = key_budget(config.latency)
+    print()
+    print(console(rows))
+    paths = write(rows, args.out, "key-budget", preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")
+    print()
+    print(summary(rows, config))
+    print(f"{time.perf_counter() - start:.0f} s; written to {', '.join(str(path) for path in paths)}")
+    failed = any(not row.correct for row in rows) or (args.strict and any(row.met is False for row in rows))
+    return 1 if failed else 0
+
+
 def deployment(args: argparse.Namespace) -> int:
     """``--deployment``: placement of ``--n`` orders in a real Airflow deployment, at 0 and 50 ms latency."""
     from benchmarks import deployed
 
-    header = (f"MirPanel benchmark (deployment): PlaceOrderOperator run by a real scheduler, N = {args.n:,}, "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"load average {os.getloadavg()[0]:.1f} at the start")
+    what = (
+        "the MirPanel page on PostgreSQL"
+        if args.page
+        else f"PlaceOrderOperator run by a real scheduler, N = {args.n:,}, and the MirPanel page"
+    )
+    header = (
+        f"MirPanel benchmark (deployment): {what}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
     print(header, flush=True)
     start = time.perf_counter()
-    rows = deployed.run(args.n, (0.0, 0.05), lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}",
-                                                                 flush=True))
+    rows = deployed.run(
+        args.n,
+        (0.0, 0.05),
+        lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}", flush=True),
+        placement=not args.page,
+    )
     print()
     print(console(rows))
     paths = write(rows, args.out, "deployment", preface=f"{header}, {time.strftime('%Y-%m-%d %H:%M')}.")

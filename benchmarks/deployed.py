@@ -12,7 +12,8 @@ the scope on its own row (the ``ledger_claim`` XCom). Then four runs, each placi
 orders into one fresh scope, are triggered at once: the scope's lease makes them take turns
 (the others wait deferred), and all four must finish within 4 × one writer's time + 3 × (the
 waiting writer's poll interval + the claim's bound), both measured from trigger to the run's end.
-The per-task ledger run also times single trips to the real state store.
+The per-task ledger run also times single trips to the real state store. Last, the MirPanel
+page's rows (``benchmarks/page.py``; alone with ``--page``).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def floor(panel: PanelProcess, n: int, service: int, quantity: int) -> tuple[flo
     return wall, slots
 
 
-def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
-    """Every row of the deployment benchmark (see the module's docstring)."""
+def run(n: int, latencies: tuple[float, ...], progress: Any, placement: bool = True) -> list[Row]:
+    """Every row of the deployment benchmark (see the module's docstring); the MirPanel page's rows
+    (``benchmarks/page.py``) last, or only those without ``placement``."""
+    from benchmarks import page
+
     e2e = _e2e()
     rows: list[Row] = []
 
@@ -80,29 +84,51 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
         service, quantity = panel.service()
         # OpenLineage off: make e2e turns it on to check lineage; here it would only add to every run.
         # One DAG bundle, this folder (make e2e adds the scenarios' own).
-        deployment = e2e.Deployment(HOME, extra_env={
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS), "AIRFLOW__OPENLINEAGE__DISABLED": "true",
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
-                {"name": "dags-folder", "classpath": e2e.LOCAL_BUNDLE, "kwargs": {}}])})
+        deployment = e2e.Deployment(
+            HOME,
+            extra_env={
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                "AIRFLOW__OPENLINEAGE__DISABLED": "true",
+                "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                    [{"name": "dags-folder", "classpath": e2e.LOCAL_BUNDLE, "kwargs": {}}]
+                ),
+            },
+        )
         deployment._dags_parsed = lambda: DAG_ID in {dag["dag_id"] for dag in deployment.api.get("/dags")["dags"]}
         try:
             deployment.start()
             api = deployment.api
-            api.call("POST", "/connections", expect=(201,), json={
-                "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": panel.url,
-                "password": panel.api_key, "extra": json.dumps(panel.connection()["extra"])})
+            api.call(
+                "POST",
+                "/connections",
+                expect=(201,),
+                json={
+                    "connection_id": "mirpanel_default",
+                    "conn_type": "mirpanel",
+                    "host": panel.url,
+                    "password": panel.api_key,
+                    "extra": json.dumps(panel.connection()["extra"]),
+                },
+            )
             api.set_paused(DAG_ID, False)
             print(f"deployment up in {deployment.timings['total']:.0f} s", flush=True)
             bench = Bench(deployment, panel, n, {"service": service, "quantity": quantity})
-            for latency in latencies:
+            for latency in latencies if placement else ():
                 panel.set_latency(latency)
                 for row in bench.at(latency):
                     add(row)
                 panel.reset()
                 wall, slots = floor(panel, n, service, quantity)
-                add(Row(f"floor: hook.add_order, {slots} threads, {latency * 1000:g} ms", n,
-                        requests=sum(panel.stats()["requests"].values()), wall=wall,
-                        note=f"{n / wall:.0f} orders/s; in this process, no Airflow"))
+                add(
+                    Row(
+                        f"floor: hook.add_order, {slots} threads, {latency * 1000:g} ms",
+                        n,
+                        requests=sum(panel.stats()["requests"].values()),
+                        wall=wall,
+                        note=f"{n / wall:.0f} orders/s; in this process, no Airflow",
+                    )
+                )
+            page.run(deployment, add)
         finally:
             leftovers = deployment.stop()
             if leftovers:
@@ -110,8 +136,11 @@ def run(n: int, latencies: tuple[float, ...], progress: Any) -> list[Row]:
     return rows
 
 
-STORE_NAMES = {"none": "without a state store", "task": "with the per-task ledger",
-               "scope": "with a ledger scope, claim included"}
+STORE_NAMES = {
+    "none": "without a state store",
+    "task": "with the per-task ledger",
+    "scope": "with a ledger scope, claim included",
+}
 #: The runs of one latency, in order: the ledgers' ratios are against the first.
 STORES = tuple(STORE_NAMES)
 
@@ -156,15 +185,21 @@ class Bench:
             summary = self.xcom(run_id, "bench") if run["state"] == "success" else {}
             stats = self.panel.stats()
             wall = float(summary.get("wall") or 0.0) or None
-            row = Row(f"deployment: placement {STORE_NAMES[store]}, {label}", self.n,
-                      requests=sum(stats["requests"].values()), wall=wall)
+            row = Row(
+                f"deployment: placement {STORE_NAMES[store]}, {label}",
+                self.n,
+                requests=sum(stats["requests"].values()),
+                wall=wall,
+            )
             row.check(run["state"] == "success", f"the run ended {run['state']}")
             row.check(summary.get("placed") == self.n, f"{summary.get('placed')} of {self.n} placed")
             row.check(stats["requests"] == {"services": 1, "add": self.n}, f"requests {stats['requests']}")
             notes = [f"{self.n / wall:.0f} orders/s" if wall else "", f"task instance {ti.get('duration') or 0:.1f} s"]
             if "set_trip" in summary:
-                notes.append(f"state store trip: set {summary['set_trip'] * 1000:.1f} ms, "
-                             f"get {summary['get_trip'] * 1000:.1f} ms (median of 20)")
+                notes.append(
+                    f"state store trip: set {summary['set_trip'] * 1000:.1f} ms, "
+                    f"get {summary['get_trip'] * 1000:.1f} ms (median of 20)"
+                )
             if wall:
                 walls[store] = wall
             if store != "none" and wall and "none" in walls:
@@ -177,15 +212,17 @@ class Bench:
             if store == "scope":
                 spans["one"] = _span(run)
                 rows.append(self._claim_row(run_id, label, wall))
-        rows.append(self._writers(tag, label, spans.get("one"), DEFAULT_WAIT_POLL,
-                                  LeaseTiming().claim_wait))
+        rows.append(self._writers(tag, label, spans.get("one"), DEFAULT_WAIT_POLL, LeaseTiming().claim_wait))
         return rows
 
     def _claim_row(self, run_id: str, label: str, wall: float | None) -> Row:
         claim = self.xcom(run_id, "ledger_claim")
         seconds = claim.get("claim")
-        row = Row(f"deployment: claiming the scope's lease (write-wait-verify), {label}", 1,
-                  wall=float(seconds) if seconds is not None else None)
+        row = Row(
+            f"deployment: claiming the scope's lease (write-wait-verify), {label}",
+            1,
+            wall=float(seconds) if seconds is not None else None,
+        )
         row.check(bool(claim) and claim.get("polls") == 0, f"ledger_claim XCom {claim}")
         share = f"; {seconds / wall:.0%} of the placement above" if seconds is not None and wall else ""
         row.note = f"from the ledger_claim XCom (waited {claim.get('waited')} s, nobody else held the scope){share}"
@@ -202,8 +239,12 @@ class Bench:
         states = {run_id: run["state"] for run_id, run in ended.items()}
         span = max(_end(run) for run in ended.values()) - min(_queued(run) for run in ended.values())
         claims = [self.xcom(run_id, "ledger_claim") for run_id in runs]
-        row = Row(f"deployment: 4 writers of one scope at once (each its own {self.n:,} orders), {label}",
-                  4 * self.n, requests=sum(stats["requests"].values()), wall=span)
+        row = Row(
+            f"deployment: 4 writers of one scope at once (each its own {self.n:,} orders), {label}",
+            4 * self.n,
+            requests=sum(stats["requests"].values()),
+            wall=span,
+        )
         row.check(all(state == "success" for state in states.values()), f"runs {states}")
         row.check(stats["requests"] == {"services": 4, "add": 4 * self.n}, f"requests {stats['requests']}")
         row.check(all(claims), f"a writer pushed no ledger_claim XCom: {claims}")
@@ -213,14 +254,20 @@ class Bench:
             row.target = "≤ 4 × one writer + 3 × (poll + claim bound)"
             row.met = span <= row.ideal
         # in the order they claimed: each reads the pages of those before it
-        turns = sorted(zip(claims, (self.xcom(run_id, "bench") for run_id in runs), strict=True),
-                       key=lambda pair: pair[0].get("waited") or 0.0)
-        waits = ", ".join(f"{claim.get('waited', 0):.1f} s (polls: {claim.get('polls', 0)}, claim "
-                          f"{claim.get('claim', 0):.1f} s, placement {bench.get('wall', 0):.1f} s)"
-                          for claim, bench in turns)
-        row.note = (f"trigger → last end; ideal = 4 × {one or 0:.1f} s (one writer, trigger → end) + 3 × ({poll:g} s "
-                    f"poll + {claim_bound:g} s claim bound); ratio = ideal / wall; in turn, the writers waited "
-                    f"{waits}; the scope has {self.pages(scope):,} pages")
+        turns = sorted(
+            zip(claims, (self.xcom(run_id, "bench") for run_id in runs), strict=True),
+            key=lambda pair: pair[0].get("waited") or 0.0,
+        )
+        waits = ", ".join(
+            f"{claim.get('waited', 0):.1f} s (polls: {claim.get('polls', 0)}, claim "
+            f"{claim.get('claim', 0):.1f} s, placement {bench.get('wall', 0):.1f} s)"
+            for claim, bench in turns
+        )
+        row.note = (
+            f"trigger → last end; ideal = 4 × {one or 0:.1f} s (one writer, trigger → end) + 3 × ({poll:g} s "
+            f"poll + {claim_bound:g} s claim bound); ratio = ideal / wall; in turn, the writers waited "
+            f"{waits}; the scope has {self.pages(scope):,} pages"
+        )
         return row
 
     def pages(self, scope: str) -> int:
@@ -235,8 +282,9 @@ class Bench:
             if not entries:
                 break
             offset += len(entries)
-            keys += sum(1 for entry in entries
-                        if entry["key"].startswith(prefix) and entry["key"][len(prefix):].isdigit())
+            keys += sum(
+                1 for entry in entries if entry["key"].startswith(prefix) and entry["key"][len(prefix) :].isdigit()
+            )
         return keys
 
 

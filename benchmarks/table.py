@@ -50,9 +50,18 @@ class Row:
 
     def cells(self) -> list[str]:
         note = "; ".join([*self.problems, self.note] if self.problems else [self.note])
-        return [self.case, f"{self.n:,}", _int(self.requests), _seconds(self.wall), _seconds(self.ideal),
-                "" if self.ratio is None else f"{self.ratio:.2f}", _bytes(self.peak_memory), self.target,
-                self.verdict, note]
+        return [
+            self.case,
+            f"{self.n:,}",
+            _int(self.requests),
+            _seconds(self.wall),
+            _seconds(self.ideal),
+            "" if self.ratio is None else f"{self.ratio:.2f}",
+            _bytes(self.peak_memory),
+            self.target,
+            self.verdict,
+            note,
+        ]
 
 
 def _int(value: int | None) -> str:
@@ -83,6 +92,7 @@ def console(rows: Sequence[Row]) -> str:
 
 def markdown(rows: Sequence[Row]) -> str:
     """The table in GitHub Markdown."""
+
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
@@ -95,11 +105,24 @@ def csv_text(rows: Sequence[Row]) -> str:
     """The table as CSV, with raw numbers (seconds, bytes) rather than formatted ones."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["case", "N", "requests", "wall_s", "ideal_s", "ratio", "peak_memory_bytes", "target", "ok",
-                     "note"])
+    writer.writerow(
+        ["case", "N", "requests", "wall_s", "ideal_s", "ratio", "peak_memory_bytes", "target", "ok", "note"]
+    )
     for row in rows:
-        writer.writerow([row.case, row.n, row.requests, row.wall, row.ideal, row.ratio, row.peak_memory,
-                         row.target, row.verdict, row.cells()[-1]])
+        writer.writerow(
+            [
+                row.case,
+                row.n,
+                row.requests,
+                row.wall,
+                row.ideal,
+                row.ratio,
+                row.peak_memory,
+                row.target,
+                row.verdict,
+                row.cells()[-1],
+            ]
+        )
     return buffer.getvalue()
 
 

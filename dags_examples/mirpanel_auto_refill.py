@@ -44,10 +44,12 @@ with DAG(
     tags=["mirpanel", "example"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
-        "cooldown_days": Param(7, type="integer", minimum=0,
-                               description="Skip orders with a refill requested in the last N days"),
-        "guarantee_days": Param(30, type="integer", minimum=1,
-                                description="Only orders placed in the last N days (the refill guarantee)"),
+        "cooldown_days": Param(
+            7, type="integer", minimum=0, description="Skip orders with a refill requested in the last N days"
+        ),
+        "guarantee_days": Param(
+            30, type="integer", minimum=1, description="Only orders placed in the last N days (the refill guarantee)"
+        ),
         "max_orders": Param(1000, type="integer", minimum=1, description="At most this many refills per run"),
     },
     doc_md=__doc__,

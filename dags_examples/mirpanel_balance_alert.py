@@ -67,8 +67,9 @@ with DAG(
     dagrun_timeout=timedelta(minutes=10),
     tags=["mirpanel", "example", "alert"],
     params={
-        "min_balance": Param(50.0, type="number", minimum=0,
-                             description="Alert when the balance (in the panel's currency) is below this"),
+        "min_balance": Param(
+            50.0, type="number", minimum=0, description="Alert when the balance (in the panel's currency) is below this"
+        ),
     },
     doc_md=__doc__,
 ) as dag:

@@ -40,12 +40,17 @@ def run_out_hours(value: str) -> float | None:
 
 BALANCE_LOW = Asset(
     "mirpanel_balance_low",
-    watchers=[AssetWatcher(name="mirpanel_balance_watch", trigger=BalanceTrigger(
-        mirpanel_conn_id="mirpanel_default",
-        min_balance=float(os.environ.get("MIRPANEL_BALANCE_MIN", "50")),
-        runs_out_within_hours=run_out_hours(os.environ.get("MIRPANEL_BALANCE_HOURS", "24")),
-        poll_interval=float(os.environ.get("MIRPANEL_BALANCE_POLL", "300")),
-    ))],
+    watchers=[
+        AssetWatcher(
+            name="mirpanel_balance_watch",
+            trigger=BalanceTrigger(
+                mirpanel_conn_id="mirpanel_default",
+                min_balance=float(os.environ.get("MIRPANEL_BALANCE_MIN", "50")),
+                runs_out_within_hours=run_out_hours(os.environ.get("MIRPANEL_BALANCE_HOURS", "24")),
+                poll_interval=float(os.environ.get("MIRPANEL_BALANCE_POLL", "300")),
+            ),
+        )
+    ],
 )
 
 

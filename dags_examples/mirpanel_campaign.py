@@ -84,8 +84,9 @@ def record_paid_orders(context: Any) -> None:
     if not records:
         return
     services = context["ti"].xcom_pull(task_ids="services") or []
-    added = warehouse.record_placed(warehouse.get_engine(), context["params"]["campaign"], records, services,
-                                    context["run_id"])
+    added = warehouse.record_placed(
+        warehouse.get_engine(), context["params"]["campaign"], records, services, context["run_id"]
+    )
     log.warning("place_orders failed; %d orders it placed were recorded in the orders table", added)
 
 
@@ -99,21 +100,36 @@ with DAG(
     tags=["mirpanel", "example"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     params={
-        "campaign": Param("spring_launch", type="string", minLength=1, maxLength=200,
-                          description="The campaign's name: rows of the orders table are tagged with it"),
-        "campaign_csv": Param("data/campaign.csv", type="string",
-                              description="CSV file with key,service,link,quantity columns (plus any other "
-                                          "parameter of the service's type); relative to the DAGs folder "
-                                          "or absolute"),
-        "max_spend": Param(50.0, type="number", minimum=0,
-                           description="Refuse the campaign when its estimated cost exceeds this amount"),
-        "on_unknown": Param("fail", enum=["fail", "skip", "resend"],
-                            description="Orders whose outcome an earlier try or run left unknown: fail (and name "
-                                        "them), skip them, or resend them (may pay twice). Prefer resolving "
-                                        "them with mirpanel_resolve_orders"),
-        "wait_for_completion": Param(True, type="boolean",
-                                     description="Wait for every order to finish; false leaves that to "
-                                                 "mirpanel_status_etl"),
+        "campaign": Param(
+            "spring_launch",
+            type="string",
+            minLength=1,
+            maxLength=200,
+            description="The campaign's name: rows of the orders table are tagged with it",
+        ),
+        "campaign_csv": Param(
+            "data/campaign.csv",
+            type="string",
+            description="CSV file with key,service,link,quantity columns (plus any other "
+            "parameter of the service's type); relative to the DAGs folder "
+            "or absolute",
+        ),
+        "max_spend": Param(
+            50.0,
+            type="number",
+            minimum=0,
+            description="Refuse the campaign when its estimated cost exceeds this amount",
+        ),
+        "on_unknown": Param(
+            "fail",
+            enum=["fail", "skip", "resend"],
+            description="Orders whose outcome an earlier try or run left unknown: fail (and name "
+            "them), skip them, or resend them (may pay twice). Prefer resolving "
+            "them with mirpanel_resolve_orders",
+        ),
+        "wait_for_completion": Param(
+            True, type="boolean", description="Wait for every order to finish; false leaves that to mirpanel_status_etl"
+        ),
     },
     doc_md=__doc__,
 ) as dag:
@@ -123,17 +139,31 @@ with DAG(
         """The campaign's order rows not placed yet: ``key, service, link, quantity`` (+ type parameters)."""
         path = campaign_file(params["campaign_csv"])
         with path.open(newline="", encoding="utf-8-sig") as file:
-            rows = [{name.strip(): (value or "").strip() for name, value in row.items() if name}
-                    for row in csv.DictReader(file)]
+            rows = [
+                {name.strip(): (value or "").strip() for name, value in row.items() if name}
+                for row in csv.DictReader(file)
+            ]
         missing = [column for column in REQUIRED_COLUMNS if rows and column not in rows[0]]
         if not rows or missing:
             raise AirflowFailException(f"{path}: no orders" if not rows else f"{path}: missing columns {missing}")
-        orders = [{name: int(value) if name in ("service", "quantity") else value
-                   for name, value in row.items() if value != ""} for row in rows]
+        orders = [
+            {
+                name: int(value) if name in ("service", "quantity") else value
+                for name, value in row.items()
+                if value != ""
+            }
+            for row in rows
+        ]
         done = warehouse.placed_keys(warehouse.get_engine(), params["campaign"])
         todo = [order for order in orders if order["key"] not in done]
-        log.info("campaign %r: %d orders in %s, %d already placed by an earlier run, %d to place",
-                 params["campaign"], len(orders), path.name, len(orders) - len(todo), len(todo))
+        log.info(
+            "campaign %r: %d orders in %s, %d already placed by an earlier run, %d to place",
+            params["campaign"],
+            len(orders),
+            path.name,
+            len(orders) - len(todo),
+            len(todo),
+        )
         if not todo:
             raise AirflowSkipException("every order of this campaign was placed by an earlier run")
         return todo
@@ -150,25 +180,39 @@ with DAG(
     balance = BalanceCheckOperator(task_id="balance")  # no threshold: just read it for check_budget
 
     @task
-    def check_budget(orders: list[dict[str, Any]], catalogue: list[dict[str, Any]], balance: dict[str, Any],
-                     params: dict[str, Any]) -> list[dict[str, Any]]:
+    def check_budget(
+        orders: list[dict[str, Any]], catalogue: list[dict[str, Any]], balance: dict[str, Any], params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """Fail before spending anything unless the balance and ``max_spend`` cover the estimated cost."""
         rates = {service["service"]: service["rate"] for service in catalogue}
         unknown = sorted({order["service"] for order in orders} - rates.keys())
         if unknown:
             raise AirflowFailException(f"services {unknown} are not in the panel's catalogue (unknown or disabled)")
         # rate is per 1000 units; a package (no quantity) costs its rate
-        cost = sum((rates[order["service"]] or 0) * (order["quantity"] / 1000 if "quantity" in order else 1)
-                   for order in orders)
+        cost = sum(
+            (rates[order["service"]] or 0) * (order["quantity"] / 1000 if "quantity" in order else 1)
+            for order in orders
+        )
         currency = balance["currency"] or ""
-        log.info("campaign %r: %d orders, estimated cost %.4f %s; balance %.2f %s; max_spend %.2f",
-                 params["campaign"], len(orders), cost, currency, balance["balance"], currency, params["max_spend"])
+        log.info(
+            "campaign %r: %d orders, estimated cost %.4f %s; balance %.2f %s; max_spend %.2f",
+            params["campaign"],
+            len(orders),
+            cost,
+            currency,
+            balance["balance"],
+            currency,
+            params["max_spend"],
+        )
         if cost > balance["balance"]:
-            raise AirflowFailException(f"the estimated cost {cost:.2f} {currency} exceeds the balance "
-                                       f"{balance['balance']:.2f} {currency}: top up the panel account")
+            raise AirflowFailException(
+                f"the estimated cost {cost:.2f} {currency} exceeds the balance "
+                f"{balance['balance']:.2f} {currency}: top up the panel account"
+            )
         if cost > params["max_spend"]:
-            raise AirflowFailException(f"the estimated cost {cost:.2f} {currency} exceeds max_spend "
-                                       f"{params['max_spend']:.2f}")
+            raise AirflowFailException(
+                f"the estimated cost {cost:.2f} {currency} exceeds max_spend {params['max_spend']:.2f}"
+            )
         return orders
 
     checked = check_budget(orders, services.output, balance.output)
@@ -191,8 +235,9 @@ with DAG(
     )
 
     @task
-    def record_placed(placed: list[dict[str, Any]], catalogue: list[dict[str, Any]], params: dict[str, Any],
-                      run_id: str) -> list[int]:
+    def record_placed(
+        placed: list[dict[str, Any]], catalogue: list[dict[str, Any]], params: dict[str, Any], run_id: str
+    ) -> list[int]:
         """Write the accepted orders to the orders table now; return their IDs."""
         added = warehouse.record_placed(warehouse.get_engine(), params["campaign"], placed, catalogue, run_id)
         ids = [record["order"] for record in placed if record["state"] == "placed"]
@@ -228,8 +273,9 @@ with DAG(
     def load_final_statuses(statuses: list[dict[str, Any]]) -> None:
         """Store every order's final status in the orders table."""
         updated = warehouse.update_statuses(warehouse.get_engine(), statuses)
-        log.info("final statuses of %d orders loaded: %s", updated,
-                 dict(Counter(record["status"] for record in statuses)))
+        log.info(
+            "final statuses of %d orders loaded: %s", updated, dict(Counter(record["status"] for record in statuses))
+        )
 
     @task
     def summarize(balance_before: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -240,15 +286,23 @@ with DAG(
         estimate = sum(row["estimated_cost"] or 0 for row in rows)
         after = MirPanelHook().get_balance()
         summary = {
-            "campaign": params["campaign"], "orders": len(rows), "completed": statuses.get("Completed", 0),
+            "campaign": params["campaign"],
+            "orders": len(rows),
+            "completed": statuses.get("Completed", 0),
             "partial": statuses.get("Partial", 0),
             "canceled": statuses.get("Canceled", 0) + statuses.get("Refunded", 0),
-            "spend": round(spend, 6), "estimated": round(estimate, 6), "currency": after["currency"],
-            "balance_before": balance_before["balance"], "balance_after": after["balance"],
+            "spend": round(spend, 6),
+            "estimated": round(estimate, 6),
+            "currency": after["currency"],
+            "balance_before": balance_before["balance"],
+            "balance_after": after["balance"],
         }
-        log.info("campaign %(campaign)r: %(orders)d orders, %(completed)d completed, %(partial)d partial, "
-                 "%(canceled)d canceled; spend %(spend).4f %(currency)s (estimated %(estimated).4f); "
-                 "balance %(balance_before).4f -> %(balance_after).4f %(currency)s", summary)
+        log.info(
+            "campaign %(campaign)r: %(orders)d orders, %(completed)d completed, %(partial)d partial, "
+            "%(canceled)d canceled; spend %(spend).4f %(currency)s (estimated %(estimated).4f); "
+            "balance %(balance_before).4f -> %(balance_after).4f %(currency)s",
+            summary,
+        )
         return summary
 
     should_wait(order_ids) >> wait

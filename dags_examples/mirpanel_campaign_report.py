@@ -40,9 +40,14 @@ with DAG(
         """One line per finished campaign: orders, statuses, spend, undelivered units."""
         summaries = finished_campaigns(context)
         for summary in summaries:
-            log.info("campaign %r finished: %s orders, statuses %s, spend %s, %s units not delivered",
-                     summary.get("campaign"), summary.get("orders"), summary.get("statuses"),
-                     summary.get("spend"), summary.get("remains"))
+            log.info(
+                "campaign %r finished: %s orders, statuses %s, spend %s, %s units not delivered",
+                summary.get("campaign"),
+                summary.get("orders"),
+                summary.get("statuses"),
+                summary.get("spend"),
+                summary.get("remains"),
+            )
         return summaries
 
     report()

@@ -38,11 +38,18 @@ with DAG(
     max_active_runs=1,
     tags=["mirpanel", "example"],
     params={
-        "campaign": Param("spring_launch", type="string", minLength=1, maxLength=200,
-                          description="The campaign (the ledger scope of mirpanel_campaign)"),
-        "resolutions": Param({}, type="object",
-                             description='What the panel holds: {"row-key": order_id, "other-key": "not_placed"}; '
-                                         "empty to list only"),
+        "campaign": Param(
+            "spring_launch",
+            type="string",
+            minLength=1,
+            maxLength=200,
+            description="The campaign (the ledger scope of mirpanel_campaign)",
+        ),
+        "resolutions": Param(
+            {},
+            type="object",
+            description='What the panel holds: {"row-key": order_id, "other-key": "not_placed"}; empty to list only',
+        ),
     },
     doc_md=__doc__,
 ) as dag:

@@ -45,10 +45,16 @@ with DAG(
     tags=["mirpanel", "example", "etl"],
     default_args={"retries": 3, "retry_delay": timedelta(minutes=2)},
     params={
-        "batch_size": Param(1000, type="integer", minimum=1, maximum=100_000,
-                            description="Order IDs per mapped snapshot task (each asks 100 per request)"),
-        "max_orders": Param(100_000, type="integer", minimum=1,
-                            description="At most this many open orders per run (the oldest first)"),
+        "batch_size": Param(
+            1000,
+            type="integer",
+            minimum=1,
+            maximum=100_000,
+            description="Order IDs per mapped snapshot task (each asks 100 per request)",
+        ),
+        "max_orders": Param(
+            100_000, type="integer", minimum=1, description="At most this many open orders per run (the oldest first)"
+        ),
     },
     doc_md=__doc__,
 ) as dag:
@@ -60,7 +66,7 @@ with DAG(
         if not ids:
             raise AirflowSkipException("no open orders in the orders table")
         size = params["batch_size"]
-        batches = [ids[start:start + size] for start in range(0, len(ids), size)]
+        batches = [ids[start : start + size] for start in range(0, len(ids), size)]
         log.info("%d open orders in %d batches of up to %d", len(ids), len(batches), size)
         return batches
 
@@ -79,10 +85,19 @@ with DAG(
         replaced, inserted = warehouse.replace_snapshot(warehouse.get_engine(), taken_at, records, run_id)
         statuses = Counter(str(record["status"]) for record in records if not record.get("error"))
         errors = sum(1 for record in records if record.get("error"))
-        log.info("snapshot %s: %d orders stored (%d rows of an earlier run of this interval replaced); "
-                 "statuses: %s%s", taken_at.isoformat(), inserted, replaced, dict(statuses),
-                 f"; {errors} unknown to the panel" if errors else "")
-        return {"snapshot_at": taken_at.isoformat(), "orders": inserted, "replaced": replaced,
-                "statuses": dict(statuses)}
+        log.info(
+            "snapshot %s: %d orders stored (%d rows of an earlier run of this interval replaced); statuses: %s%s",
+            taken_at.isoformat(),
+            inserted,
+            replaced,
+            dict(statuses),
+            f"; {errors} unknown to the panel" if errors else "",
+        )
+        return {
+            "snapshot_at": taken_at.isoformat(),
+            "orders": inserted,
+            "replaced": replaced,
+            "statuses": dict(statuses),
+        }
 
     store_snapshot(snapshot.output)

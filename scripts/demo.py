@@ -109,21 +109,26 @@ class Demo:
 
     def airflow_env(self, panel_env: dict[str, str]) -> dict[str, str]:
         """The environment of every ``airflow`` command: this demo's home, DAGs, connections only."""
-        env = {name: value for name, value in os.environ.items()
-               if not name.startswith("AIRFLOW") and name.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-        env.update({
-            "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
-            "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(self.warehouse)}),
-            "MIRPANEL_EXAMPLES_POKE_INTERVAL": "1",
-            "MIRPANEL_BALANCE_POLL": "1",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "PYTHONUNBUFFERED": "1",
-            **panel_env,  # AIRFLOW_CONN_MIRPANEL_DEFAULT: the sandbox's URL and key
-        })
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("AIRFLOW") and name.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+        }
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.airflow_home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+                "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(self.warehouse)}),
+                "MIRPANEL_EXAMPLES_POKE_INTERVAL": "1",
+                "MIRPANEL_BALANCE_POLL": "1",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+                "PYTHONUNBUFFERED": "1",
+                **panel_env,  # AIRFLOW_CONN_MIRPANEL_DEFAULT: the sandbox's URL and key
+            }
+        )
         return env
 
     def run(self, title: str, command: Sequence[str], log_name: str, expect_failure: bool = False) -> str:
@@ -136,8 +141,15 @@ class Demo:
         task = ""
         with log_file.open("w") as log:
             log.write("$ " + " ".join(command) + "\n")
-            self.current = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            text=True, errors="replace", start_new_session=True)
+            self.current = subprocess.Popen(
+                command,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                start_new_session=True,
+            )
             assert self.current.stdout is not None
             for line in self.current.stdout:
                 log.write(line)
@@ -154,8 +166,7 @@ class Demo:
             print(self.paint(f"      ✓ success ({elapsed:.1f} s)", GREEN), flush=True)
         else:
             tail = "".join(lines[-10:])
-            raise DemoFailed(f"{title}: exit code {code} after {elapsed:.1f} s; full log: {self.rel(log_file)}\n"
-                             f"{tail}")
+            raise DemoFailed(f"{title}: exit code {code} after {elapsed:.1f} s; full log: {self.rel(log_file)}\n{tail}")
         return output
 
     def echo(self, line: str, task: str) -> str:
@@ -177,8 +188,14 @@ class Demo:
         print(f"      {task:<20} " + (self.paint(message, style) if style else message), flush=True)
         return task
 
-    def dags_test(self, title: str, dag_id: str, logical_date: datetime | None = None,
-                  conf: dict[str, Any] | None = None, expect_failure: bool = False) -> str:
+    def dags_test(
+        self,
+        title: str,
+        dag_id: str,
+        logical_date: datetime | None = None,
+        conf: dict[str, Any] | None = None,
+        expect_failure: bool = False,
+    ) -> str:
         command = [str(AIRFLOW), "dags", "test", dag_id]
         if logical_date is not None:
             command.append(logical_date.isoformat())
@@ -213,6 +230,7 @@ def prepare(home: Path, fresh: bool) -> None:
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM (and SIGHUP) like Ctrl-C, so ``finally`` blocks clean up."""
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -228,9 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--home", type=Path, default=ROOT / ".demo", help="demo home (default .demo/)")
     parser.add_argument("--fresh", action="store_true", help="(the default now) recreate the Airflow metadata DB")
-    parser.add_argument("--keep-db", action="store_true",
-                        help="keep the Airflow metadata DB of the last run (its ledger scopes name that run's "
-                             "sandbox orders, which a new sandbox does not know)")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep the Airflow metadata DB of the last run (its ledger scopes name that run's "
+        "sandbox orders, which a new sandbox does not know)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show every log line of every run")
     args = parser.parse_args(argv)
 
@@ -249,8 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The balance watch fires once the campaign has spent a cent: the threshold sits just below the balance.
         demo.env["MIRPANEL_BALANCE_MIN"] = f"{balance_before - 0.01:.2f}"
         print(demo.paint("MirPanel provider demo: the example DAGs end to end on a local sandbox panel", BOLD))
-        print(f"  sandbox panel  {panel.url}  (clock x{SPEED:g}; balance {balance_before:,.2f} "
-              f"{panel.state.currency}; nothing leaves 127.0.0.1)")
+        print(
+            f"  sandbox panel  {panel.url}  (clock x{SPEED:g}; balance {balance_before:,.2f} "
+            f"{panel.state.currency}; nothing leaves 127.0.0.1)"
+        )
         print(f"  AIRFLOW_HOME   {demo.rel(demo.airflow_home)}  (SQLite; DAGs from {demo.rel(DAGS)}/)")
         print(f"  warehouse      {demo.rel(demo.warehouse)}  (connection mirpanel_warehouse)")
         print(f"  full logs      {demo.rel(demo.logs)}/\n", flush=True)
@@ -274,52 +297,92 @@ def run_steps(demo: Demo, panel: Any) -> None:
 
     # An AssetWatcher's trigger gets its row only for an unpaused DAG (as in production): parse, unpause, parse.
     airflow = str(AIRFLOW)
-    demo.run("airflow dags reserialize, unpause mirpanel_balance_watch (its watcher's trigger row is made)",
-             ["sh", "-c", f"{airflow} dags reserialize && {airflow} dags unpause mirpanel_balance_watch "
-                          f"&& {airflow} dags reserialize"], "dags-reserialize")
+    demo.run(
+        "airflow dags reserialize, unpause mirpanel_balance_watch (its watcher's trigger row is made)",
+        [
+            "sh",
+            "-c",
+            f"{airflow} dags reserialize && {airflow} dags unpause mirpanel_balance_watch "
+            f"&& {airflow} dags reserialize",
+        ],
+        "dags-reserialize",
+    )
     watcher = start_balance_watch(demo)
     try:
-        demo.dags_test("mirpanel_campaign: campaign 'spring_launch' from dags_examples/data/campaign.csv, "
-                       "waiting for every order (its spending crosses the balance watch's threshold)",
-                       "mirpanel_campaign")
+        demo.dags_test(
+            "mirpanel_campaign: campaign 'spring_launch' from dags_examples/data/campaign.csv, "
+            "waiting for every order (its spending crosses the balance watch's threshold)",
+            "mirpanel_campaign",
+        )
     except BaseException:
         watcher.kill()
         watcher.wait()
         raise
     finish_balance_watch(demo, watcher)
-    demo.dags_test("mirpanel_balance_watch: the alert run for the asset event (run by hand here: no scheduler)",
-                   "mirpanel_balance_watch")
-    demo.dags_test("mirpanel_campaign_report: the report on the campaign's 'finished' asset event "
-                   "(run by hand here: no scheduler)", "mirpanel_campaign_report")
+    demo.dags_test(
+        "mirpanel_balance_watch: the alert run for the asset event (run by hand here: no scheduler)",
+        "mirpanel_balance_watch",
+    )
+    demo.dags_test(
+        "mirpanel_campaign_report: the report on the campaign's 'finished' asset event "
+        "(run by hand here: no scheduler)",
+        "mirpanel_campaign_report",
+    )
 
-    demo.dags_test("mirpanel_campaign: a long campaign 'summer_followup', not waited for "
-                   "(the status ETL follows it)", "mirpanel_campaign",
-                   conf={"campaign": "summer_followup", "campaign_csv": str(demo.home / "followup_campaign.csv"),
-                         "wait_for_completion": False})
+    demo.dags_test(
+        "mirpanel_campaign: a long campaign 'summer_followup', not waited for (the status ETL follows it)",
+        "mirpanel_campaign",
+        conf={
+            "campaign": "summer_followup",
+            "campaign_csv": str(demo.home / "followup_campaign.csv"),
+            "wait_for_completion": False,
+        },
+    )
 
-    demo.dags_test(f"mirpanel_status_etl for the interval ending {hour:%H:%M} UTC: "
-                   "snapshot of the open orders", "mirpanel_status_etl", logical_date=hour)
+    demo.dags_test(
+        f"mirpanel_status_etl for the interval ending {hour:%H:%M} UTC: snapshot of the open orders",
+        "mirpanel_status_etl",
+        logical_date=hour,
+    )
 
     panel.advance(3600)
     print(demo.paint("      ⏩ the sandbox clock jumps one hour ahead: the next hourly run", DIM), flush=True)
-    demo.dags_test(f"mirpanel_status_etl for the next interval ({hour + timedelta(hours=1):%H:%M} UTC)",
-                   "mirpanel_status_etl", logical_date=hour + timedelta(hours=1))
+    demo.dags_test(
+        f"mirpanel_status_etl for the next interval ({hour + timedelta(hours=1):%H:%M} UTC)",
+        "mirpanel_status_etl",
+        logical_date=hour + timedelta(hours=1),
+    )
 
-    demo.dags_test("mirpanel_auto_refill: refills of finished orders of refill-enabled services",
-                   "mirpanel_auto_refill")
+    demo.dags_test(
+        "mirpanel_auto_refill: refills of finished orders of refill-enabled services", "mirpanel_auto_refill"
+    )
 
-    demo.dags_test(f"mirpanel_balance_alert with min_balance={ALERT_THRESHOLD:,} (above the balance: "
-                   "the alert fires)", "mirpanel_balance_alert", conf={"min_balance": ALERT_THRESHOLD},
-                   expect_failure=True)
+    demo.dags_test(
+        f"mirpanel_balance_alert with min_balance={ALERT_THRESHOLD:,} (above the balance: the alert fires)",
+        "mirpanel_balance_alert",
+        conf={"min_balance": ALERT_THRESHOLD},
+        expect_failure=True,
+    )
 
 
 def start_balance_watch(demo: Demo) -> subprocess.Popen[str]:
     """Start scripts/watch_balance.py (the watcher's BalanceTrigger, run as a triggerer would) after its first poll."""
-    print(demo.paint("      ▶ balance watch: BalanceTrigger of mirpanel_balance_watch.py polling every "
-                     f"{demo.env['MIRPANEL_BALANCE_POLL']} s, min_balance {demo.env['MIRPANEL_BALANCE_MIN']}", DIM))
-    watcher = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "watch_balance.py")], env=demo.env,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    print(
+        demo.paint(
+            "      ▶ balance watch: BalanceTrigger of mirpanel_balance_watch.py polling every "
+            f"{demo.env['MIRPANEL_BALANCE_POLL']} s, min_balance {demo.env['MIRPANEL_BALANCE_MIN']}",
+            DIM,
+        )
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "watch_balance.py")],
+        env=demo.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     assert watcher.stdout is not None
     demo.watch_log = _lines_until(watcher, "first poll done")
     return watcher
@@ -358,14 +421,22 @@ def report(demo: Demo, panel: Any, balance_before: float, elapsed: float) -> Non
     engine = create_engine(f"sqlite:///{demo.warehouse}")
     try:
         with engine.connect() as conn:
-            orders = pd.read_sql("SELECT order_id AS \"order\", campaign, service, quantity, status, charge, remains, "
-                                 "refill_enabled AS refill FROM orders ORDER BY order_id", conn)
-            history = pd.read_sql("SELECT substr(snapshot_at, 1, 16) AS snapshot_at, status, COUNT(*) AS orders "
-                                  "FROM order_status_history GROUP BY snapshot_at, status ORDER BY snapshot_at, status",
-                                  conn)
+            orders = pd.read_sql(
+                'SELECT order_id AS "order", campaign, service, quantity, status, charge, remains, '
+                "refill_enabled AS refill FROM orders ORDER BY order_id",
+                conn,
+            )
+            history = pd.read_sql(
+                "SELECT substr(snapshot_at, 1, 16) AS snapshot_at, status, COUNT(*) AS orders "
+                "FROM order_status_history GROUP BY snapshot_at, status ORDER BY snapshot_at, status",
+                conn,
+            )
             refills = pd.read_sql("SELECT status, COUNT(*) AS refills FROM refills GROUP BY status", conn)
-            spend = pd.read_sql("SELECT campaign, COUNT(*) AS orders, SUM(estimated_cost) AS estimated, "
-                                "SUM(charge) AS charged FROM orders GROUP BY campaign", conn)
+            spend = pd.read_sql(
+                "SELECT campaign, COUNT(*) AS orders, SUM(estimated_cost) AS estimated, "
+                "SUM(charge) AS charged FROM orders GROUP BY campaign",
+                conn,
+            )
     finally:
         engine.dispose()
     currency = panel.state.currency
@@ -386,14 +457,20 @@ def report(demo: Demo, panel: Any, balance_before: float, elapsed: float) -> Non
     print(demo.paint("\nspend per campaign", BOLD) + f" ({currency}; charged = what the panel kept, net of refunds)")
     print(spend.to_string(index=False, float_format=lambda value: f"{value:.5f}"))
     balance_after = panel.balance
-    print(f"\nbalance: {balance_before:,.5f} -> {balance_after:,.5f} {currency} "
-          f"(spent {balance_before - balance_after:,.5f}; charged in the table: {orders['charge'].sum():,.5f})")
+    print(
+        f"\nbalance: {balance_before:,.5f} -> {balance_after:,.5f} {currency} "
+        f"(spent {balance_before - balance_after:,.5f}; charged in the table: {orders['charge'].sum():,.5f})"
+    )
     steps = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in demo.timings)
     print(demo.paint(f"\nDone in {elapsed:.0f} s", GREEN) + f" ({steps}).")
-    print(f"Look around: .venv/bin/python -c \"import pandas, sqlite3; print(pandas.read_sql('select * from orders', "
-          f"sqlite3.connect('{demo.rel(demo.warehouse)}')))\"")
-    print(f"Airflow's view of the runs: AIRFLOW_HOME={demo.rel(demo.airflow_home)} "
-          f"AIRFLOW__CORE__DAGS_FOLDER={demo.rel(DAGS)} .venv/bin/airflow dags list-runs mirpanel_campaign")
+    print(
+        f"Look around: .venv/bin/python -c \"import pandas, sqlite3; print(pandas.read_sql('select * from orders', "
+        f"sqlite3.connect('{demo.rel(demo.warehouse)}')))\""
+    )
+    print(
+        f"Airflow's view of the runs: AIRFLOW_HOME={demo.rel(demo.airflow_home)} "
+        f"AIRFLOW__CORE__DAGS_FOLDER={demo.rel(DAGS)} .venv/bin/airflow dags list-runs mirpanel_campaign"
+    )
 
 
 if __name__ == "__main__":

@@ -94,6 +94,12 @@ class CampaignAssetEvent:
         task = context["task"]
         campaign = None if self.campaign is None else str(task.render_template(self.campaign, context))
         summary = campaign_summary(records, self.stage, campaign)
+        # Which ledger scope (and connection) the event is about, when its task places into one: the MirPanel
+        # page matches events to campaigns by it (the user's ``campaign`` text need not be the scope).
+        scope = getattr(task, "ledger_scope", None)
+        if isinstance(scope, str) and scope:
+            summary["ledger_scope"] = scope
+            summary["mirpanel_conn_id"] = getattr(task, "mirpanel_conn_id", None)
         from airflow_provider_mirpanel.version_compat import Asset
 
         outlet_events = context["outlet_events"]

@@ -67,11 +67,14 @@ def panel_lineage(api_url: str, inputs: Iterable[str] = (), outputs: Iterable[st
     except ImportError:  # the openlineage extra is not installed
         return None
     namespace = panel_namespace(api_url)
-    return OperatorLineage(inputs=[Dataset(namespace=namespace, name=name) for name in inputs],
-                           outputs=[Dataset(namespace=namespace, name=name) for name in outputs])
+    return OperatorLineage(
+        inputs=[Dataset(namespace=namespace, name=name) for name in inputs],
+        outputs=[Dataset(namespace=namespace, name=name) for name in outputs],
+    )
 
 
 # -- assets of the panel's datasets, for hook-level lineage -----------------------------------------
+
 
 def dataset_uri(mirpanel_conn_id: str, dataset: str) -> str:
     """Return the asset URI of a panel dataset, named by the panel's connection: ``mirpanel://<conn id>/<dataset>``."""
@@ -132,5 +135,8 @@ def collect(context: Any, inputs: Iterable[str] = (), outputs: Iterable[str] = (
 def collect_action(context: Any, mirpanel_conn_id: str, action: str) -> None:
     """Report the panel datasets an API action reads and writes (:data:`ACTION_DATASETS`), see :func:`collect`."""
     inputs, outputs = ACTION_DATASETS[action]
-    collect(context, [dataset_uri(mirpanel_conn_id, name) for name in inputs],
-            [dataset_uri(mirpanel_conn_id, name) for name in outputs])
+    collect(
+        context,
+        [dataset_uri(mirpanel_conn_id, name) for name in inputs],
+        [dataset_uri(mirpanel_conn_id, name) for name in outputs],
+    )

@@ -119,11 +119,16 @@ class Projection:
 
     def payload(self) -> dict[str, Any]:
         """Return the judgement as a small JSON dict (trigger events, asset event extras)."""
-        return {"balance": self.balance, "currency": self.currency, "min_balance": self.min_balance,
-                "runs_out_within_hours": self.runs_out_within_hours,
-                "spend_rate_per_hour": None if self.rate is None else round(self.rate, 6),
-                "hours_left": None if self.hours_left is None else round(self.hours_left, 3),
-                "runs_out_at": self.runs_out_at, "checked_at": _iso(self.checked_at)}
+        return {
+            "balance": self.balance,
+            "currency": self.currency,
+            "min_balance": self.min_balance,
+            "runs_out_within_hours": self.runs_out_within_hours,
+            "spend_rate_per_hour": None if self.rate is None else round(self.rate, 6),
+            "hours_left": None if self.hours_left is None else round(self.hours_left, 3),
+            "runs_out_at": self.runs_out_at,
+            "checked_at": _iso(self.checked_at),
+        }
 
     def _money(self, value: float) -> str:
         return f"{value:,.2f}{' ' + self.currency if self.currency else ''}"
@@ -150,16 +155,29 @@ class Projection:
             return "spend rate unknown (no earlier reading yet), so no run-out time"
         if not self.rate:
             return f"spend rate 0 per hour over the last {HISTORY_HOURS:g} h: it does not run out at this rate"
-        return (f"spend rate {self._money(self.rate)}/h: it runs out in about {self.hours_left:,.1f} h "
-                f"(at {self.runs_out_at})")
+        return (
+            f"spend rate {self._money(self.rate)}/h: it runs out in about {self.hours_left:,.1f} h "
+            f"(at {self.runs_out_at})"
+        )
 
 
-def assess(history: BalanceHistory, record: Mapping[str, Any], at: float, min_balance: float | None,
-           runs_out_within_hours: float | None) -> Projection:
+def assess(
+    history: BalanceHistory,
+    record: Mapping[str, Any],
+    at: float,
+    min_balance: float | None,
+    runs_out_within_hours: float | None,
+) -> Projection:
     """Judge one balance record (``balance``, ``currency``) read at ``at`` against the thresholds."""
     balance = float(record["balance"])
-    return Projection(balance, str(record.get("currency") or ""), at, min_balance, runs_out_within_hours,
-                      spend_rate(history.including(at, balance)))
+    return Projection(
+        balance,
+        str(record.get("currency") or ""),
+        at,
+        min_balance,
+        runs_out_within_hours,
+        spend_rate(history.including(at, balance)),
+    )
 
 
 def threshold(name: str, value: Any) -> float | None:

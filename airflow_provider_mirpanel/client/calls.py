@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from airflow_provider_mirpanel import __version__
+from airflow_provider_mirpanel.client.ratelimit import Headers
 from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAPIError,
@@ -46,13 +47,6 @@ class ConnectionFields(Protocol):
     schema: str | None
     port: int | None
     password: str | None
-
-
-class Headers(Protocol):
-    """Reply headers, looked up case-insensitively (``requests``' and ``aiohttp``'s both are)."""
-
-    def get(self, name: str, /) -> str | None:
-        """Return the value of the header ``name``, or None."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -153,8 +147,11 @@ class MultiCall:
             return self._failed(chunk, error)
 
     def _failed(self, chunk: list[int], error: BaseException) -> list[Any]:
-        if self.action in READ_ONLY_ACTIONS or not isinstance(error, MirPanelError) or isinstance(
-                error, MirPanelAuthError):
+        if (
+            self.action in READ_ONLY_ACTIONS
+            or not isinstance(error, MirPanelError)
+            or isinstance(error, MirPanelAuthError)
+        ):
             raise error
         if isinstance(error, MirPanelAPIError):
             reason = error.panel_message

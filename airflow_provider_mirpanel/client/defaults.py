@@ -20,15 +20,17 @@ DEFAULT_RATE_LIMIT = 0.0  # requests per minute for all actions together; 0 = no
 #: like ``status``; ``refill`` and ``cancel`` change orders, so they get ``add``'s pace (60 requests
 #: of 100 IDs still cover 6,000 orders a minute). The ``rate_limits`` connection extra overrides
 #: them, or turns them off with ``false``.
-DEFAULT_RATE_LIMITS: Mapping[str, tuple[int, float]] = MappingProxyType({
-    "add": (60, 60.0),
-    "status": (120, 60.0),
-    "balance": (30, 60.0),
-    "services": (10, 3600.0),
-    "refill_status": (120, 60.0),
-    "refill": (60, 60.0),
-    "cancel": (60, 60.0),
-})
+DEFAULT_RATE_LIMITS: Mapping[str, tuple[int, float]] = MappingProxyType(
+    {
+        "add": (60, 60.0),
+        "status": (120, 60.0),
+        "balance": (30, 60.0),
+        "services": (10, 3600.0),
+        "refill_status": (120, 60.0),
+        "refill": (60, 60.0),
+        "cancel": (60, 60.0),
+    }
+)
 #: The ``rate_limits`` value that turns the per-action budgets off (the texts ``"false"`` and ``"off"``
 #: do too). Not ``"off"`` itself: Airflow's task SDK warns once per process about a connection extra
 #: whose text is shorter than 5 characters (its secrets masker skips it).

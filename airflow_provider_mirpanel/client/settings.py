@@ -23,8 +23,20 @@ log = logging.getLogger(__name__)
 
 #: Connection-extra keys this provider reads; none of them is ever sent to the panel.
 EXTRA_KEYS = frozenset(
-    {"timeout", "connect_timeout", "retries", "backoff", "concurrency", "rate_limit", "rate_limits",
-     "allow_insecure", "verify_ssl", "verify", "order_url"}
+    {
+        "timeout",
+        "connect_timeout",
+        "retries",
+        "backoff",
+        "concurrency",
+        "rate_limit",
+        "rate_limits",
+        "allow_insecure",
+        "verify_ssl",
+        "verify",
+        "order_url",
+        "budget_redis",
+    }
 )
 
 
@@ -85,15 +97,38 @@ def _budget(action: str, value: Any) -> Budget | None:
         return None
     if isinstance(value, Mapping):
         limit, per = to_float(value.get("limit")), to_float(value.get("per"))
-        if set(value) == {"limit", "per"} and limit is not None and limit == int(limit) and per is not None \
-                and 1 <= limit <= MAX_LIMIT and per > 0:
+        if (
+            set(value) == {"limit", "per"}
+            and limit is not None
+            and limit == int(limit)
+            and per is not None
+            and 1 <= limit <= MAX_LIMIT
+            and per > 0
+        ):
             return Budget(int(limit), per)
-    elif not isinstance(value, bool) and (per_minute := to_float(value)) is not None \
-            and 0 <= per_minute <= MAX_LIMIT:
+    elif not isinstance(value, bool) and (per_minute := to_float(value)) is not None and 0 <= per_minute <= MAX_LIMIT:
         return Budget.per_minute(per_minute) if per_minute else None
     raise MirPanelInputError(
         f"connection extra 'rate_limits', action {action!r}: give requests per minute (a number from 0 "
-        f'to {MAX_LIMIT:,}), {{"limit": <whole number >= 1>, "per": <seconds>}}, or false; got {value!r}')
+        f'to {MAX_LIMIT:,}), {{"limit": <whole number >= 1>, "per": <seconds>}}, or false; got {value!r}'
+    )
+
+
+def _budget_redis(value: Any) -> str | None:
+    """Read the ``budget_redis`` extra: a ``redis://`` / ``rediss://`` URL or a connection ID (None: absent)."""
+    if value is None or _is_off(value):
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    if (
+        not text
+        or ("://" in text and urlsplit(text).scheme not in ("redis", "rediss", "unix"))
+        or any(character.isspace() for character in text)
+    ):
+        raise MirPanelInputError(
+            "connection extra 'budget_redis' must be a Redis URL (redis://host:6379/0) or "
+            "the ID of an Airflow connection of type redis"
+        )
+    return text
 
 
 def parse_rate_limits(raw: Any) -> dict[str, Budget]:
@@ -119,13 +154,15 @@ def parse_rate_limits(raw: Any) -> dict[str, Budget]:
             raw = None
     if not isinstance(raw, Mapping):
         raise MirPanelInputError(
-            'connection extra \'rate_limits\' must be false, or an object of action: requests per minute '
-            f'(e.g. {{"add": 30, "services": {{"limit": 10, "per": 3600}}}}); got {given!r:.120}')
+            "connection extra 'rate_limits' must be false, or an object of action: requests per minute "
+            f'(e.g. {{"add": 30, "services": {{"limit": 10, "per": 3600}}}}); got {given!r:.120}'
+        )
     known = [action.value for action in Action]
     for action, value in raw.items():
         if action not in known:
-            raise MirPanelInputError(f"connection extra 'rate_limits' names no action {action!r}; "
-                                     f"the actions are {', '.join(known)}")
+            raise MirPanelInputError(
+                f"connection extra 'rate_limits' names no action {action!r}; the actions are {', '.join(known)}"
+            )
         budget = _budget(action, value)
         if budget is None:
             budgets.pop(action, None)
@@ -151,6 +188,7 @@ class ClientSettings:
     rate_limit: float = defaults.DEFAULT_RATE_LIMIT
     rate_limits: Mapping[str, Budget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     verify: bool = True
+    budget_redis: str | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -174,6 +212,7 @@ class ClientSettings:
             rate_limit=_number_extra(extra, "rate_limit", cls.rate_limit, 0),
             rate_limits=parse_rate_limits(_extra(extra, "rate_limits")),
             verify=verify is not False,
+            budget_redis=_budget_redis(_extra(extra, "budget_redis")),
         )
         settings.check_transport(allow_insecure=bool(to_bool(_extra(extra, "allow_insecure"))))
         return settings

@@ -21,6 +21,7 @@ from airflow_provider_mirpanel.assets.lineage import collect_action
 from airflow_provider_mirpanel.client.calls import HEADERS, USER_AGENT, MultiCall, PanelConnection
 from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
 from airflow_provider_mirpanel.client.settings import ClientSettings
+from airflow_provider_mirpanel.client.shared_budget import RedisBudget, password_of, url_of
 from airflow_provider_mirpanel.exceptions import (
     MirPanelAmbiguousOrderError,
     MirPanelError,
@@ -61,8 +62,9 @@ def transport_error(error: requests.RequestException, action: Action) -> MirPane
         reason = getattr(error.args[0], "reason", None) if error.args else None
         never_connected = isinstance(reason, (NewConnectionError, ConnectTimeoutError))
         what = "could not connect" if never_connected else "connection lost before the reply"
-        return MirPanelTransientError(f"{what}: {type(reason or error).__name__}",
-                                      request_sent=not never_connected, action=action.value)
+        return MirPanelTransientError(
+            f"{what}: {type(reason or error).__name__}", request_sent=not never_connected, action=action.value
+        )
     if isinstance(error, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
         return MirPanelTransientError(f"reply cut off: {type(error).__name__}", action=action.value)
     return MirPanelError(f"request to the panel failed ({action.value}): {type(error).__name__}: {error}")
@@ -72,8 +74,9 @@ def _new_session(settings: ClientSettings) -> requests.Session:
     session = requests.Session()
     session.headers.update(HEADERS)
     session.verify = settings.verify
-    adapter = TCPKeepAliveAdapter(idle=120, interval=30, count=20, pool_connections=1,
-                                  pool_maxsize=settings.concurrency, max_retries=0)
+    adapter = TCPKeepAliveAdapter(
+        idle=120, interval=30, count=20, pool_connections=1, pool_maxsize=settings.concurrency, max_retries=0
+    )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -138,9 +141,22 @@ class MirPanelHook(BudgetClock, BaseHook):
                     conn = self.get_connection(self.mirpanel_conn_id)
                     panel = PanelConnection.read(self.mirpanel_conn_id, conn, conn.extra_dejson)
                     mask_secret(panel.key)
-                    self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self._clock)
+                    self._limiter = RateLimiter(
+                        panel.settings.rate_limits, panel.settings.rate_limit, self._clock, self._shared_budget(panel)
+                    )
                     self._panel = panel
         return self._panel
+
+    def _shared_budget(self, panel: PanelConnection) -> RedisBudget | None:
+        """Return the key's budgets in Redis, when the connection extra ``budget_redis`` names a Redis."""
+        location = panel.settings.budget_redis
+        if location is None:
+            return None
+        redis_conn = None if "://" in location else self.get_connection(location)
+        url = url_of(location, redis_conn, redis_conn.extra_dejson if redis_conn is not None else None)
+        if (password := password_of(url)) is not None:
+            mask_secret(password)
+        return RedisBudget(url, panel.settings.url, panel.key)
 
     @property
     def settings(self) -> ClientSettings:
@@ -170,20 +186,38 @@ class MirPanelHook(BudgetClock, BaseHook):
     # -- moving bytes ----------------------------------------------------------------------------
 
     def _send(self, action: Action, form: dict[str, str]) -> Any:
-        """Send one request once and decode its reply."""
+        """Send one request and decode its reply.
+
+        Sent again only when the panel turned it away unprocessed for its rate limit (see
+        :meth:`.RateLimiter.after_reply`).
+        """
         session, panel = self.get_conn(), self.panel
-        self._limiter.wait(action.value, self.log)
-        failure: MirPanelError | None = None
-        try:
-            response = session.post(panel.settings.url, data=panel.body(form), allow_redirects=False,
-                                    timeout=(panel.settings.connect_timeout, panel.settings.timeout))
-        except requests.RequestException as error:
-            failure = transport_error(error, action)
-        if failure is not None:
-            # Raised outside the except block: requests' exception holds the prepared request, whose
-            # body holds the key, and must not ride along as __context__.
-            raise failure
-        return panel.decode(action, response.status_code, response.headers, response.content)
+        throttles = 0
+        while True:
+            self._limiter.wait(action.value, self.log)
+            failure: MirPanelError | None = None
+            try:
+                response = session.post(
+                    panel.settings.url,
+                    data=panel.body(form),
+                    allow_redirects=False,
+                    timeout=(panel.settings.connect_timeout, panel.settings.timeout),
+                )
+            except requests.RequestException as error:
+                failure = transport_error(error, action)
+            if failure is not None:
+                # Raised outside the except block: requests' exception holds the prepared request, whose
+                # body holds the key, and must not ride along as __context__.
+                raise failure
+            try:
+                payload = panel.decode(action, response.status_code, response.headers, response.content)
+            except MirPanelError as error:
+                if not self._limiter.after_reply(action.value, response.headers, error, throttles):
+                    raise
+                throttles += 1
+                continue
+            self._limiter.after_reply(action.value, response.headers, None, throttles)
+            return payload
 
     def _call(self, action: Action, form: dict[str, str]) -> Any:
         """Send a request, retrying what the protocol allows to be retried."""
@@ -261,9 +295,7 @@ class MirPanelHook(BudgetClock, BaseHook):
     def get_refill_status(self, refill_id: int | str) -> replies.RefillStatusRecord:
         """Return the status of one refill: ``refill, status, error``."""
         number = normalize_id(refill_id, "refill")
-        return parse_refill_status(
-            self._call(Action.REFILL_STATUS, single_form(Action.REFILL_STATUS, number)), number
-        )
+        return parse_refill_status(self._call(Action.REFILL_STATUS, single_form(Action.REFILL_STATUS, number)), number)
 
     def get_refills_status(self, refill_ids: Iterable[int | str]) -> list[replies.RefillStatusRecord]:
         """Statuses of any number of refills, one record per distinct refill ID in input order."""

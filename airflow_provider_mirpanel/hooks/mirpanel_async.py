@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying
 from airflow_provider_mirpanel.client.calls import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
 from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
 from airflow_provider_mirpanel.client.settings import ClientSettings
+from airflow_provider_mirpanel.client.shared_budget import RedisBudget, password_of, url_of
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
 from airflow_provider_mirpanel.protocol import (
     READ_ONLY_ACTIONS,
@@ -103,9 +104,22 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
                 panel = PanelConnection.read(self.mirpanel_conn_id, conn, await aextra_dejson(conn))
                 await amask_secret(panel.key)
-                self._limiter = RateLimiter(panel.settings.rate_limits, panel.settings.rate_limit, self._clock)
+                self._limiter = RateLimiter(
+                    panel.settings.rate_limits, panel.settings.rate_limit, self._clock, await self._shared_budget(panel)
+                )
                 self._panel = panel
         return self._panel
+
+    async def _shared_budget(self, panel: PanelConnection) -> RedisBudget | None:
+        """Return the key's budgets in Redis, when the connection extra ``budget_redis`` names a Redis."""
+        location = panel.settings.budget_redis
+        if location is None:
+            return None
+        redis_conn = None if "://" in location else await BaseHook.aget_connection(location)
+        url = url_of(location, redis_conn, await aextra_dejson(redis_conn) if redis_conn is not None else None)
+        if (password := password_of(url)) is not None:
+            await amask_secret(password)
+        return RedisBudget(url, panel.settings.url, panel.key)
 
     async def get_settings(self) -> ClientSettings:
         """Return the client settings of the connection (read once per hook)."""
@@ -122,11 +136,11 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
         """
         settings = await self.get_settings()
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS,
-                                             ssl=settings.verify)
+            connector = aiohttp.TCPConnector(
+                limit=settings.concurrency, keepalive_timeout=KEEPALIVE_SECONDS, ssl=settings.verify
+            )
             timeout = aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=settings.timeout)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS,
-                                                  trust_env=True)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS, trust_env=True)
         return self._session
 
     async def close(self) -> None:
@@ -138,18 +152,32 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
     # -- moving bytes ----------------------------------------------------------------------------
 
     async def _send(self, action: Action, form: dict[str, str]) -> Any:
-        """Send one request once and decode its reply."""
+        """Send one request and decode its reply.
+
+        Sent again only when the panel turned it away unprocessed for its rate limit (see
+        :meth:`.RateLimiter.after_reply`).
+        """
         session, panel = await self.get_conn(), await self.get_panel()
-        await self._limiter.await_turn(action.value, self.log)
-        failure: MirPanelError | None = None
-        try:
-            async with session.post(panel.settings.url, data=panel.body(form), allow_redirects=False) as response:
-                status, headers, body = response.status, response.headers, await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            failure = transport_error(error, action)
-        if failure is not None:
-            raise failure  # outside the except block, so the transport's exception is not its __context__
-        return panel.decode(action, status, headers, body)
+        throttles = 0
+        while True:
+            await self._limiter.await_turn(action.value, self.log)
+            failure: MirPanelError | None = None
+            try:
+                async with session.post(panel.settings.url, data=panel.body(form), allow_redirects=False) as response:
+                    status, headers, body = response.status, response.headers, await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                failure = transport_error(error, action)
+            if failure is not None:
+                raise failure  # outside the except block, so the transport's exception is not its __context__
+            try:
+                payload = panel.decode(action, status, headers, body)
+            except MirPanelError as error:
+                if not self._limiter.after_reply(action.value, headers, error, throttles):
+                    raise
+                throttles += 1
+                continue
+            self._limiter.after_reply(action.value, headers, None, throttles)
+            return payload
 
     async def _call(self, action: Action, form: dict[str, str]) -> Any:
         """Send a request, retrying what the protocol allows to be retried."""
@@ -177,8 +205,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
                 reply = error
             return call.records(chunk, reply)
 
-        results = await asyncio.gather(*(batch(chunk, form) for chunk, form in call.requests),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(batch(chunk, form) for chunk, form in call.requests), return_exceptions=True)
         return call.merge(list(results))
 
     # -- the API ---------------------------------------------------------------------------------

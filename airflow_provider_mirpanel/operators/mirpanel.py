@@ -102,8 +102,7 @@ class ServicesOperator(MirPanelBaseOperator):
 
     def _filter(self) -> Callable[[Mapping[str, Any]], bool]:
         wanted = set(normalize_ids(self.service_ids, "service")) if self.service_ids not in (None, "") else None
-        texts = [(field, text.casefold()) for field, text in (("category", self.category), ("name", self.name))
-                 if text]
+        texts = [(field, text.casefold()) for field, text in (("category", self.category), ("name", self.name)) if text]
         service_type = (self.service_type or "").casefold()
 
         def keep(service: Mapping[str, Any]) -> bool:
@@ -116,8 +115,16 @@ class ServicesOperator(MirPanelBaseOperator):
         return keep
 
     def _filters_text(self) -> str:
-        filters = [f"{name} {value!r}" for name, value in (("IDs", self.service_ids), ("category", self.category),
-                   ("name", self.name), ("type", self.service_type)) if value not in (None, "")]
+        filters = [
+            f"{name} {value!r}"
+            for name, value in (
+                ("IDs", self.service_ids),
+                ("category", self.category),
+                ("name", self.name),
+                ("type", self.service_type),
+            )
+            if value not in (None, "")
+        ]
         return f" ({', '.join(filters)})" if filters else ""
 
 
@@ -269,8 +276,9 @@ class BalanceCheckOperator(MirPanelBaseOperator):
         balance_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
-        self.balance_asset = balance_asset or balance_asset_of(kwargs.get("mirpanel_conn_id",
-                                                                          MirPanelHook.default_conn_name))
+        self.balance_asset = balance_asset or balance_asset_of(
+            kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name)
+        )
         kwargs["inlets"] = [*as_list(kwargs.get("inlets")), self.balance_asset]
         super().__init__(**kwargs)
         self.min_balance = min_balance
@@ -295,8 +303,9 @@ class BalanceCheckOperator(MirPanelBaseOperator):
             raise AirflowSkipException(message)
         raise AirflowFailException(message)
 
-    def _judge(self, context: Context, record: BalanceRecord, minimum: float | None,
-               within: float | None) -> Projection:
+    def _judge(
+        self, context: Context, record: BalanceRecord, minimum: float | None, within: float | None
+    ) -> Projection:
         """Return the reading judged against the history, which it then joins (when there is a store)."""
         stores = context.get("asset_state_store")
         store = stores[self.balance_asset] if stores is not None else None

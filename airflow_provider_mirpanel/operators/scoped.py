@@ -25,7 +25,7 @@ from airflow_provider_mirpanel.placement.ledger import ledger_asset as ledger_as
 from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
 from airflow_provider_mirpanel.utils.airflow_lines import requires_state_stores
 from airflow_provider_mirpanel.utils.listing import listing
-from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
+from airflow_provider_mirpanel.version_compat import STATE_STORES, Asset, Context
 
 #: The XCom key of what claiming the scope took (``scope, waited, claim, polls, holders``).
 LEDGER_CLAIM_XCOM_KEY = "ledger_claim"
@@ -47,32 +47,35 @@ class ScopeWait:
     holders: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
+        """Return the wait as the JSON a deferral carries."""
         return {"since": self.since, "polls": self.polls, "holders": self.holders}
 
     @classmethod
     def from_json(cls, value: Any) -> ScopeWait | None:
+        """Return the wait a deferral carried; None for a value that is not one."""
         if not isinstance(value, Mapping):
             return None
         return cls(float(value.get("since", 0.0)), int(value.get("polls", 0)), list(value.get("holders", [])))
 
 
 def seconds_of(name: str, value: float | timedelta) -> float:
-    """A positive duration in seconds from a number or a timedelta, or ValueError naming ``name``."""
+    """Return a positive duration in seconds from a number or a timedelta, or ValueError naming ``name``."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-            or seconds <= 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be a positive number of seconds or a timedelta, got {value!r}")
     return float(seconds)
 
 
-def _ledger_asset(kwargs: Mapping[str, Any], ledger_asset: Any) -> Any:
-    """The ledger asset a task's arguments name: given, else the connection's (which must not be templated)."""
+def _ledger_asset(kwargs: Mapping[str, Any], ledger_asset: Asset | None) -> Asset:
+    """Return the ledger asset a task's arguments name: given, else the connection's (which must not be templated)."""
     if ledger_asset is not None:
         return ledger_asset
     conn_id = kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name)
     if not isinstance(conn_id, str) or "{{" in conn_id:
-        raise ValueError(f"with a ledger_scope, mirpanel_conn_id must be a plain connection ID (the ledger asset, "
-                         f"a task inlet, is named after it), got {conn_id!r}; or give ledger_asset= as well")
+        raise ValueError(
+            f"with a ledger_scope, mirpanel_conn_id must be a plain connection ID (the ledger asset, "
+            f"a task inlet, is named after it), got {conn_id!r}; or give ledger_asset= as well"
+        )
     return ledger_asset_of(conn_id)
 
 
@@ -94,7 +97,7 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
         self,
         *,
         ledger_scope: str | None,
-        ledger_asset: Any = None,
+        ledger_asset: Asset | None = None,
         ledger_lease: float = DEFAULT_LEASE,
         ledger_wait_poll: float = DEFAULT_WAIT_POLL,
         ledger_wait_timeout: float | timedelta = DEFAULT_WAIT_TIMEOUT,
@@ -128,9 +131,10 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
         return super().partial(**kwargs)
 
     def ledger_of(self, context: Context) -> PlacementLedger:
-        """This task's ledger: the scope's (under its lease) or, without a scope, the task's own."""
-        return PlacementLedger.from_context(context, self.ledger_scope, self.ledger_asset,
-                                            timing=LeaseTiming(ttl=self.ledger_lease))
+        """Return this task's ledger: the scope's (under its lease) or, without a scope, the task's own."""
+        return PlacementLedger.from_context(
+            context, self.ledger_scope, self.ledger_asset, timing=LeaseTiming(ttl=self.ledger_lease)
+        )
 
     def claim_scope(self, context: Context, ledger: PlacementLedger, wait: ScopeWait | None) -> None:
         """Return once this task holds the scope's lease; while another task holds it, defer (or sleep) and retry."""
@@ -152,39 +156,61 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
                     f"{ledger.where} is still held by {holder or 'a contended claim'} after waiting {waited:,.0f} s "
                     f"(ledger_wait_timeout); nothing was sent. A holder renews its lease while it writes; a holder "
                     f"that is gone keeps the scope for at most {self.ledger_lease:g} s more. Holders seen: "
-                    f"{listing(wait.holders) or 'none'}")
+                    f"{listing(wait.holders) or 'none'}"
+                )
             wait.polls += 1
             if holder is None:  # nobody holds it, but the claim could not be trusted: try again soon
                 self.log.warning("Claiming %s: %s", ledger.where, claim.note)
                 clock.sleep(ledger.lease.timing.claim_wait)
                 continue
             how = "deferred" if self.deferrable else "in the worker"
-            self.log.info("%s is held by %s: waiting (%s), looking again in %g s (waited %.0f s of at most %.0f s)",
-                          ledger.where, holder, how, self.ledger_wait_poll, waited, self.ledger_wait_timeout)
-            if self.deferrable:
-                trigger = LedgerScopeTrigger(asset_name=self.ledger_asset.name, lease_key=ledger.lease.key,
-                                             owner=ledger.lease.owner.as_json(), poll_interval=self.ledger_wait_poll,
-                                             skew=ledger.lease.timing.skew,
-                                             give_up_at=wait.since + self.ledger_wait_timeout,
-                                             try_number=ledger.lease.try_number)
+            self.log.info(
+                "%s is held by %s: waiting (%s), looking again in %g s (waited %.0f s of at most %.0f s)",
+                ledger.where,
+                holder,
+                how,
+                self.ledger_wait_poll,
+                waited,
+                self.ledger_wait_timeout,
+            )
+            if self.deferrable and self.ledger_asset is not None:
+                trigger = LedgerScopeTrigger(
+                    asset_name=self.ledger_asset.name,
+                    lease_key=ledger.lease.key,
+                    owner=ledger.lease.owner.as_json(),
+                    poll_interval=self.ledger_wait_poll,
+                    skew=ledger.lease.timing.skew,
+                    give_up_at=wait.since + self.ledger_wait_timeout,
+                    try_number=ledger.lease.try_number,
+                )
                 self.defer(trigger=trigger, method_name="execute_after_wait", kwargs={"scope_wait": wait.as_json()})
             clock.sleep(self.ledger_wait_poll)
 
     def _claimed(self, context: Context, ledger: PlacementLedger, wait: ScopeWait, claim: Claim) -> None:
         waited = max(0.0, ledger.lease.clock.time() - wait.since - claim.seconds) if ledger.lease else 0.0
-        report = {"scope": self.ledger_scope, "waited": round(waited, 3), "claim": round(claim.seconds, 3),
-                  "polls": wait.polls, "holders": wait.holders}
-        self.log.info("Claimed %s in %.1f s%s", ledger.where, claim.seconds,
-                      f" after waiting {waited:.1f} s for {listing(wait.holders)}" if wait.polls else "")
+        report = {
+            "scope": self.ledger_scope,
+            "waited": round(waited, 3),
+            "claim": round(claim.seconds, 3),
+            "polls": wait.polls,
+            "holders": wait.holders,
+        }
+        self.log.info(
+            "Claimed %s in %.1f s%s",
+            ledger.where,
+            claim.seconds,
+            f" after waiting {waited:.1f} s for {listing(wait.holders)}" if wait.polls else "",
+        )
         ti = context.get("ti")
         if ti is not None and hasattr(ti, "xcom_push"):
             ti.xcom_push(key=LEDGER_CLAIM_XCOM_KEY, value=report)
 
     def run_scoped(self, context: Context, wait: ScopeWait | None) -> Any:
-        """The operator's work, given the wait so far (None on the first look)."""
+        """Return the operator's work, given the wait so far (None on the first look)."""
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
+        """Claim the scope (waiting for it while another task holds it), then do the operator's work."""
         return self.run_scoped(context, None)
 
     def execute_after_wait(self, context: Context, event: Any = None, scope_wait: Any = None) -> Any:

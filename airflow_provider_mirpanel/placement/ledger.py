@@ -57,9 +57,15 @@ PAGE_SIZE = 100
 _MAX_ERROR = 150
 #: The first row of a scope's first page written under a lease. Its state is a list: the release
 #: before leases fails on it (``unhashable type``) while loading, before it sends anything.
-FORMAT_ROW: list[Any] = ["~mirpanel.ledger.format", ["leased", 1], "", None, None,
-                         "this scope's pages are written under a lease (airflow-provider-mirpanel 0.3+): upgrade "
-                         "every worker that places into it"]
+FORMAT_ROW: list[Any] = [
+    "~mirpanel.ledger.format",
+    ["leased", 1],
+    "",
+    None,
+    None,
+    "this scope's pages are written under a lease (airflow-provider-mirpanel 0.3+): upgrade "
+    "every worker that places into it",
+]
 
 
 class LedgerState(str, Enum):
@@ -87,13 +93,13 @@ class LedgerEntry:
     error: str | None = None
 
     def row(self, key: str) -> list[Any]:
-        """The entry as a page row: ``[key, state, digest, order, cost, error]``."""
+        """Return the entry as a page row: ``[key, state, digest, order, cost, error]``."""
         error = self.error[:_MAX_ERROR] if self.error else None
         return [key, self.state.value, self.digest, self.order, self.cost, error]
 
     @classmethod
     def from_row(cls, row: Any) -> tuple[str, LedgerEntry] | None:
-        """The key and entry of a page row; None for a row this ledger did not write."""
+        """Return the key and entry of a page row; None for a row this ledger did not write."""
         if not isinstance(row, list) or len(row) != 6 or not isinstance(row[1], str):
             return None
         if row[1] not in LedgerState._value2member_map_:
@@ -103,15 +109,20 @@ class LedgerEntry:
 
     @classmethod
     def from_json(cls, value: Any) -> LedgerEntry | None:
-        """The entry of a first-release per-order value; None for a value the ledger did not write."""
+        """Return the entry of a first-release per-order value; None for a value the ledger did not write."""
         if not isinstance(value, Mapping) or value.get("state") not in LedgerState._value2member_map_:
             return None
-        return cls(LedgerState(value["state"]), str(value.get("digest", "")), value.get("order"), value.get("cost"),
-                   value.get("error"))
+        return cls(
+            LedgerState(value["state"]),
+            str(value.get("digest", "")),
+            value.get("order"),
+            value.get("cost"),
+            value.get("error"),
+        )
 
 
-def ledger_asset(mirpanel_conn_id: str) -> Any:
-    """The asset whose state store keeps the scoped ledgers of one panel connection.
+def ledger_asset(mirpanel_conn_id: str) -> Asset:
+    """Return the asset whose state store keeps the scoped ledgers of one panel connection.
 
     One asset per connection: the same key on two panels names two different orders.
     """
@@ -119,15 +130,16 @@ def ledger_asset(mirpanel_conn_id: str) -> Any:
 
 
 def check_scope(scope: Any) -> str:
-    """A ledger scope's name, or :class:`MirPanelInputError` (before anything is sent)."""
+    """Return a ledger scope's name, or :class:`MirPanelInputError` (before anything is sent)."""
     if not isinstance(scope, str) or not scope.strip() or len(scope) > MAX_SCOPE_LENGTH:
-        raise MirPanelInputError(f"ledger_scope must be text of 1..{MAX_SCOPE_LENGTH} characters, got {scope!r}; "
-                                 "no order was sent")
+        raise MirPanelInputError(
+            f"ledger_scope must be text of 1..{MAX_SCOPE_LENGTH} characters, got {scope!r}; no order was sent"
+        )
     return scope
 
 
 def try_number(context: Mapping[str, Any]) -> int:
-    """The task's try number (1 on the first try, and for a bare ``op.execute(context)``)."""
+    """Return the task's try number (1 on the first try, and for a bare ``op.execute(context)``)."""
     return int(getattr(context.get("ti"), "try_number", None) or 1)
 
 
@@ -146,9 +158,17 @@ class PlacementLedger:
     :param timing: the lease's numbers.
     """
 
-    def __init__(self, store: StateStore, scope: str | None = None, durable: bool = True, blind: bool = False,
-                 retry: bool = False, owner: LeaseOwner | None = None, timing: LeaseTiming | None = None,
-                 try_number: int = 1):
+    def __init__(
+        self,
+        store: StateStore,
+        scope: str | None = None,
+        durable: bool = True,
+        blind: bool = False,
+        retry: bool = False,
+        owner: LeaseOwner | None = None,
+        timing: LeaseTiming | None = None,
+        try_number: int = 1,
+    ):
         self.store = store
         self.scope = scope
         self.durable = durable
@@ -157,13 +177,17 @@ class PlacementLedger:
         self._prefix = PAGE_PREFIX if scope is None else f"{PAGE_PREFIX}{quote(scope, safe='')}."
         self._pages: int | None = None  # pages in the store, once loaded
         self._formatted = False  # whether the loaded pages hold FORMAT_ROW
-        self.lease = (ScopeLease(store, self._prefix + LEASE_SUFFIX, owner, timing, try_number=try_number)
-                      if scope is not None and owner is not None else None)
+        self.lease = (
+            ScopeLease(store, self._prefix + LEASE_SUFFIX, owner, timing, try_number=try_number)
+            if scope is not None and owner is not None
+            else None
+        )
 
     @classmethod
-    def from_context(cls, context: Mapping[str, Any], scope: str | None = None, asset: Any = None,
-                     timing: LeaseTiming | None = None) -> PlacementLedger:
-        """The ledger of a task's context: scoped in ``asset``'s state store (under a lease), else the task's own.
+    def from_context(
+        cls, context: Mapping[str, Any], scope: str | None = None, asset: Any = None, timing: LeaseTiming | None = None
+    ) -> PlacementLedger:
+        """Return the ledger of a task's context: the scope's (under its lease), else the task's own.
 
         Without any store, an in-memory ledger (``durable`` False), ``blind`` on a retry.
         """
@@ -171,9 +195,11 @@ class PlacementLedger:
         if scope is not None:
             stores = context.get("asset_state_store")
             if stores is None:
-                raise MirPanelInputError("ledger_scope needs Airflow's asset state store (Airflow 3.3+; "
-                                         "context['asset_state_store']), which this task does not have; "
-                                         "no order was sent")
+                raise MirPanelInputError(
+                    "ledger_scope needs Airflow's asset state store (Airflow 3.3+; "
+                    "context['asset_state_store']), which this task does not have; "
+                    "no order was sent"
+                )
             try:
                 store = stores[asset]
             except KeyError:
@@ -181,9 +207,15 @@ class PlacementLedger:
                     f"the ledger asset {getattr(asset, 'name', asset)!r} is not among this task's inlets, so its "
                     "state store cannot be reached. A mapped task gets its inlets from partial(): give "
                     "mirpanel_conn_id (and ledger_asset, if any) to partial(), not to expand(); or pass "
-                    "ledger_asset= explicitly. No order was sent") from None
-            return cls(store, scope=check_scope(scope), owner=LeaseOwner.of(context), timing=timing,
-                       try_number=try_number(context))
+                    "ledger_asset= explicitly. No order was sent"
+                ) from None
+            return cls(
+                store,
+                scope=check_scope(scope),
+                owner=LeaseOwner.of(context),
+                timing=timing,
+                try_number=try_number(context),
+            )
         store = store_of(context)
         if store is None:
             return cls(MemoryStateStore(), durable=False, blind=retry)
@@ -258,13 +290,16 @@ class PlacementLedger:
         return number
 
     def unresolved(self, entries: Mapping[str, LedgerEntry] | None = None) -> dict[str, LedgerEntry]:
-        """The keys whose outcome nobody knows (``sending`` or ``unknown``), of ``entries`` (default: loaded)."""
+        """Return the keys whose outcome nobody knows (``sending`` or ``unknown``), of ``entries`` (default: loaded)."""
         entries = self.load() if entries is None else entries
         return {key: entry for key, entry in entries.items() if entry.state.unresolved}
 
-    def resolve(self, resolutions: Mapping[str, int | None],
-                confirm: Callable[[Mapping[str, int]], None] | None = None,
-                entries: Mapping[str, LedgerEntry] | None = None) -> dict[str, LedgerEntry]:
+    def resolve(
+        self,
+        resolutions: Mapping[str, int | None],
+        confirm: Callable[[Mapping[str, int]], None] | None = None,
+        entries: Mapping[str, LedgerEntry] | None = None,
+    ) -> dict[str, LedgerEntry]:
         """Record what a user found on the panel: each key's order ID, or (None) that it was not placed.
 
         A key resolved as placed is returned as placed by later tries and runs, without a request;
@@ -276,20 +311,25 @@ class PlacementLedger:
         entries = self.load() if entries is None else entries
         missing = [key for key in resolutions if key not in entries]
         if missing:
-            raise MirPanelInputError(f"keys {', '.join(map(repr, missing))} have no entry in {self.where}: nothing to "
-                                     "resolve; nothing was written")
+            raise MirPanelInputError(
+                f"keys {', '.join(map(repr, missing))} have no entry in {self.where}: nothing to "
+                "resolve; nothing was written"
+            )
         for key, order_id in resolutions.items():
             entry = entries[key]
             if entry.state is LedgerState.PLACED and entry.order != order_id:
-                raise MirPanelInputError(f"key {key!r} is already recorded as order {entry.order} in {self.where}; "
-                                         "nothing was written")
+                raise MirPanelInputError(
+                    f"key {key!r} is already recorded as order {entry.order} in {self.where}; nothing was written"
+                )
         if confirm is not None:
             confirm({key: order_id for key, order_id in resolutions.items() if order_id is not None})
-        resolved = {key: LedgerEntry(LedgerState.PLACED, entries[key].digest, order_id, entries[key].cost)
-                    if order_id is not None else
-                    LedgerEntry(LedgerState.REFUSED, entries[key].digest, error="resolved by a user: not placed")
-                    for key, order_id in resolutions.items()}
+        resolved = {
+            key: LedgerEntry(LedgerState.PLACED, entries[key].digest, order_id, entries[key].cost)
+            if order_id is not None
+            else LedgerEntry(LedgerState.REFUSED, entries[key].digest, error="resolved by a user: not placed")
+            for key, order_id in resolutions.items()
+        }
         items = list(resolved.items())
         for start in range(0, len(items), PAGE_SIZE):
-            self.append(dict(items[start:start + PAGE_SIZE]))
+            self.append(dict(items[start : start + PAGE_SIZE]))
         return resolved

@@ -32,6 +32,7 @@ from airflow_provider_mirpanel.utils.state_stores import digest
 
 MAX_KEY_LENGTH = 200  # state store keys are at most 512 characters, and a scope's name comes first
 
+
 class OrderState(str, Enum):
     """The ``state`` field of an order record: what became of one input row on this try."""
 
@@ -76,8 +77,9 @@ def parse_order_rows(orders: Any, name: str = "orders") -> list[Mapping[str, Any
             try:
                 orders = ast.literal_eval(orders)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # "{[]: 1}": unhashable key
-                raise MirPanelInputError(f"{name} must be a list of dicts, got text that is neither JSON nor a "
-                                         "Python literal") from None
+                raise MirPanelInputError(
+                    f"{name} must be a list of dicts, got text that is neither JSON nor a Python literal"
+                ) from None
     if isinstance(orders, Mapping):
         orders = [orders]
     if not isinstance(orders, (list, tuple)) or not all(isinstance(row, Mapping) for row in orders):
@@ -119,7 +121,7 @@ def order_spec(index: int, row: Mapping[str, Any]) -> OrderSpec:
 
 
 def keyless_rows(rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The positions of the rows without a ``key`` of their own (their key would be their position)."""
+    """Return the positions of the rows without a ``key`` of their own (their key would be their position)."""
     return [index for index, row in enumerate(rows) if _missing(_plain(row.get("key")))]
 
 
@@ -174,8 +176,9 @@ def form_values(form: Mapping[str, str]) -> dict[str, Any]:
     return {name: int(value) if name in INT_PARAMS else value for name, value in form.items() if name != "service"}
 
 
-def order_record(spec: OrderSpec, state: OrderState, order_id: int | None = None, error: str | None = None,
-                 cost: float | None = None) -> Record:
+def order_record(
+    spec: OrderSpec, state: OrderState, order_id: int | None = None, error: str | None = None, cost: float | None = None
+) -> Record:
     """Return the XCom record of one order: key, state, order, service, its parameters, cost, error."""
     record: dict[str, Any] = {"key": spec.key, "state": state.value, "order": order_id, "service": spec.service}
     record.update(form_values(spec.form) if spec.form is not None else {})

@@ -80,11 +80,14 @@ class OrdersUnresolvedError(OrdersNotPlacedError, AirflowFailException):
 class OrderPlacer(Protocol):
     """What a placement needs of a hook (:class:`~airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook`)."""
 
-    def get_services(self) -> Sequence[ServiceRecord]: ...
+    def get_services(self) -> Sequence[ServiceRecord]:
+        """Return the panel's catalogue."""
 
-    def get_balance(self) -> BalanceRecord: ...
+    def get_balance(self) -> BalanceRecord:
+        """Return the account's balance."""
 
-    def add_order(self, service: int, **params: Any) -> AddOrderRecord: ...
+    def add_order(self, service: int, **params: Any) -> AddOrderRecord:
+        """Send one ``add``; the order placed."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,10 @@ class PlacementOptions:
             raise MirPanelInputError(f"ledger_window must be 1..{PAGE_SIZE}, got {self.window!r}; no order was sent")
         for name, allowed in (("on_unknown", ON_UNKNOWN), ("on_invalid", ON_INVALID)):
             if getattr(self, name) not in allowed:
-                raise MirPanelInputError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
-                                         f"got {getattr(self, name)!r}; no order was sent")
+                raise MirPanelInputError(
+                    f"{name} must be one of {', '.join(map(repr, allowed))}, "
+                    f"got {getattr(self, name)!r}; no order was sent"
+                )
 
 
 class PlacementRun:
@@ -117,9 +122,15 @@ class PlacementRun:
     :param catalogue: the services to check orders against (``services`` records); None asks the panel.
     """
 
-    def __init__(self, hook: OrderPlacer, rows: Iterable[Mapping[str, Any]], ledger: PlacementLedger,
-                 options: PlacementOptions, log: logging.Logger | Any,
-                 catalogue: list[Mapping[str, Any]] | None = None):
+    def __init__(
+        self,
+        hook: OrderPlacer,
+        rows: Iterable[Mapping[str, Any]],
+        ledger: PlacementLedger,
+        options: PlacementOptions,
+        log: logging.Logger | Any,
+        catalogue: list[Mapping[str, Any]] | None = None,
+    ):
         self.hook = hook
         self.catalogue = catalogue
         self.specs = order_specs(list(rows))
@@ -163,9 +174,12 @@ class PlacementRun:
             elif entry.digest != spec.digest:
                 held = f"order {entry.order}" if entry.order else entry.state.value
                 self.records[spec.index] = order_record(
-                    spec, OrderState.CONFLICT, entry.order,
+                    spec,
+                    OrderState.CONFLICT,
+                    entry.order,
                     f"key {spec.key!r} was used earlier in {self.ledger.where} ({held}) for an order with other "
-                    "parameters; not placed")
+                    "parameters; not placed",
+                )
             elif entry.state is LedgerState.PLACED:
                 self.earlier.add(spec.index)
                 self.records[spec.index] = order_record(spec, OrderState.PLACED, entry.order, cost=entry.cost)
@@ -179,9 +193,12 @@ class PlacementRun:
 
     @staticmethod
     def _blind_entry(spec: OrderSpec) -> LedgerEntry:
-        """A retry with no store: whatever earlier tries sent is unaccounted for."""
-        return LedgerEntry(LedgerState.UNKNOWN, spec.digest,
-                           error="this retry has no task_state_store, so what earlier tries placed cannot be known")
+        """Return a retry with no store: whatever earlier tries sent is unaccounted for."""
+        return LedgerEntry(
+            LedgerState.UNKNOWN,
+            spec.digest,
+            error="this retry has no task_state_store, so what earlier tries placed cannot be known",
+        )
 
     def _refuse_invalid(self) -> None:
         """With ``on_invalid="fail"``, refuse every order if any is invalid; else record the invalid ones."""
@@ -189,7 +206,8 @@ class PlacementRun:
         if invalid and self.options.on_invalid == "fail":
             raise MirPanelInputError(
                 f"{len(invalid)} of {len(self.specs)} orders are invalid; no order was sent: "
-                + "; ".join(f"{spec.label}: {spec.error}" for spec in invalid))
+                + "; ".join(f"{spec.label}: {spec.error}" for spec in invalid)
+            )
         for spec in invalid:
             self.records[spec.index] = order_record(spec, OrderState.INVALID, error=spec.error)
 
@@ -202,14 +220,16 @@ class PlacementRun:
         if total > balance["balance"]:
             raise MirPanelError(
                 f"the estimated cost {total:,.2f} {self.currency or ''} of {len(to_send)} orders exceeds the balance "
-                f"{balance['balance']:,.2f} {self.currency or ''}{note}; no order was sent")
+                f"{balance['balance']:,.2f} {self.currency or ''}{note}; no order was sent"
+            )
         self.balance_note = f"; balance {balance['balance']:,.2f} {self.currency or ''} covered it{note}"
 
     # -- sending -----------------------------------------------------------------------------------
 
     def _place(self, to_send: list[OrderSpec]) -> None:
-        """Send the orders in windows: a window's ``sending`` marks in one page before any of its orders
-        leaves; the outcomes of every window that has ended since, in one page, when no mark is due.
+        """Send the orders in windows, each window's ``sending`` marks written in one page before its orders leave.
+
+        The outcomes of every window that has ended since are written in one page, when no mark is due.
 
         A window is marked when the workers can take it: the free workers' share, plus — only while
         orders are ending — twice as many as ended since the last mark (up to ``window``), so a fast
@@ -240,8 +260,10 @@ class PlacementRun:
                     finished = [window for window in windows if all(future.done() for future in window[1])]
                     if finished:
                         windows = [window for window in windows if window not in finished]
-                        self._finish([spec for specs, _ in finished for spec in specs],
-                                     [future for _, futures in finished for future in futures])
+                        self._finish(
+                            [spec for specs, _ in finished for spec in specs],
+                            [future for _, futures in finished for future in futures],
+                        )
                     elif busy:
                         wait(busy, timeout=renew, return_when=FIRST_COMPLETED)
                     if self.stop_reason and queued and not windows:  # never marked: certainly not sent
@@ -260,14 +282,17 @@ class PlacementRun:
         for spec, future in zip(specs, futures, strict=True):
             self.records[spec.index] = future.result()
         self._ended.extend(specs)
-        outcomes = [(spec.key, _outcome(spec, self.records[spec.index], self._causes.get(spec.index)))
-                    for spec in specs]
+        outcomes = [
+            (spec.key, _outcome(spec, self.records[spec.index], self._causes.get(spec.index))) for spec in specs
+        ]
         try:
             for start in range(0, len(outcomes), PAGE_SIZE):
-                self.ledger.append(dict(outcomes[start:start + PAGE_SIZE]))
+                self.ledger.append(dict(outcomes[start : start + PAGE_SIZE]))
         except Exception:
-            self.log.exception("The outcomes of %d orders could not be written to the ledger: later tries will "
-                               "report them as unknown", len(specs))
+            self.log.exception(
+                "The outcomes of %d orders could not be written to the ledger: later tries will report them as unknown",
+                len(specs),
+            )
 
     def _stop_all(self, reason: str) -> None:
         with self._stop:
@@ -288,7 +313,7 @@ class PlacementRun:
         return order_record(spec, OrderState.NOT_SENT, error=f"not sent: placing stopped ({self.stop_reason})")
 
     def _failed(self, spec: OrderSpec, error: Exception) -> Record:
-        """The record of a failed add: refused and never-sent orders may be placed again, anything else not."""
+        """Return the record of a failed add: refused and never-sent orders may be placed again, anything else not."""
         if isinstance(error, (MirPanelInsufficientFundsError, MirPanelAuthError)):
             self._stop_all(error.panel_message)
         if isinstance(error, MirPanelAPIError):
@@ -318,13 +343,16 @@ class PlacementRun:
         for state in OrderState:
             if state is not OrderState.PLACED and grouped.get(state.value):
                 line += f", {len(grouped[state.value])} {state.value}: {errors_by(grouped[state.value], 'key')}"
-        spent = sum(record["cost"] or 0.0 for index, record in self.records.items()
-                    if record["state"] == OrderState.PLACED.value and index not in self.earlier)
+        spent = sum(
+            record["cost"] or 0.0
+            for index, record in self.records.items()
+            if record["state"] == OrderState.PLACED.value and index not in self.earlier
+        )
         spent_text = f"; spent ~{spent:,.2f} {self.currency or ''}".rstrip()
         return line + spent_text + " (estimated from the catalogue rates)" + self.balance_note
 
     def failure(self) -> OrdersNotPlacedError | None:
-        """The exception the try ends with when orders were not placed, or None.
+        """Return the exception the try ends with when orders were not placed, or None.
 
         :class:`OrdersUnresolvedError` (no retries) when a retry could not change the outcome.
         """
@@ -344,26 +372,32 @@ class PlacementRun:
         if unknown:
             message += " " + self._resolve_hint(unknown)
         if all(OrderState(record["state"]) in _FINAL_FAILURES for record in failed):
-            return OrdersUnresolvedError(message + " A retry cannot change this: the task fails without retries.",
-                                         records)
+            return OrdersUnresolvedError(
+                message + " A retry cannot change this: the task fails without retries.", records
+            )
         return OrdersNotPlacedError(message, records)
 
     def _resolve_hint(self, unknown: list[Record]) -> str:
-        """What to do about orders of unknown outcome: where to look, and the ways to resolve them."""
-        looks = listing(f"{record['key']} (service {record['service']}, {record.get('link') or 'no link'})"
-                         for record in unknown)
-        hint = (f"{len(unknown)} orders may exist on the panel: look for them in the panel's order list: {looks}. "
-                "Then either run again with on_unknown='skip' (leave them out) or 'resend' (place them again: "
-                "pays twice for any that exists)")
+        """Return what to do about orders of unknown outcome: where to look, and the ways to resolve them."""
+        looks = listing(
+            f"{record['key']} (service {record['service']}, {record.get('link') or 'no link'})" for record in unknown
+        )
+        hint = (
+            f"{len(unknown)} orders may exist on the panel: look for them in the panel's order list: {looks}. "
+            "Then either run again with on_unknown='skip' (leave them out) or 'resend' (place them again: "
+            "pays twice for any that exists)"
+        )
         if self.ledger.scope is None:
             return hint + "; a new DAG run does not know them (set ledger_scope to keep keys across runs)."
-        return (hint + f", or record what you found with ResolveOrdersOperator(ledger_scope={self.ledger.scope!r}, "
-                "resolutions={key: order_id, or 'not_placed'}); later runs of the scope then place only what is "
-                "missing.")
+        return (
+            hint + f", or record what you found with ResolveOrdersOperator(ledger_scope={self.ledger.scope!r}, "
+            "resolutions={key: order_id, or 'not_placed'}); later runs of the scope then place only what is "
+            "missing."
+        )
 
 
 def _outcome(spec: OrderSpec, record: Record, cause: str | None) -> LedgerEntry:
-    """What the ledger keeps of a sent order's record: placed, unknown, or known not placed."""
+    """Return what the ledger keeps of a sent order's record: placed, unknown, or known not placed."""
     state = OrderState(record["state"])
     if state is OrderState.PLACED:
         return LedgerEntry(LedgerState.PLACED, spec.digest, record["order"], spec.cost)

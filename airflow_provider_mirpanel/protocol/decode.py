@@ -26,14 +26,20 @@ from airflow_provider_mirpanel.protocol.values import snippet, to_text
 _Text = TypeVar("_Text", str, bytes)
 
 # Localized key words too: anahtar (tr), ключ (ru), clé (fr), clave (es), chave (pt).
-_AUTH_WORDS = re.compile(r"api[\s_.-]*key|apikey|\bkey\b|token|unauthori[sz]ed|authenticat|not authori|"
-                         r"api[\s_.-]*anahtar|ключ|cl[ée][\s_.-]*(d'\s*)?api|(clave|chave)[\s_.-]*(de[\s_.-]*)?api",
-                         re.I)
-_BAD_WORDS = re.compile(r"invalid|inv[áa]lid|incorrect|wrong|bad|expired|unknown|missing|blocked|revoked|"
-                        r"not found|not valid|hatal|geçersiz|неверн|недейств|неправильн", re.I)
+_AUTH_WORDS = re.compile(
+    r"api[\s_.-]*key|apikey|\bkey\b|token|unauthori[sz]ed|authenticat|not authori|"
+    r"api[\s_.-]*anahtar|ключ|cl[ée][\s_.-]*(d'\s*)?api|(clave|chave)[\s_.-]*(de[\s_.-]*)?api",
+    re.I,
+)
+_BAD_WORDS = re.compile(
+    r"invalid|inv[áa]lid|incorrect|wrong|bad|expired|unknown|missing|blocked|revoked|"
+    r"not found|not valid|hatal|geçersiz|неверн|недейств|неправильн",
+    re.I,
+)
 _FUNDS = re.compile(r"fund|balance|bakiye|баланс|средств|saldo|solde|fonds|fondos", re.I)
-_FUNDS_LOW = re.compile(r"not[\s_.-]*enough|insufficient|insuficient|insuffisant|low|yetersiz|недостаточно|exceed",
-                        re.I)
+_FUNDS_LOW = re.compile(
+    r"not[\s_.-]*enough|insufficient|insuficient|insuffisant|low|yetersiz|недостаточно|exceed", re.I
+)
 _RATE_LIMIT = re.compile(r"too[\s_.-]*many[\s_.-]*requests|rate[\s_.-]*limit", re.I)
 
 
@@ -64,7 +70,6 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value.strip()))
     except ValueError:
         return None
-
 
 
 # What servers and gateways (not the panel's API code) put in a 5xx error: HTTP reason phrases,
@@ -100,8 +105,12 @@ def _nested_too_deep(payload: dict[str, Any] | list[Any]) -> bool:
     level: list[Any] = [payload]
     for _ in range(MAX_DEPTH):
         # exact types (json makes no subclasses): the check runs on every reply, this is its hot loop
-        level = [item for value in level for item in (value.values() if type(value) is dict else value)
-                 if type(item) is dict or type(item) is list]
+        level = [
+            item
+            for value in level
+            for item in (value.values() if type(value) is dict else value)
+            if type(item) is dict or type(item) is list
+        ]
         if not level:
             return False
     return True
@@ -165,8 +174,7 @@ def decode_reply(
     text = body.decode("utf-8-sig", errors="replace").strip()
     if not text:
         if not 400 <= http_status < 500:  # a crashed script's empty 200 is a lost reply, like a dropped connection
-            raise MirPanelTransientError(f"HTTP {http_status} with an empty body", http_status=http_status,
-                                         action=name)
+            raise MirPanelTransientError(f"HTTP {http_status} with an empty body", http_status=http_status, action=name)
         raise MirPanelResponseError("empty body", http_status=http_status, action=name)
     # Only the body decides: many PHP panels serve their JSON as text/html.
     html = text[0] == "<"
@@ -178,10 +186,12 @@ def decode_reply(
         html = (content_type or "").lower().startswith("text/html")
         if not html:
             if http_status >= 500 or (http_status < 400 and _cut_off(exc, text)):
-                raise MirPanelTransientError(f"HTTP {http_status}: {snippet(text, 60)}", http_status=http_status,
-                                             action=name) from None
-            raise MirPanelResponseError(f"not JSON ({_json_problem(exc)}): {snippet(text)}",
-                                        http_status=http_status, action=name) from None
+                raise MirPanelTransientError(
+                    f"HTTP {http_status}: {snippet(text, 60)}", http_status=http_status, action=name
+                ) from None
+            raise MirPanelResponseError(
+                f"not JSON ({_json_problem(exc)}): {snippet(text)}", http_status=http_status, action=name
+            ) from None
     if html:
         raise MirPanelTransientError(
             f"HTTP {http_status} HTML page instead of JSON: {snippet(text, 60)}",
@@ -192,13 +202,12 @@ def decode_reply(
     if error is not None:
         if http_status >= 500 and _SERVER_TROUBLE.search(error):
             # a gateway's or a crashed app's own text, not the panel's answer: the request may have been processed
-            raise MirPanelTransientError(f"HTTP {http_status}: {snippet(error, 60)}", http_status=http_status,
-                                         action=name)
+            raise MirPanelTransientError(
+                f"HTTP {http_status}: {snippet(error, 60)}", http_status=http_status, action=name
+            )
         raise classify_error(error, http_status, name)
     if http_status >= 500:
         raise MirPanelTransientError(f"HTTP {http_status}", http_status=http_status, action=name)
     if http_status >= 400:
         raise MirPanelAPIError(f"HTTP {http_status}: {snippet(text)}", http_status, name)
     return payload
-
-

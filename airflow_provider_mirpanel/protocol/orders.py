@@ -47,9 +47,7 @@ ORDER_TYPES: dict[str, OrderType] = {
         OrderType("Comment Replies", ("link", "username", "comments")),
         OrderType("Poll", ("link", "quantity", "answer_number")),
         OrderType("Invites from Groups", ("link", "quantity", "groups")),
-        OrderType(
-            "Subscriptions", ("username", "min", "max", "delay"), ("posts", "old_posts", "expiry")
-        ),
+        OrderType("Subscriptions", ("username", "min", "max", "delay"), ("posts", "old_posts", "expiry")),
         OrderType(
             "Web Traffic",
             ("link", "quantity", "country", "device", "type_of_traffic"),
@@ -66,8 +64,19 @@ MULTILINE_PARAMS = frozenset({"comments", "usernames", "hashtags", "groups", "ke
 #: None to leave it out (checked by :func:`build_add_form`).
 OrderParameter: TypeAlias = int | float | str | Sequence[str] | None
 INT_PARAMS = frozenset(
-    {"quantity", "runs", "interval", "answer_number", "min", "max", "posts", "old_posts", "delay",
-     "device", "type_of_traffic"}
+    {
+        "quantity",
+        "runs",
+        "interval",
+        "answer_number",
+        "min",
+        "max",
+        "posts",
+        "old_posts",
+        "delay",
+        "device",
+        "type_of_traffic",
+    }
 )
 SUBSCRIPTION_DELAYS = frozenset(
     {0, 5, 10, 15, 20, 30, 40, 50, 60, 90, 120, 150, 180, 210, 240, 270, 300, 360, 420, 480, 540, 600}
@@ -127,9 +136,7 @@ def build_add_form(service: Any, params: Mapping[str, Any]) -> dict[str, str]:
     form = {"service": str(normalize_id(service, "service"))}
     unknown = sorted(set(params) - ORDER_PARAMS, key=repr)  # names from a parsed table may not all be text
     if unknown:
-        raise MirPanelInputError(
-            f"unknown order parameter(s) {unknown}; known: {', '.join(sorted(ORDER_PARAMS))}"
-        )
+        raise MirPanelInputError(f"unknown order parameter(s) {unknown}; known: {', '.join(sorted(ORDER_PARAMS))}")
     for name, value in params.items():
         if value is None:
             continue
@@ -187,4 +194,3 @@ def order_cost(rate: float | None, quantity: int | None) -> float:
     if rate is None:
         return 0.0
     return rate * quantity / 1000 if quantity is not None else rate
-

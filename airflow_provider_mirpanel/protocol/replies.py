@@ -252,11 +252,21 @@ def parse_add(payload: Any, form: Mapping[str, str]) -> AddOrderRecord:
 
 def order_status_record(order_id: int, raw: Any) -> OrderStatusRecord:
     """One order-status record from the panel's object for that order (or its error)."""
-    error = _nested_error(raw) if isinstance(raw, dict) else (MISSING_FROM_REPLY if raw is None else
-                                                              f"unexpected value {snippet(repr(raw))}")
+    error = (
+        _nested_error(raw)
+        if isinstance(raw, dict)
+        else (MISSING_FROM_REPLY if raw is None else f"unexpected value {snippet(repr(raw))}")
+    )
     if error is not None or not isinstance(raw, dict):
-        return {"order": order_id, "status": None, "charge": None, "start_count": None, "remains": None,
-                "currency": None, "error": error}
+        return {
+            "order": order_id,
+            "status": None,
+            "charge": None,
+            "start_count": None,
+            "remains": None,
+            "currency": None,
+            "error": error,
+        }
     status = raw.get("status")
     nested = _nested_error(status) or _status_problem(status)
     return {

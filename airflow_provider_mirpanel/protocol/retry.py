@@ -84,7 +84,11 @@ def retry_arguments(action: Action, policy: RetryPolicy, logger: WarningLogger) 
         sleep = state.next_action.sleep if state.next_action else 0.0
         logger.warning(
             "MirPanel %s failed (%s); retry %d of %d in %.1f s",
-            action.value, error, state.attempt_number, policy.retries, sleep,
+            action.value,
+            error,
+            state.attempt_number,
+            policy.retries,
+            sleep,
         )
 
     return {

@@ -146,8 +146,11 @@ def normalize_ids(ids: Any, what: str = "order") -> list[int]:
     if ids is None:
         raise MirPanelInputError(f"no {what} IDs given (got None)")
     if isinstance(ids, str):
-        ids = _rendered_list(ids, what) if ids.strip()[:1] in ("[", "(") else [
-            part for part in re.split(r"[\s,]+", ids) if part]
+        ids = (
+            _rendered_list(ids, what)
+            if ids.strip()[:1] in ("[", "(")
+            else [part for part in re.split(r"[\s,]+", ids) if part]
+        )
     if isinstance(ids, (int, float, bytes, bytearray)) or not isinstance(ids, Iterable) or isinstance(ids, Mapping):
         raise MirPanelInputError(f"{what} IDs must be a list of IDs, got {type(ids).__name__} {snippet(repr(ids))}")
     seen: dict[int, None] = {}

@@ -164,8 +164,13 @@ class PanelApi:
 
     def _status_fields(self, order: Order, now: float) -> dict[str, str]:
         status, remains, charge, start_count = order.read(now)
-        return {"charge": f"{charge:.5f}", "start_count": str(start_count), "status": status,
-                "remains": str(remains), "currency": self.state.currency}
+        return {
+            "charge": f"{charge:.5f}",
+            "start_count": str(start_count),
+            "status": status,
+            "remains": str(remains),
+            "currency": self.state.currency,
+        }
 
     def _status(self, form: Mapping[str, str]) -> Reply:
         now = self.state.clock.now()

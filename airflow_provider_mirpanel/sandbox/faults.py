@@ -169,8 +169,9 @@ class Fault:
         reply.headers["X-RateLimit-Remaining"] = "0"
         if self.retry_after is not None:
             value = self.retry_after
-            reply.headers["Retry-After"] = str(int(value)) if isinstance(value, float) and value.is_integer() \
-                else str(value)
+            reply.headers["Retry-After"] = (
+                str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+            )
         reply.headers.update(self.headers)
         return reply
 
@@ -199,7 +200,7 @@ def cloudflare_page(status: int, host: str = "panel.example") -> bytes:
         f'<!DOCTYPE html><html lang="en-US"><head><title>{host} | {status}: {reason}</title></head>'
         f'<body><div id="cf-wrapper"><h1><span class="cf-error-type">Error</span> '
         f'<span class="cf-error-code">{status}</span></h1><h2 class="cf-subheadline">{reason}</h2>'
-        '<p>Cloudflare Ray ID: <strong>8c1f2e3d4b5a6978</strong> &bull; '
+        "<p>Cloudflare Ray ID: <strong>8c1f2e3d4b5a6978</strong> &bull; "
         "Performance &amp; security by Cloudflare</p></div></body></html>"
     ).encode()
 
@@ -211,8 +212,16 @@ class Faults:
         self._lock = threading.Lock()
         self._rules: list[Fault] = []
 
-    def add(self, action: str | None, kind: FaultKind | str, *, when: FormPredicate | None = None, skip: int = 0,
-            times: int | None = 1, **options: Any) -> Fault:
+    def add(
+        self,
+        action: str | None,
+        kind: FaultKind | str,
+        *,
+        when: FormPredicate | None = None,
+        skip: int = 0,
+        times: int | None = 1,
+        **options: Any,
+    ) -> Fault:
         """Add a rule for ``action`` (None: any action); see the module docs for kinds and options.
 
         Returns the rule, whose ``matched``/``applied`` counters tests can check.
@@ -229,7 +238,11 @@ class Faults:
             raise ValueError("skip must be >= 0 and times >= 1 (or None for always)")
         body = options.pop("body", None)
         fault = Fault(
-            fault_kind, action, when, skip, times,
+            fault_kind,
+            action,
+            when,
+            skip,
+            times,
             status=options.pop("status", _DEFAULT_STATUS.get(fault_kind, 200)),
             body=body.encode() if isinstance(body, str) else body,
             **options,

@@ -7,7 +7,8 @@ import ipaddress
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from airflow_provider_mirpanel.sandbox.ids import (
     IdFile,
     IdSource,
 )
+from airflow_provider_mirpanel.sandbox.limits import RateLimits
 from airflow_provider_mirpanel.sandbox.log import RequestEntry
 from airflow_provider_mirpanel.sandbox.server import SandboxServer
 from airflow_provider_mirpanel.sandbox.state import Lifecycle, Order, PanelState, Refill, Remains
@@ -50,8 +52,9 @@ def require_loopback(host: str) -> None:
         raise ValueError(f"the sandbox panel only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}")
 
 
-def _id_sources(id_file: str | os.PathLike[str] | None, first_order_id: int | None,
-                first_refill_id: int | None) -> tuple[IdSource, IdSource]:
+def _id_sources(
+    id_file: str | os.PathLike[str] | None, first_order_id: int | None, first_refill_id: int | None
+) -> tuple[IdSource, IdSource]:
     """Where the panel's order and refill IDs come from (see :class:`SandboxPanel`)."""
     first = {"order": first_order_id or FIRST_ORDER_ID, "refill": first_refill_id or FIRST_REFILL_ID}
     if id_file is not None:
@@ -87,13 +90,20 @@ class SandboxPanel:
             ``first_order_id`` / ``first_refill_id``). One running panel per file.
         first_order_id, first_refill_id: without ``id_file``, count IDs up from these: the same IDs
             in every run, for tests that name them (a restarted panel hands them out again).
+        rate_limits: per-key limits to enforce, action → (requests, per seconds), e.g.
+            ``{"add": (600, 60)}``; over a limit the panel answers 429 with ``Retry-After`` and
+            ``X-RateLimit-*`` headers (see :mod:`~airflow_provider_mirpanel.sandbox.limits`). Default:
+            none, the sandbox answers every request.
+        limits_clock: the time the limits are kept in (seconds, monotonic; real time by default,
+            not the sandbox clock: a client's budget is in real seconds). Tests give a fake one.
 
     Without ``id_file`` or a first ID, IDs come from the clock (microseconds since 2026-01-01 UTC,
     e.g. ``29001234567890``): a panel started later never hands out an ID an earlier one did, so
     orders of a restarted sandbox never collide with those already in a warehouse.
 
     ``state`` holds orders, refills and balance, ``faults`` the fault rules, ``requests`` the
-    request log (a list of :class:`RequestEntry`; ``panel.requests.clear()`` empties it).
+    request log (a list of :class:`RequestEntry`; ``panel.requests.clear()`` empties it),
+    ``limits`` the rate limits and their counters (``panel.limits.refused["add"]``: 429s sent).
     """
 
     def __init__(
@@ -110,6 +120,8 @@ class SandboxPanel:
         id_file: str | os.PathLike[str] | None = None,
         first_order_id: int | None = None,
         first_refill_id: int | None = None,
+        rate_limits: Mapping[str, tuple[int, float]] | None = None,
+        limits_clock: Callable[[], float] = time.monotonic,
     ):
         require_loopback(host)
         self.api_key = api_key if api_key is not None else secrets.token_hex(16)
@@ -121,8 +133,10 @@ class SandboxPanel:
         self.state = PanelState(self.clock, lifecycle or Lifecycle(), balance, currency, order_ids, refill_ids)
         self.faults = Faults()
         self.requests: list[RequestEntry] = []
-        self._server = SandboxServer(PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests,
-                                     host, port)
+        self.limits = RateLimits(rate_limits or {}, limits_clock)
+        self._server = SandboxServer(
+            PanelApi(self.state, self.catalogue, self.api_key), self.faults, self.requests, host, port, self.limits
+        )
         self._server.latency = latency
 
     def __repr__(self) -> str:
@@ -143,8 +157,9 @@ class SandboxPanel:
     def __enter__(self) -> SandboxPanel:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def down(self, seconds: float | None = None) -> None:
@@ -192,8 +207,12 @@ class SandboxPanel:
         benchmarks send thousands of requests: the published limits' budgets, which a connection to
         a real panel gets by default, would only make them wait (``rate_limits=None`` keeps them).
         """
-        return {"conn_type": "mirpanel", "host": self.url, "password": self.api_key,
-                "extra": {"rate_limits": RATE_LIMITS_OFF, **extra}}
+        return {
+            "conn_type": "mirpanel",
+            "host": self.url,
+            "password": self.api_key,
+            "extra": {"rate_limits": RATE_LIMITS_OFF, **extra},
+        }
 
     def connection_json(self, **extra: Any) -> str:
         """Return the Airflow connection as JSON, the form ``AIRFLOW_CONN_*`` variables take."""
@@ -205,8 +224,7 @@ class SandboxPanel:
         With ``rate_limits`` ``false``, as :meth:`connection`.
         """
         scheme, rest = self.url.split("://", 1)
-        return (f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}"
-                "?rate_limits=false")
+        return f"mirpanel://{scheme}://:{quote(self.api_key, safe='')}@{quote(rest, safe='')}?rate_limits=false"
 
     def env(self, **extra: Any) -> dict[str, str]:
         """``{"AIRFLOW_CONN_MIRPANEL_DEFAULT": <json>}``, to put in ``os.environ``."""

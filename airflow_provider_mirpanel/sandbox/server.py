@@ -12,6 +12,7 @@ from aiohttp import web
 
 from airflow_provider_mirpanel.sandbox.actions import INCORRECT_REQUEST, PanelApi, Reply, error, requested_ids
 from airflow_provider_mirpanel.sandbox.faults import Fault, FaultKind, Faults
+from airflow_provider_mirpanel.sandbox.limits import RateLimits
 from airflow_provider_mirpanel.sandbox.log import RequestEntry
 
 T = TypeVar("T")
@@ -24,12 +25,22 @@ class SandboxServer:
     """Serves a :class:`PanelApi` over HTTP/1.1 with keep-alive, applying faults and logging requests.
 
     ``latency`` (seconds) delays every reply and may be changed at any time. ``connections`` is
-    the number of distinct client connections (``host:port`` peers) that sent a request.
+    the number of distinct client connections (``host:port`` peers) that sent a request. ``limits``
+    (per key and action) turn requests over a limit away with 429 before faults or the panel see them.
     """
 
-    def __init__(self, api: PanelApi, faults: Faults, log: list[RequestEntry], host: str, port: int):
+    def __init__(
+        self,
+        api: PanelApi,
+        faults: Faults,
+        log: list[RequestEntry],
+        host: str,
+        port: int,
+        limits: RateLimits | None = None,
+    ):
         self.api = api
         self.faults = faults
+        self.limits = limits or RateLimits({})
         self.log = log
         self.host = host
         self.port = port
@@ -110,8 +121,7 @@ class SandboxServer:
         assert self._web is not None, "_open() creates the server first"
         loop = asyncio.get_running_loop()
         # A large backlog so thousands of clients connecting at once are not turned away.
-        self._listener = await loop.create_server(self._web, self.host, self.port, backlog=4096,
-                                                  reuse_address=True)
+        self._listener = await loop.create_server(self._web, self.host, self.port, backlog=4096, reuse_address=True)
         self.port = self._listener.sockets[0].getsockname()[1]
 
     async def _unlisten(self) -> None:
@@ -166,19 +176,44 @@ class SandboxServer:
         form = await _read_form(request)
         public = {name: value for name, value in form.items() if name != "key"}
         action = form.get("action", "")
+        verdict = self.limits.check(form.get("key", ""), action)
+        if verdict is not None and not verdict.allowed:
+            if self.latency > 0:
+                await asyncio.sleep(self.latency)
+            refusal = verdict.refusal()
+            self.log.append(
+                RequestEntry(
+                    action=action,
+                    form=public,
+                    peer=peer,
+                    ids=requested_ids(form),
+                    status=refusal.status,
+                    processed=False,
+                    path=request.path,
+                )
+            )
+            return _response(refusal)
         fault = self.faults.match(action, public)
         delay = self.latency + (fault.seconds if fault is not None and fault.kind is FaultKind.LATENCY else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
         processed = self.api.handle(form) if fault is None or fault.processes else None
         reply: Reply | None = processed if fault is None else fault.reply(processed)
-        self.log.append(RequestEntry(
-            action=action, form=public, peer=peer, ids=requested_ids(form),
-            created=processed.created if processed is not None else [],
-            status=reply.status if reply is not None else None,
-            fault=fault.kind.value if fault is not None else None,
-            processed=processed is not None, path=request.path,
-        ))
+        if reply is not None and verdict is not None:
+            reply.headers = {**verdict.headers, **reply.headers}
+        self.log.append(
+            RequestEntry(
+                action=action,
+                form=public,
+                peer=peer,
+                ids=requested_ids(form),
+                created=processed.created if processed is not None else [],
+                status=reply.status if reply is not None else None,
+                fault=fault.kind.value if fault is not None else None,
+                processed=processed is not None,
+                path=request.path,
+            )
+        )
         return await self._deliver(request, reply, fault)
 
     async def _deliver(self, request: web.BaseRequest, reply: Reply | None, fault: Fault | None) -> web.StreamResponse:

@@ -99,8 +99,10 @@ class Order:
 
     def __repr__(self) -> str:
         status, remains, charge, start_count = self.read()
-        return (f"Order(id={self.id}, service={self.service}, link={self.link!r}, quantity={self.quantity}, "
-                f"status={status!r}, remains={remains!r}, charge={charge}, start_count={start_count})")
+        return (
+            f"Order(id={self.id}, service={self.service}, link={self.link!r}, quantity={self.quantity}, "
+            f"status={status!r}, remains={remains!r}, charge={charge}, start_count={start_count})"
+        )
 
     @property
     def units(self) -> int:
@@ -185,8 +187,9 @@ class Refill:
 
     __slots__ = ("_clock", "_forced", "_life", "created", "id", "order", "rejected")
 
-    def __init__(self, refill_id: int, order: int, created: float, rejected: bool, clock: SandboxClock,
-                 life: Lifecycle):
+    def __init__(
+        self, refill_id: int, order: int, created: float, rejected: bool, clock: SandboxClock, life: Lifecycle
+    ):
         self.id = refill_id
         self.order = order
         self.created = created
@@ -235,8 +238,15 @@ class PanelState:
     came before them in this panel, not on their IDs.
     """
 
-    def __init__(self, clock: SandboxClock, lifecycle: Lifecycle, balance: float, currency: str,
-                 order_ids: IdSource | None = None, refill_ids: IdSource | None = None):
+    def __init__(
+        self,
+        clock: SandboxClock,
+        lifecycle: Lifecycle,
+        balance: float,
+        currency: str,
+        order_ids: IdSource | None = None,
+        refill_ids: IdSource | None = None,
+    ):
         self.lock = threading.RLock()
         self.clock = clock
         self.lifecycle = lifecycle
@@ -263,8 +273,9 @@ class PanelState:
         with self.lock:
             self._balance = float(value)
 
-    def place_order(self, service: int, link: str | None, quantity: int | None, params: Mapping[str, str],
-                    cost: float) -> Order:
+    def place_order(
+        self, service: int, link: str | None, quantity: int | None, params: Mapping[str, str], cost: float
+    ) -> Order:
         """Charge the balance and create the order; :class:`NotEnoughFunds` when it falls short."""
         with self.lock:
             now = self.clock.now()
@@ -274,8 +285,16 @@ class PanelState:
             self._balance = round(self._balance - cost, 5)
             return self._new_order(service, link, quantity, dict(params), cost, now, paid=True)
 
-    def insert_orders(self, count: int, service: int, link: str, quantity: int | None, cost: float,
-                      status: str | None = None, remains: Remains | None = None) -> list[int]:
+    def insert_orders(
+        self,
+        count: int,
+        service: int,
+        link: str,
+        quantity: int | None,
+        cost: float,
+        status: str | None = None,
+        remains: Remains | None = None,
+    ) -> list[int]:
         """Create ``count`` orders without charging the balance; ``{id}`` in ``link`` becomes the order ID."""
         with self.lock:
             now = self.clock.now()
@@ -288,8 +307,17 @@ class PanelState:
                 ids.append(order.id)
             return ids
 
-    def _new_order(self, service: int, link: str | None, quantity: int | None, params: dict[str, str],
-                   cost: float, now: float, paid: bool, order_id: int | None = None) -> Order:
+    def _new_order(
+        self,
+        service: int,
+        link: str | None,
+        quantity: int | None,
+        params: dict[str, str],
+        cost: float,
+        now: float,
+        paid: bool,
+        order_id: int | None = None,
+    ) -> Order:
         if order_id is None:
             [order_id] = self._order_ids.take()
         self._orders_created += 1

@@ -140,8 +140,9 @@ class _PanelWaitSensor(BaseSensorOperator):
 
     def new_progress(self) -> WaitProgress:
         """Return a fresh wait for the (rendered) IDs and statuses; invalid arguments raise here."""
-        return WaitProgress.create(self.kind, self._ids(), _statuses(self.terminal_statuses),
-                                   _statuses(self.failed_statuses))
+        return WaitProgress.create(
+            self.kind, self._ids(), _statuses(self.terminal_statuses), _statuses(self.failed_statuses)
+        )
 
     def check(self, progress: WaitProgress) -> WaitOutcome:
         """One poll: ask the panel about the pending IDs only and feed the records to ``progress``."""
@@ -196,8 +197,10 @@ class _PanelWaitSensor(BaseSensorOperator):
         ids = progress.pending[:MAX_TRIGGER_IDS]
         deadline = self._deadline if self._deadline is not None else time.time() + self.timeout
         if deadline <= time.time():
-            raise AirflowSensorTimeout(f"{len(progress.pending)} of {len(progress.ids)} {self.kind.value}s had not "
-                                       f"ended by the deadline ({progress.summary()})")
+            raise AirflowSensorTimeout(
+                f"{len(progress.pending)} of {len(progress.ids)} {self.kind.value}s had not "
+                f"ended by the deadline ({progress.summary()})"
+            )
         trigger = self.trigger_class(
             ids,
             mirpanel_conn_id=self.mirpanel_conn_id,
@@ -206,11 +209,18 @@ class _PanelWaitSensor(BaseSensorOperator):
             failed_statuses=sorted(progress.failed_statuses),
             deadline=deadline,
         )
-        self.log.info("Deferring: the triggerer watches %d %ss%s, polling every %s s", len(ids), self.kind.value,
-                      f" of the {len(progress.pending)} pending" if len(ids) < len(progress.pending) else "",
-                      self.poke_interval)
-        self.defer(trigger=trigger, method_name="execute_complete",
-                   timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS))
+        self.log.info(
+            "Deferring: the triggerer watches %d %ss%s, polling every %s s",
+            len(ids),
+            self.kind.value,
+            f" of the {len(progress.pending)} pending" if len(ids) < len(progress.pending) else "",
+            self.poke_interval,
+        )
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + DEFER_GRACE_SECONDS),
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger's event: the same records as poke mode, or the same failure.
@@ -225,8 +235,9 @@ class _PanelWaitSensor(BaseSensorOperator):
         """
         status = event.get("status") if isinstance(event, dict) else None
         if event is None or status not in EVENT_STATUSES:
-            raise AirflowException(f"Unexpected trigger event for {self.task_id}: "
-                                   f"{type(event).__name__} with status {status!r}")
+            raise AirflowException(
+                f"Unexpected trigger event for {self.task_id}: {type(event).__name__} with status {status!r}"
+            )
         message = str(event.get("message") or status)
         if status == "failed":
             raise AirflowFailException(message)
@@ -249,8 +260,9 @@ class _PanelWaitSensor(BaseSensorOperator):
         store = store_of(context)
         if store is None:
             if self.reschedule:
-                self.log.warning("No task_state_store in the context: every reschedule poke asks about all %d IDs",
-                                 len(progress.ids))
+                self.log.warning(
+                    "No task_state_store in the context: every reschedule poke asks about all %d IDs", len(progress.ids)
+                )
         else:
             owner = digest([self.kind.value, progress.ids])
             self._pages = RecordPages(store, f"{STATE_PREFIX}{self.kind.value}.", self.fields, owner)
@@ -266,8 +278,7 @@ class _PanelWaitSensor(BaseSensorOperator):
             if record.get(id_field) in wanted and record.get("status") in progress.terminal_statuses:
                 progress.final[record[id_field]] = record
         if progress.final:
-            self.log.info("%d of %d %ss finished on earlier pokes", len(progress.final), len(progress.ids),
-                          id_field)
+            self.log.info("%d of %d %ss finished on earlier pokes", len(progress.final), len(progress.ids), id_field)
 
     def _remember(self, progress: WaitProgress) -> None:
         if self._pages is not None:

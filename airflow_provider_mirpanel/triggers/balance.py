@@ -114,9 +114,15 @@ class BalanceTrigger(BaseEventTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and the JSON keyword arguments that rebuild this trigger."""
-        return (classpath_of(self), {
-            "mirpanel_conn_id": self.mirpanel_conn_id, "min_balance": self.min_balance,
-            "runs_out_within_hours": self.runs_out_within_hours, "poll_interval": self.poll_interval})
+        return (
+            classpath_of(self),
+            {
+                "mirpanel_conn_id": self.mirpanel_conn_id,
+                "min_balance": self.min_balance,
+                "runs_out_within_hours": self.runs_out_within_hours,
+                "poll_interval": self.poll_interval,
+            },
+        )
 
     @property
     def state_key(self) -> str:
@@ -124,8 +130,10 @@ class BalanceTrigger(BaseEventTrigger):
         return f"mirpanel_balance_watch.{digest([self.mirpanel_conn_id, self.min_balance, self.runs_out_within_hours])}"
 
     def __repr__(self) -> str:
-        return (f"BalanceTrigger(mirpanel_conn_id={self.mirpanel_conn_id!r}, min_balance={self.min_balance}, "
-                f"runs_out_within_hours={self.runs_out_within_hours}, poll_interval={self.poll_interval})")
+        return (
+            f"BalanceTrigger(mirpanel_conn_id={self.mirpanel_conn_id!r}, min_balance={self.min_balance}, "
+            f"runs_out_within_hours={self.runs_out_within_hours}, poll_interval={self.poll_interval})"
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll forever; yield an event at each crossing into low (or into a lasting error)."""
@@ -159,8 +167,9 @@ class BalanceTrigger(BaseEventTrigger):
         if state.low and not projection.low:
             self.log.info("The balance has recovered (%s); the next drop alerts again", message)
         else:
-            self.log.info("%s%s; next poll in %.3g s", message, " (alerted already)" if state.low else "",
-                          self.poll_interval)
+            self.log.info(
+                "%s%s; next poll in %.3g s", message, " (alerted already)" if state.low else "", self.poll_interval
+            )
         state.low = projection.low
         return None
 

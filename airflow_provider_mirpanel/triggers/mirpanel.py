@@ -79,8 +79,10 @@ class _StatusTrigger(BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self.ids)} {self.kind.value}s, "
-                f"mirpanel_conn_id={self.mirpanel_conn_id!r}, poll_interval={self.poll_interval})")
+        return (
+            f"{type(self).__name__}({len(self.ids)} {self.kind.value}s, "
+            f"mirpanel_conn_id={self.mirpanel_conn_id!r}, poll_interval={self.poll_interval})"
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and the JSON keyword arguments that rebuild this trigger."""
@@ -124,8 +126,12 @@ class _StatusTrigger(BaseTrigger):
                 outcome = progress.update(latest)
                 if outcome is WaitOutcome.DONE:
                     self.log.info("All %s %ss have ended: %s", len(self.ids), self.kind.value, progress.message)
-                    return {"status": "success", "message": progress.message, "ended": len(self.ids),
-                            "deadline": self.deadline}
+                    return {
+                        "status": "success",
+                        "message": progress.message,
+                        "ended": len(self.ids),
+                        "deadline": self.deadline,
+                    }
                 if outcome is WaitOutcome.FAILED:
                     self.log.warning("%s", progress.message)
                     return {"status": "failed", "message": progress.message, **_some(progress.problem_ids)}
@@ -162,8 +168,9 @@ class _StatusTrigger(BaseTrigger):
 
     def _timeout(self, progress: WaitProgress, failure: str | None) -> Payload:
         pending = progress.pending
-        message = (f"{len(pending)} of {len(self.ids)} {self.kind.value}s had not ended by the deadline "
-                   f"({progress.summary()})")
+        message = (
+            f"{len(pending)} of {len(self.ids)} {self.kind.value}s had not ended by the deadline ({progress.summary()})"
+        )
         if failure is not None:
             message += f"; the last poll failed ({failure})"
         self.log.warning("%s", message)

@@ -32,8 +32,16 @@ class LedgerScopeTrigger(BaseTrigger):
         task fails naming the holder.
     """
 
-    def __init__(self, asset_name: str, lease_key: str, owner: dict[str, Any], poll_interval: float,
-                 skew: float = 5.0, give_up_at: float | None = None, try_number: int = 1):
+    def __init__(
+        self,
+        asset_name: str,
+        lease_key: str,
+        owner: dict[str, Any],
+        poll_interval: float,
+        skew: float = 5.0,
+        give_up_at: float | None = None,
+        try_number: int = 1,
+    ):
         super().__init__()
         self.asset_name = asset_name
         self.lease_key = lease_key
@@ -44,21 +52,37 @@ class LedgerScopeTrigger(BaseTrigger):
         self.give_up_at = give_up_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and the JSON keyword arguments that rebuild this trigger."""
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "asset_name": self.asset_name, "lease_key": self.lease_key, "owner": self.owner,
-            "poll_interval": self.poll_interval, "skew": self.skew, "give_up_at": self.give_up_at,
-            "try_number": self.try_number})
+        """Return the class path and the JSON keyword arguments that rebuild this trigger."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "asset_name": self.asset_name,
+                "lease_key": self.lease_key,
+                "owner": self.owner,
+                "poll_interval": self.poll_interval,
+                "skew": self.skew,
+                "give_up_at": self.give_up_at,
+                "try_number": self.try_number,
+            },
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Read the lease until it is free for the waiting task, then yield one event."""
         owner = LeaseOwner.from_json(self.owner)
+        # The task deferred because the scope was held: look after one interval, not at once. A trigger that
+        # fires before the scheduler has processed the deferral fails the task on Airflow 3.3.2
+        # (apache/airflow#67287), and the holder rarely lets go within milliseconds anyway.
+        await asyncio.sleep(self._delay(time.time()))
         while True:
             try:
                 lease = Lease.from_json(await self._read())
             except Exception as error:  # the task's claim decides; look again after one interval
-                self.log.warning("Could not read the lease %r (%s): the task looks itself in %g s", self.lease_key,
-                                 error, self.poll_interval)
+                self.log.warning(
+                    "Could not read the lease %r (%s): the task looks itself in %g s",
+                    self.lease_key,
+                    error,
+                    self.poll_interval,
+                )
                 await asyncio.sleep(self.poll_interval)
                 yield TriggerEvent({"free": None, "error": f"{type(error).__name__}: {error}"})
                 return
@@ -69,8 +93,12 @@ class LedgerScopeTrigger(BaseTrigger):
             if self.give_up_at is not None and now >= self.give_up_at:
                 yield TriggerEvent({"free": False})
                 return
-            delay = self.poll_interval if self.give_up_at is None else min(self.poll_interval, self.give_up_at - now)
-            await asyncio.sleep(max(0.0, delay))
+            await asyncio.sleep(self._delay(now))
+
+    def _delay(self, now: float) -> float:
+        """Return how long to sleep before the next look: one interval, or until the task gives up."""
+        delay = self.poll_interval if self.give_up_at is None else min(self.poll_interval, self.give_up_at - now)
+        return max(0.0, delay)
 
     async def _read(self) -> Any:
         from airflow.sdk.execution_time.context import AssetStateStoreAccessor

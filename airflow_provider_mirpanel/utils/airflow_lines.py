@@ -35,9 +35,11 @@ def airflow_line() -> str:
 def requires_state_stores(what: str) -> None:
     """Refuse ``what`` (a feature needing the asset state store) below Airflow 3.3, with ValueError."""
     if not STATE_STORES:
-        raise ValueError(f"{what} needs Airflow 3.3 or later (the asset state store); this is Airflow "
-                         f"{airflow_line()}. Leave it out: the ledger then lives per task instance (see the "
-                         "README, 'Airflow lines')")
+        raise ValueError(
+            f"{what} needs Airflow 3.3 or later (the asset state store); this is Airflow "
+            f"{airflow_line()}. Leave it out: the ledger then lives per task instance (see the "
+            "README, 'Airflow lines')"
+        )
 
 
 async def amask_secret(secret: str) -> None:
@@ -74,8 +76,9 @@ def connection_form_widgets(conn_fields: Mapping[str, Mapping[str, Any]]) -> dic
         schema = field.get("schema", {})
         types = schema.get("type", "string")
         kind = next(t for t in ([types] if isinstance(types, str) else types) if t != "null")
-        widgets[name] = kinds.get(kind, StringField)(field["label"], description=field.get("description", ""),
-                                                      default=schema.get("default"))
+        widgets[name] = kinds.get(kind, StringField)(
+            field["label"], description=field.get("description", ""), default=schema.get("default")
+        )
     return widgets
 
 

@@ -104,8 +104,11 @@ class WaitProgress:
                 self.last_seen[record[id_field]] = record
         if unknown:
             errors = sorted({str(record["error"]) for record in latest if record.get("error")})
-            return self._fail(unknown, f"{len(unknown)} {id_field}(s) could not be checked ({'; '.join(errors)}): "
-                              f"{listing(map(str, unknown), 20)}")
+            return self._fail(
+                unknown,
+                f"{len(unknown)} {id_field}(s) could not be checked ({'; '.join(errors)}): "
+                f"{listing(map(str, unknown), 20)}",
+            )
         failed = [item for item, record in self.final.items() if record.get("status") in self.failed_statuses]
         if failed:
             statuses = sorted({str(self.final[item]["status"]) for item in failed})

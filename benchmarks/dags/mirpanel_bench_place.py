@@ -40,19 +40,30 @@ class BenchPlaceOrderOperator(PlaceOrderOperator):
         n, store = int(params["n"]), str(params["store"])
         run_id = context["run_id"]
         # keys of their own: writers of one scope place different rows (a position key would repeat)
-        self.orders = [{"key": f"{run_id}/{i}", "service": params["service"],
-                        "link": f"https://example.com/bench/{run_id}/{i}", "quantity": params["quantity"]}
-                       for i in range(n)]
+        self.orders = [
+            {
+                "key": f"{run_id}/{i}",
+                "service": params["service"],
+                "link": f"https://example.com/bench/{run_id}/{i}",
+                "quantity": params["quantity"],
+            }
+            for i in range(n)
+        ]
         if store != "scope":
             self.ledger_scope = None
         task_store = context.get("task_state_store")
-        inner: Any = context if store != "none" else {key: value for key, value in context.items()
-                                                       if key != "task_state_store"}
+        inner: Any = (
+            context if store != "none" else {key: value for key, value in context.items() if key != "task_state_store"}
+        )
         started = time.perf_counter()
         records = super().run_scoped(inner, wait)
         wall = time.perf_counter() - started
-        summary: dict[str, Any] = {"n": n, "store": store, "wall": wall,
-                                   "placed": sum(1 for record in records if record["state"] == "placed")}
+        summary: dict[str, Any] = {
+            "n": n,
+            "store": store,
+            "wall": wall,
+            "placed": sum(1 for record in records if record["state"] == "placed"),
+        }
         if store == "task" and task_store is not None:
             summary.update(trips(task_store))
         context["ti"].xcom_push(key="bench", value=summary)
@@ -77,9 +88,13 @@ with DAG(
     schedule=None,
     catchup=False,
     max_active_runs=4,  # the concurrent writers of one scope
-    params={"n": Param(3000, type="integer"), "store": Param("scope", enum=list(STORES)),
-            "scope": Param("bench", type="string", minLength=1),
-            "service": Param(1, type="integer"), "quantity": Param(100, type="integer")},
+    params={
+        "n": Param(3000, type="integer"),
+        "store": Param("scope", enum=list(STORES)),
+        "scope": Param("bench", type="string", minLength=1),
+        "service": Param(1, type="integer"),
+        "quantity": Param(100, type="integer"),
+    },
     tags=["mirpanel", "benchmark"],
 ):
     BenchPlaceOrderOperator(task_id="place", orders=[], ledger_scope="{{ params.scope }}", retries=0)

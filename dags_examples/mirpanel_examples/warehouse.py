@@ -162,8 +162,14 @@ def sqlalchemy_url(conn: Any) -> URL:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return URL.create("sqlite", database=path)
     scheme = conn.extra_dejson.get("sqlalchemy_scheme") or SCHEMES.get(conn_type, conn_type)
-    return URL.create(scheme, username=conn.login or None, password=conn.password or None, host=conn.host or None,
-                      port=conn.port or None, database=conn.schema or None)
+    return URL.create(
+        scheme,
+        username=conn.login or None,
+        password=conn.password or None,
+        host=conn.host or None,
+        port=conn.port or None,
+        database=conn.schema or None,
+    )
 
 
 @cache
@@ -184,6 +190,7 @@ def get_engine(conn_id: str = WAREHOUSE_CONN_ID) -> Engine:
 
 
 # -- lineage --------------------------------------------------------------------------------------
+
 
 def table_uri(url: URL, table: Table) -> str | None:
     """The asset URI of a warehouse table, in the form its database's Airflow provider turns into OpenLineage.
@@ -251,7 +258,7 @@ def _status_values(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 # -- orders -------------------------------------------------------------------------------------
@@ -263,8 +270,13 @@ def placed_keys(engine: Engine, campaign: str) -> set[str]:
         return set(conn.scalars(select(orders.c.order_key).where(orders.c.campaign == campaign)))
 
 
-def record_placed(engine: Engine, campaign: str, records: Iterable[Mapping[str, Any]],
-                  services: Iterable[Mapping[str, Any]], run_id: str | None) -> int:
+def record_placed(
+    engine: Engine,
+    campaign: str,
+    records: Iterable[Mapping[str, Any]],
+    services: Iterable[Mapping[str, Any]],
+    run_id: str | None,
+) -> int:
     """Insert the orders the panel accepted (``PlaceOrderOperator`` records in state ``placed``).
 
     Orders already in the table (same order ID) are left as they are, so recording twice is safe.
@@ -277,20 +289,30 @@ def record_placed(engine: Engine, campaign: str, records: Iterable[Mapping[str, 
         return 0
     placed_at = now()
     with engine.begin() as conn:
-        known = set(conn.scalars(select(orders.c.order_id).where(
-            orders.c.order_id.in_([record["order"] for record in placed]))))
+        known = set(
+            conn.scalars(select(orders.c.order_id).where(orders.c.order_id.in_([record["order"] for record in placed])))
+        )
         rows = []
         for record in placed:
             if record["order"] in known:
                 continue
             service = catalogue.get(record["service"], {})
-            rows.append({
-                "order_id": record["order"], "campaign": campaign, "order_key": str(record["key"]),
-                "service": record["service"], "service_name": service.get("name"), "link": record.get("link"),
-                "quantity": record.get("quantity"), "refill_enabled": service.get("refill"),
-                "cancel_enabled": service.get("cancel"), "estimated_cost": record.get("cost"),
-                "placed_at": placed_at, "placed_by_run": run_id,
-            })
+            rows.append(
+                {
+                    "order_id": record["order"],
+                    "campaign": campaign,
+                    "order_key": str(record["key"]),
+                    "service": record["service"],
+                    "service_name": service.get("name"),
+                    "link": record.get("link"),
+                    "quantity": record.get("quantity"),
+                    "refill_enabled": service.get("refill"),
+                    "cancel_enabled": service.get("cancel"),
+                    "estimated_cost": record.get("cost"),
+                    "placed_at": placed_at,
+                    "placed_by_run": run_id,
+                }
+            )
         if rows:
             conn.execute(insert(orders), rows)
     return len(rows)
@@ -302,31 +324,39 @@ def update_statuses(engine: Engine, records: Iterable[Mapping[str, Any]]) -> int
     A record older than what the row holds (``checked_at``) does not overwrite it.
     """
     report_lineage(engine, [ORDERS], [orders])
-    rows = [{f"new_{name}": value for name, value in {"order_id": record["order"], **_status_values(record)}.items()}
-            for record in records if not record.get("error")]
+    rows = [
+        {f"new_{name}": value for name, value in {"order_id": record["order"], **_status_values(record)}.items()}
+        for record in records
+        if not record.get("error")
+    ]
     if not rows:
         return 0
-    statement = (update(orders)
-                 .where(orders.c.order_id == bindparam("new_order_id"))
-                 .where(or_(orders.c.checked_at.is_(None), orders.c.checked_at <= bindparam("new_checked_at")))
-                 .values({name: bindparam(f"new_{name}") for name in STATUS_COLUMNS}))
+    statement = (
+        update(orders)
+        .where(orders.c.order_id == bindparam("new_order_id"))
+        .where(or_(orders.c.checked_at.is_(None), orders.c.checked_at <= bindparam("new_checked_at")))
+        .values({name: bindparam(f"new_{name}") for name in STATUS_COLUMNS})
+    )
     with engine.begin() as conn:
         return conn.execute(statement, rows).rowcount
 
 
 def open_order_ids(engine: Engine, limit: int | None = None) -> list[int]:
     """IDs of the orders not known to be finished (never checked, or in a non-terminal status), oldest first."""
-    query = (select(orders.c.order_id)
-             .where(or_(orders.c.status.is_(None), orders.c.status.not_in(FINISHED_STATUSES)))
-             .order_by(orders.c.order_id))
+    query = (
+        select(orders.c.order_id)
+        .where(or_(orders.c.status.is_(None), orders.c.status.not_in(FINISHED_STATUSES)))
+        .order_by(orders.c.order_id)
+    )
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:
         return list(conn.scalars(query))
 
 
-def replace_snapshot(engine: Engine, snapshot_at: datetime, records: Iterable[Mapping[str, Any]],
-                     run_id: str | None) -> tuple[int, int]:
+def replace_snapshot(
+    engine: Engine, snapshot_at: datetime, records: Iterable[Mapping[str, Any]], run_id: str | None
+) -> tuple[int, int]:
     """Store one status snapshot: delete the interval's rows, insert the new ones, update ``orders``.
 
     All in one transaction, so a re-run of the same interval replaces its snapshot instead of
@@ -334,11 +364,20 @@ def replace_snapshot(engine: Engine, snapshot_at: datetime, records: Iterable[Ma
     """
     report_lineage(engine, [ORDERS], [order_status_history, orders])
     snapshot_at = utc(snapshot_at) or now()
-    rows = [{"order_id": record["order"], "snapshot_at": snapshot_at, "error": record.get("error"),
-             "run_id": run_id, **_status_values(record)} for record in records]
+    rows = [
+        {
+            "order_id": record["order"],
+            "snapshot_at": snapshot_at,
+            "error": record.get("error"),
+            "run_id": run_id,
+            **_status_values(record),
+        }
+        for record in records
+    ]
     with engine.begin() as conn:
-        replaced = conn.execute(delete(order_status_history)
-                                .where(order_status_history.c.snapshot_at == snapshot_at)).rowcount
+        replaced = conn.execute(
+            delete(order_status_history).where(order_status_history.c.snapshot_at == snapshot_at)
+        ).rowcount
         if rows:
             conn.execute(insert(order_status_history), rows)
     update_statuses(engine, records)
@@ -357,39 +396,52 @@ def campaign_orders(engine: Engine, campaign: str | None = None) -> list[dict[st
 # -- refills ------------------------------------------------------------------------------------
 
 
-def refill_candidates(engine: Engine, cooldown: timedelta, guarantee: timedelta, limit: int,
-                      as_of: datetime | None = None) -> list[int]:
+def refill_candidates(
+    engine: Engine, cooldown: timedelta, guarantee: timedelta, limit: int, as_of: datetime | None = None
+) -> list[int]:
     """Finished orders of refill-enabled services that may need a refill.
 
     Completed or Partial, placed within ``guarantee`` (a service's refill period), and without a
     refill requested in the last ``cooldown`` (refused requests count too: the panel said no).
     """
     as_of = utc(as_of) or now()
-    recent = (select(refills.c.order_id)
-              .where(refills.c.requested_at >= as_of - cooldown))
-    query = (select(orders.c.order_id)
-             .where(orders.c.refill_enabled.is_(True))
-             .where(orders.c.status.in_(("Completed", "Partial")))
-             .where(orders.c.placed_at >= as_of - guarantee)
-             .where(orders.c.order_id.not_in(recent))
-             .order_by(orders.c.order_id)
-             .limit(limit))
+    recent = select(refills.c.order_id).where(refills.c.requested_at >= as_of - cooldown)
+    query = (
+        select(orders.c.order_id)
+        .where(orders.c.refill_enabled.is_(True))
+        .where(orders.c.status.in_(("Completed", "Partial")))
+        .where(orders.c.placed_at >= as_of - guarantee)
+        .where(orders.c.order_id.not_in(recent))
+        .order_by(orders.c.order_id)
+        .limit(limit)
+    )
     with engine.connect() as conn:
         return list(conn.scalars(query))
 
 
-def record_refill_requests(engine: Engine, requested_for: datetime, records: Iterable[Mapping[str, Any]],
-                           run_id: str | None) -> int:
+def record_refill_requests(
+    engine: Engine, requested_for: datetime, records: Iterable[Mapping[str, Any]], run_id: str | None
+) -> int:
     """Store ``RefillOperator`` records (refill ID or refusal), replacing those of the same run interval."""
     report_lineage(engine, [REFILLS], [refills])
     requested_for = utc(requested_for) or now()
     requested_at = now()
-    rows = [{"order_id": record["order"], "requested_for": requested_for, "refill_id": record.get("refill"),
-             "error": record.get("error"), "requested_at": requested_at, "run_id": run_id} for record in records]
+    rows = [
+        {
+            "order_id": record["order"],
+            "requested_for": requested_for,
+            "refill_id": record.get("refill"),
+            "error": record.get("error"),
+            "requested_at": requested_at,
+            "run_id": run_id,
+        }
+        for record in records
+    ]
     with engine.begin() as conn:
         for chunk in _chunks([row["order_id"] for row in rows]):
-            conn.execute(delete(refills).where(and_(refills.c.requested_for == requested_for,
-                                                    refills.c.order_id.in_(chunk))))
+            conn.execute(
+                delete(refills).where(and_(refills.c.requested_for == requested_for, refills.c.order_id.in_(chunk)))
+            )
         if rows:
             conn.execute(insert(refills), rows)
     return len(rows)
@@ -398,12 +450,22 @@ def record_refill_requests(engine: Engine, requested_for: datetime, records: Ite
 def update_refills(engine: Engine, records: Iterable[Mapping[str, Any]]) -> int:
     """Set the final status of refills from ``RefillStatusSensor`` records."""
     report_lineage(engine, [REFILLS], [refills])
-    rows = [{"new_refill": record["refill"], "new_status": record.get("status"),
-             "new_checked_at": utc(record.get("checked_at"))} for record in records if not record.get("error")]
+    rows = [
+        {
+            "new_refill": record["refill"],
+            "new_status": record.get("status"),
+            "new_checked_at": utc(record.get("checked_at")),
+        }
+        for record in records
+        if not record.get("error")
+    ]
     if not rows:
         return 0
-    statement = (update(refills).where(refills.c.refill_id == bindparam("new_refill"))
-                 .values(status=bindparam("new_status"), checked_at=bindparam("new_checked_at")))
+    statement = (
+        update(refills)
+        .where(refills.c.refill_id == bindparam("new_refill"))
+        .values(status=bindparam("new_status"), checked_at=bindparam("new_checked_at"))
+    )
     with engine.begin() as conn:
         return conn.execute(statement, rows).rowcount
 
@@ -411,8 +473,10 @@ def update_refills(engine: Engine, records: Iterable[Mapping[str, Any]]) -> int:
 def table_counts(engine: Engine) -> dict[str, int]:
     """Rows per table (for logs and the demo)."""
     with engine.connect() as conn:
-        return {table.name: conn.scalar(select(func.count()).select_from(table)) or 0
-                for table in (orders, order_status_history, refills)}
+        return {
+            table.name: conn.scalar(select(func.count()).select_from(table)) or 0
+            for table in (orders, order_status_history, refills)
+        }
 
 
 def run_time(context: Mapping[str, Any]) -> datetime:

@@ -24,7 +24,8 @@ with DAG(
     @task
     def chunks(params: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
         rows = list((params or {})["rows"])
-        return [rows[start:start + 10] for start in range(0, len(rows), 10)]
+        return [rows[start : start + 10] for start in range(0, len(rows), 10)]
 
     PlaceOrderOperator.partial(task_id="place", ledger_scope="{{ params.scope }}", ledger_wait_poll=1).expand(
-        orders=chunks())
+        orders=chunks()
+    )

@@ -40,8 +40,10 @@ with DAG(
     def campaign(catalogue: Any) -> list[dict[str, Any]]:  # the services task's records (an XComArg here)
         """Three orders of the first refillable service: a campaign table's rows."""
         service = next(s for s in catalogue if s["refill"])
-        return [{"service": service["service"], "link": f"https://example.com/dag/{i}", "quantity": service["min"]}
-                for i in range(3)]
+        return [
+            {"service": service["service"], "link": f"https://example.com/dag/{i}", "quantity": service["min"]}
+            for i in range(3)
+        ]
 
     place = PlaceOrderOperator(task_id="place", orders=campaign(services.output), check_balance=True, retries=1)
 
@@ -50,8 +52,9 @@ with DAG(
         return [record["order"] for record in records]
 
     ids = order_ids(place.output)
-    wait_orders = OrderStatusSensor(task_id="wait_orders", order_ids=ids, mode="reschedule", poke_interval=1,
-                                    timeout=120)
+    wait_orders = OrderStatusSensor(
+        task_id="wait_orders", order_ids=ids, mode="reschedule", poke_interval=1, timeout=120
+    )
     status = OrderStatusOperator(task_id="status", order_ids="{{ ti.xcom_pull(task_ids='order_ids') }}")
     refill = RefillOperator(task_id="refill", order_ids=ids)
     wait_refills = RefillStatusSensor(
@@ -69,8 +72,7 @@ with DAG(
         out: dict[str, Any] = {}
         for task_id in TASKS:
             value = ti.xcom_pull(task_ids=task_id)
-            out[task_id] = {"value": value,
-                            "dtypes": to_dataframe(value).dtypes.astype(str).to_dict()}
+            out[task_id] = {"value": value, "dtypes": to_dataframe(value).dtypes.astype(str).to_dict()}
         with open(os.environ["MIRPANEL_TEST_OUTPUT"], "w") as file:
             json.dump(out, file)
 

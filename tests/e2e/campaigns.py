@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 #: Services of the example campaign file, cycled through by the generated campaigns.
-SERVICES = ((8094, "https://www.tiktok.com/@mirpanel.e2e/video/{tag}-{n}", 1000),
-            (4663, "https://t.me/mirpanel_e2e/{tag}-{n}", 500),
-            (7276, "https://www.tiktok.com/@mirpanel.e2e/live/{tag}-{n}", 300))
+SERVICES = (
+    (8094, "https://www.tiktok.com/@mirpanel.e2e/video/{tag}-{n}", 1000),
+    (4663, "https://t.me/mirpanel_e2e/{tag}-{n}", 500),
+    (7276, "https://www.tiktok.com/@mirpanel.e2e/live/{tag}-{n}", 300),
+)
 
 
 def write_campaign(folder: Path, tag: str, rows: int) -> tuple[Path, list[dict[str, Any]]]:
@@ -25,8 +27,9 @@ def write_campaign(folder: Path, tag: str, rows: int) -> tuple[Path, list[dict[s
     orders = []
     for n in range(1, rows + 1):
         service, link, quantity = SERVICES[(n - 1) % len(SERVICES)]
-        orders.append({"key": f"{tag}-{n:03d}", "service": service, "link": link.format(tag=tag, n=n),
-                       "quantity": quantity})
+        orders.append(
+            {"key": f"{tag}-{n:03d}", "service": service, "link": link.format(tag=tag, n=n), "quantity": quantity}
+        )
     path = folder / "campaigns" / f"{tag}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as file:

@@ -62,10 +62,19 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
         assert api is not None
         # As a user would: the connection through the REST API (stored encrypted in the metadata DB),
         # with the sandbox's extra (no request budgets: scenario 3 places 300 orders at once).
-        api.call("POST", "/connections", expect=(201,), json={
-            "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": sandbox.url,
-            "password": sandbox.api_key, "extra": json.dumps(sandbox.connection()["extra"]),
-            "description": "the sandbox panel of make e2e"})
+        api.call(
+            "POST",
+            "/connections",
+            expect=(201,),
+            json={
+                "connection_id": "mirpanel_default",
+                "conn_type": "mirpanel",
+                "host": sandbox.url,
+                "password": sandbox.api_key,
+                "extra": json.dumps(sandbox.connection()["extra"]),
+                "description": "the sandbox panel of make e2e",
+            },
+        )
         api.set_paused("mirpanel_campaign", False)
         # Data-aware: every campaign run whose orders all finish starts a report run (scenario 6).
         api.set_paused("mirpanel_campaign_report", False)
@@ -79,7 +88,8 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
             f"api-server, scheduler (LocalExecutor), dag-processor, triggerer up in {timings['total']:.1f} s "
             f"(PostgreSQL {timings['postgres']:.1f} s, "
             f"db migrate {timings['migrate']:.1f} s, services healthy {timings['services']:.1f} s); listening: "
-            + ", ".join(sorted(f"{address}:{port} ({name})" for name, address, port in sockets)))
+            + ", ".join(sorted(f"{address}:{port} ({name})" for name, address, port in sockets))
+        )
         yield deployment
     finally:
         started = time.monotonic()
@@ -89,9 +99,11 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         problems = _leftovers(deployment, sandbox.api_key)
-        LINES.append(f"cleanup: every process stopped in {time.monotonic() - started:.1f} s"
-                     + (f" ({len(killed)} needed SIGKILL: {killed})" if killed else "")
-                     + (f"; PROBLEMS: {problems}" if problems else "; no process, no port, no API key in the logs"))
+        LINES.append(
+            f"cleanup: every process stopped in {time.monotonic() - started:.1f} s"
+            + (f" ({len(killed)} needed SIGKILL: {killed})" if killed else "")
+            + (f"; PROBLEMS: {problems}" if problems else "; no process, no port, no API key in the logs")
+        )
         assert not problems, problems
 
 
@@ -130,6 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Scenarios run in their numbers' order, whatever file holds them (1–7 first, as before issue 20)."""
+
     def number(item: pytest.Item) -> int:
         marker = item.get_closest_marker("scenario")
         return int(marker.args[0]) if marker is not None else 0
@@ -151,4 +164,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for line in LINES:
             terminalreporter.write_line(line)
         (BUILD / "summary.txt").write_text("\n".join(LINES) + "\n")
-

@@ -114,8 +114,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.5,
-             check: Callable[[], None] | None = None) -> T:
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    interval: float = 0.5,
+    check: Callable[[], None] | None = None,
+) -> T:
     """Poll ``probe`` until it returns something truthy, at most ``timeout`` seconds; return that.
 
     ``check`` runs before every probe (e.g. "are the deployment's processes still alive?") and may
@@ -203,8 +208,10 @@ def listening(pids: Iterable[int]) -> list[tuple[int, str, int]]:
 
 
 def port_in_use(port: int) -> bool:
-    return any(conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
-               for conn in psutil.net_connections(kind="tcp"))
+    return any(
+        conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+        for conn in psutil.net_connections(kind="tcp")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,9 +244,17 @@ class Service:
             out.write(f"\n=== start #{self.starts}: {' '.join(self.argv)}\n".encode())
             out.flush()
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=self.cwd, user=self.user, group=self._group(),
-                extra_groups=[] if self.user else None)
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.cwd,
+                user=self.user,
+                group=self._group(),
+                extra_groups=[] if self.user else None,
+            )
 
     def _group(self) -> int | None:
         return pwd.getpwnam(self.user).pw_gid if self.user else None
@@ -316,12 +331,13 @@ def postgres_bindir() -> Path | None:
 def install_postgres(log: Path) -> Path:
     """Install Debian's ``postgresql`` package; stop the cluster its post-install script may start."""
     if os.geteuid() != 0:
-        raise DeploymentError("no PostgreSQL server is installed and we are not root: "
-                              "run `sudo apt-get install postgresql` (any version >= 13) once")
+        raise DeploymentError(
+            "no PostgreSQL server is installed and we are not root: "
+            "run `sudo apt-get install postgresql` (any version >= 13) once"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with log.open("ab") as out:
-        for command in (["apt-get", "update"],
-                        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
             out.write(f"$ {' '.join(command)}\n".encode())
             out.flush()
             result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600)
@@ -362,15 +378,18 @@ class Postgres:
 
     def start(self, timeout: float = 90) -> None:
         self.bindir = postgres_bindir() or install_postgres(self.logs / "apt-get.log")
-        self.version = subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True,
-                                      text=True, check=True).stdout.strip()
+        self.version = subprocess.run(
+            [str(self.bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         self.user = "postgres" if os.geteuid() == 0 else None
         if self.user is not None:
             try:
                 pwd.getpwnam(self.user)
             except KeyError:
-                raise DeploymentError("we are root and there is no `postgres` user to run the server as "
-                                      "(initdb refuses root): install Debian's postgresql package") from None
+                raise DeploymentError(
+                    "we are root and there is no `postgres` user to run the server as "
+                    "(initdb refuses root): install Debian's postgresql package"
+                ) from None
         base = self.base
         if self.user is not None and not _traversable_by_others(base.parent):
             self.scratch = base = Path(tempfile.mkdtemp(prefix="mirpanel-e2e-postgres-"))
@@ -387,10 +406,30 @@ class Postgres:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         os.chmod(pwfile, 0o600)
         initdb = subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-             "--auth", "scram-sha-256", "-E", "UTF8", "--locale", "C", "--no-sync"],
-            cwd=base, user=self.user, group=pwd.getpwnam(self.user).pw_gid if self.user else None,
-            extra_groups=[] if self.user else None, capture_output=True, text=True, env=self._env())
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-sync",
+            ],
+            cwd=base,
+            user=self.user,
+            group=pwd.getpwnam(self.user).pw_gid if self.user else None,
+            extra_groups=[] if self.user else None,
+            capture_output=True,
+            text=True,
+            env=self._env(),
+        )
         pwfile.unlink()
         (self.logs / "initdb.log").write_text(initdb.stdout + initdb.stderr)
         if initdb.returncode != 0:
@@ -399,19 +438,41 @@ class Postgres:
             self.port = free_port()
             self.service = Service(
                 "postgres",
-                [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={run}",
-                 # A test cluster: durability traded for speed.
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=200", "-c", "shared_buffers=64MB"],
-                self._env(), self.logs / "postgres.log", user=self.user, cwd=base)
+                [
+                    str(self.bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={run}",
+                    # A test cluster: durability traded for speed.
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                    "-c",
+                    "shared_buffers=64MB",
+                ],
+                self._env(),
+                self.logs / "postgres.log",
+                user=self.user,
+                cwd=base,
+            )
             self.service.start()
             try:
                 wait_for(f"PostgreSQL on 127.0.0.1:{self.port}", self._ready, timeout, check=self._check)
                 break
             except DeploymentError:
-                if attempt == 2 or not re.search(r"could not bind|Address already in use",
-                                                  tail(self.logs / "postgres.log")):
+                if attempt == 2 or not re.search(
+                    r"could not bind|Address already in use", tail(self.logs / "postgres.log")
+                ):
                     raise
         self.create_databases()
 
@@ -433,8 +494,9 @@ class Postgres:
     def connect(self, database: str, user: str, password: str) -> Any:
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname=database, user=user, password=password,
-                                connect_timeout=3)
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, dbname=database, user=user, password=password, connect_timeout=3
+        )
         conn.autocommit = True
         return conn
 
@@ -473,8 +535,9 @@ class Api:
         self.requests = 0
 
     def login(self, username: str, password: str) -> None:
-        reply = self.session.post(f"{self.base_url}/auth/token", json={"username": username, "password": password},
-                                  timeout=30)
+        reply = self.session.post(
+            f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
         reply.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 
@@ -509,8 +572,12 @@ class Api:
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
         """A task try's log as text, one line per event (as the UI shows it)."""
-        reply = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                          params={"full_content": "true"}, headers={"Accept": "application/json"})
+        reply = self.call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
         content = reply.get("content") if isinstance(reply, dict) else reply
         if isinstance(content, str):
             return content
@@ -527,8 +594,11 @@ class Api:
         return "\n".join(lines)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        reply = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-                         deserialize="true", stringify="false")
+        reply = self.get(
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            deserialize="true",
+            stringify="false",
+        )
         return reply["value"]
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
@@ -537,8 +607,9 @@ class Api:
 
     def asset_id(self, name: str) -> int:
         """The ID of the asset named ``name`` (exactly)."""
-        assets = [asset for asset in self.get("/assets", name_pattern=name, limit=100)["assets"]
-                  if asset["name"] == name]
+        assets = [
+            asset for asset in self.get("/assets", name_pattern=name, limit=100)["assets"] if asset["name"] == name
+        ]
         if len(assets) != 1:
             raise DeploymentError(f"expected one asset named {name!r}, found {assets}")
         return int(assets[0]["id"])
@@ -580,8 +651,14 @@ class Api:
 
     def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> dict[str, Any]:
         """A manual run, as the UI makes it: no logical date."""
-        return dict(self.call("POST", f"/dags/{dag_id}/dagRuns", expect=(200,),
-                              json={"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)}))
+        return dict(
+            self.call(
+                "POST",
+                f"/dags/{dag_id}/dagRuns",
+                expect=(200,),
+                json={"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)},
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,8 +699,11 @@ class Deployment:
         if not self.openlineage_file.exists():
             return []
         events = [json.loads(line) for line in self.openlineage_file.read_text().splitlines() if line.strip()]
-        return [event for event in events
-                if event.get("job", {}).get("name") == job and event.get("eventType") == event_type]
+        return [
+            event
+            for event in events
+            if event.get("job", {}).get("name") == job and event.get("eventType") == event_type
+        ]
 
     @property
     def marker_env(self) -> dict[str, str]:
@@ -658,18 +738,20 @@ class Deployment:
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],  # no log server on 0.0.0.0:8794
         }
-        self.services = {name: Service(name, [AIRFLOW, *args], self.env, self.logs / f"{name}.log", cwd=self.home)
-                         for name, args in commands.items()}
+        self.services = {
+            name: Service(name, [AIRFLOW, *args], self.env, self.logs / f"{name}.log", cwd=self.home)
+            for name, args in commands.items()
+        }
         for service in self.services.values():
             service.start()
         self.api = Api(f"http://127.0.0.1:{self.api_port}")
-        wait_for("every Airflow component healthy (/api/v2/monitor/health)", self._healthy, 180, interval=1,
-                 check=self.check)
+        wait_for(
+            "every Airflow component healthy (/api/v2/monitor/health)", self._healthy, 180, interval=1, check=self.check
+        )
         self.api.login(*self._user)
         self.timings["services"] = time.monotonic() - mark
         mark = time.monotonic()
-        wait_for("the example DAGs parsed by the dag-processor", self._dags_parsed, 180, interval=1,
-                 check=self.check)
+        wait_for("the example DAGs parsed by the dag-processor", self._dags_parsed, 180, interval=1, check=self.check)
         self.timings["parse"] = time.monotonic() - mark
         self.timings["total"] = time.monotonic() - started
 
@@ -683,19 +765,31 @@ class Deployment:
         os.chmod(passwords, 0o600)
         from cryptography.fernet import Fernet
 
-        warehouse = {"conn_type": "postgres", "host": "127.0.0.1", "port": self.postgres.port,
-                     "login": "warehouse", "password": self.postgres.password, "schema": "warehouse"}
-        base = {name: value for name, value in os.environ.items()
-                if not name.startswith("AIRFLOW") and name.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        warehouse = {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": self.postgres.port,
+            "login": "warehouse",
+            "password": self.postgres.password,
+            "schema": "warehouse",
+        }
+        base = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("AIRFLOW") and name.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+        }
         return {
             **base,
             **self.marker_env,
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
             # Two bundles: the DAGs folder (the examples, as users get them) and the scenarios' own.
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
-                {"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
-                {"name": "e2e", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(E2E_DAGS)}}]),
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                [
+                    {"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
+                    {"name": "e2e", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(E2E_DAGS)}},
+                ]
+            ),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url("airflow"),
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "e2e:admin",
@@ -711,8 +805,9 @@ class Deployment:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": json.dumps(warehouse),
             # OpenLineage on, to a file: scenario 1 reads what a lineage tool would get
-            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "append": True,
-                                                           "log_file_path": str(self.openlineage_file)}),
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "append": True, "log_file_path": str(self.openlineage_file)}
+            ),
             "AIRFLOW__OPENLINEAGE__NAMESPACE": "mirpanel_e2e",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
@@ -736,8 +831,10 @@ class Deployment:
         assert self.api is not None
         errors = self.api.get("/importErrors")
         if errors["total_entries"]:
-            raise DeploymentError("the example DAGs do not import:\n" + "\n".join(
-                f"{error['filename']}: {error['stack_trace'][-1500:]}" for error in errors["import_errors"]))
+            raise DeploymentError(
+                "the example DAGs do not import:\n"
+                + "\n".join(f"{error['filename']}: {error['stack_trace'][-1500:]}" for error in errors["import_errors"])
+            )
         dags = {dag["dag_id"] for dag in self.api.get("/dags", limit=100)["dags"]}
         return set(EXAMPLE_DAGS) <= dags
 
@@ -749,26 +846,37 @@ class Deployment:
             self.postgres._check()
         for service in self.services.values():
             if not service.alive():
-                raise DeploymentError(f"the {service.name} exited (code {service.process and service.process.poll()})"
-                                      f":\n{tail(service.log)}")
+                raise DeploymentError(
+                    f"the {service.name} exited (code {service.process and service.process.poll()})"
+                    f":\n{tail(service.log)}"
+                )
 
     def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run the ``airflow`` CLI of this deployment; raise with its output if it fails."""
-        result = subprocess.run([AIRFLOW, *args], env=self.env, cwd=self.home, capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [AIRFLOW, *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         with (self.logs / "cli.log").open("a") as log:
             log.write(f"$ airflow {' '.join(args)}\n{result.stdout}{result.stderr}\n")
         if result.returncode != 0:
-            raise DeploymentError(f"airflow {' '.join(args)}: exit {result.returncode}\n"
-                                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise DeploymentError(
+                f"airflow {' '.join(args)}: exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return result
 
     def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> None:
         """``airflow dags trigger`` (a manual run: no logical date)."""
         self.airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float,
-                 states: frozenset[str] = TERMINAL_RUN_STATES) -> dict[str, Any]:
+    def wait_run(
+        self, dag_id: str, run_id: str, timeout: float, states: frozenset[str] = TERMINAL_RUN_STATES
+    ) -> dict[str, Any]:
         assert self.api is not None
         api = self.api
 
@@ -778,8 +886,15 @@ class Deployment:
 
         return wait_for(f"run {run_id} of {dag_id} to end", probe, timeout, interval=1, check=self.check)
 
-    def wait_task(self, dag_id: str, run_id: str, task_id: str, predicate: Callable[[dict[str, Any]], bool],
-                  what: str, timeout: float) -> dict[str, Any]:
+    def wait_task(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float,
+    ) -> dict[str, Any]:
         """Poll a task instance until ``predicate(ti)``; fail early when its run ended first."""
         assert self.api is not None
         api = self.api
@@ -866,14 +981,18 @@ class Deployment:
 
     def sweep(self, keep_postgres: bool = False) -> None:
         """End every process that carries this deployment's marker (also from an earlier, killed run)."""
-        processes = [process for process in marked_processes(self.home)
-                     if not (keep_postgres and process.name() in ("postgres", "postmaster"))]
+        processes = [
+            process
+            for process in marked_processes(self.home)
+            if not (keep_postgres and process.name() in ("postgres", "postmaster"))
+        ]
         kill_processes(processes, grace=5)
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM and SIGHUP like Ctrl-C, so cleanup code runs."""
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -932,16 +1051,31 @@ def main() -> int:
         try:
             deployment.start()
             assert deployment.api is not None
-            deployment.api.call("POST", "/connections", expect=(201,), json={
-                "connection_id": "mirpanel_default", "conn_type": "mirpanel", "host": panel.url,
-                "password": panel.api_key, "extra": json.dumps(panel.connection()["extra"])})
-            print(f"Airflow: http://127.0.0.1:{deployment.api_port} (user e2e, password in "
-                  f"{deployment.airflow_home}/simple_auth_manager_passwords.json); timings {deployment.timings}",
-                  flush=True)
+            deployment.api.call(
+                "POST",
+                "/connections",
+                expect=(201,),
+                json={
+                    "connection_id": "mirpanel_default",
+                    "conn_type": "mirpanel",
+                    "host": panel.url,
+                    "password": panel.api_key,
+                    "extra": json.dumps(panel.connection()["extra"]),
+                },
+            )
+            print(
+                f"Airflow: http://127.0.0.1:{deployment.api_port} (user e2e, password in "
+                f"{deployment.airflow_home}/simple_auth_manager_passwords.json); timings {deployment.timings}",
+                flush=True,
+            )
             print(f"AIRFLOW env for the CLI: see {deployment.logs}/env.sh; Ctrl-C stops everything", flush=True)
-            (deployment.logs / "env.sh").write_text("".join(
-                f"export {name}={json.dumps(value)}\n" for name, value in deployment.env.items()
-                if name.startswith(("AIRFLOW", MARKER))))
+            (deployment.logs / "env.sh").write_text(
+                "".join(
+                    f"export {name}={json.dumps(value)}\n"
+                    for name, value in deployment.env.items()
+                    if name.startswith(("AIRFLOW", MARKER))
+                )
+            )
             while True:
                 time.sleep(1)
                 deployment.check()
@@ -956,4 +1090,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

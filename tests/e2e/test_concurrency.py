@@ -104,8 +104,11 @@ class Ledger:
 
 def read_ledger(api: Api, asset_id: int, scope: str) -> Ledger:
     prefix = f"mirpanel.ledger.{quote(scope, safe='')}."
-    pages = {int(key[len(prefix):]): entry for key, entry in state_store(api, asset_id).items()
-             if key.startswith(prefix) and key[len(prefix):].isdigit()}
+    pages = {
+        int(key[len(prefix) :]): entry
+        for key, entry in state_store(api, asset_id).items()
+        if key.startswith(prefix) and key[len(prefix) :].isdigit()
+    }
     ledger = Ledger()
     while ledger.pages in pages:
         entry = pages[ledger.pages]
@@ -131,8 +134,10 @@ class Accounts:
 
     def text(self) -> str:
         gap = f", pages beyond a gap {self.ledger.beyond_gap}" if self.ledger.beyond_gap else ""
-        return (f"{self.rows} rows: {self.orders} orders at the panel, {self.twice} bought twice, "
-                f"{len(self.lost)} entries lost (ledger: {self.ledger.pages} pages, {self.ledger.states()}{gap})")
+        return (
+            f"{self.rows} rows: {self.orders} orders at the panel, {self.twice} bought twice, "
+            f"{len(self.lost)} entries lost (ledger: {self.ledger.pages} pages, {self.ledger.states()}{gap})"
+        )
 
 
 def accounts(api: Api, asset_id: int, sandbox: SandboxPanel, scope: str, rows: list[dict[str, Any]]) -> Accounts:
@@ -159,8 +164,12 @@ def check(result: Accounts, scenario: Scenario) -> None:
 
 def claim(api: Api, dag_id: str, run_id: str, map_index: int = -1) -> dict[str, Any]:
     """The ``ledger_claim`` XCom of a placement: scope, waited, claim, polls, holders."""
-    reply = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{TASK}/xcomEntries/ledger_claim",
-                    map_index=map_index, deserialize="true", stringify="false")
+    reply = api.get(
+        f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{TASK}/xcomEntries/ledger_claim",
+        map_index=map_index,
+        deserialize="true",
+        stringify="false",
+    )
     return dict(reply["value"])
 
 
@@ -220,9 +229,13 @@ def setting(deployment: Deployment, sandbox: SandboxPanel) -> Iterator[Setting]:
     """The e2e DAGs parsed and unpaused, the panel at 0.25 s per reply, the ledger asset's ID."""
     api = deployment.api
     assert api is not None
-    wait_for("the e2e DAGs parsed by the dag-processor",
-             lambda: set(E2E_DAGS) <= {dag["dag_id"] for dag in api.get("/dags", limit=100)["dags"]}, 180,
-             interval=1, check=deployment.check)
+    wait_for(
+        "the e2e DAGs parsed by the dag-processor",
+        lambda: set(E2E_DAGS) <= {dag["dag_id"] for dag in api.get("/dags", limit=100)["dags"]},
+        180,
+        interval=1,
+        check=deployment.check,
+    )
     for dag_id in E2E_DAGS:
         api.set_paused(dag_id, False)
     previous = sandbox.latency
@@ -242,12 +255,17 @@ def overlapped(setting: Setting, scope: str, gate: Path, writers: dict[str, str]
     who = wait_for(f"a writer of {scope} at its gate", lambda: gate_reached(gate), timeout, check=deployment.check)
     holder = who.rsplit(".try", 1)[0]
     assert holder in writers, (who, writers)
-    wait_for(f"the lease of {scope} held by {holder}", lambda: held_by(api, setting.asset_id, scope, holder), 60,
-             check=deployment.check)
+    wait_for(
+        f"the lease of {scope} held by {holder}",
+        lambda: held_by(api, setting.asset_id, scope, holder),
+        60,
+        check=deployment.check,
+    )
     for run_id, dag_id in writers.items():
         if run_id != holder:
-            deployment.wait_task(dag_id, run_id, TASK, lambda ti: ti["state"] == "deferred",
-                                 f"deferred behind {holder}", timeout=timeout)
+            deployment.wait_task(
+                dag_id, run_id, TASK, lambda ti: ti["state"] == "deferred", f"deferred behind {holder}", timeout=timeout
+            )
     gate.write_text("open")
     return holder
 
@@ -255,8 +273,9 @@ def overlapped(setting: Setting, scope: str, gate: Path, writers: dict[str, str]
 # -- the scenarios --------------------------------------------------------------------------------
 
 
-def two_writers(setting: Setting, sandbox: SandboxPanel, scenario: Scenario, scope: str, rows_count: int,
-                writers: dict[str, str]) -> None:
+def two_writers(
+    setting: Setting, sandbox: SandboxPanel, scenario: Scenario, scope: str, rows_count: int, writers: dict[str, str]
+) -> None:
     """Scenarios 8 and 9: writers of ``scope`` triggered together; all succeed, every row bought once."""
     deployment, api = setting.deployment, setting.api
     path, rows = write_campaign(deployment.home, scope, rows_count)
@@ -269,12 +288,14 @@ def two_writers(setting: Setting, sandbox: SandboxPanel, scenario: Scenario, sco
     scenario.note(f"{writers[holder]} {holder} held the scope while the other writer was deferred")
     runs = {run_id: deployment.wait_run(dag_id, run_id, timeout=300) for run_id, dag_id in writers.items()}
     scenario.note("runs " + ", ".join(f"{run_id} {run['state']}" for run_id, run in runs.items()))
-    claims = {run_id: claim(api, dag_id, run_id) for run_id, dag_id in writers.items()
-              if runs[run_id]["state"] == "success"}
+    claims = {
+        run_id: claim(api, dag_id, run_id) for run_id, dag_id in writers.items() if runs[run_id]["state"] == "success"
+    }
     scenario.note(waited(claims))
     check(accounts(api, setting.asset_id, sandbox, scope, rows), scenario)
     assert all(run["state"] == "success" for run in runs.values()), {
-        run_id: task_states(api, dag_id, run_id) for run_id, dag_id in writers.items()}
+        run_id: task_states(api, dag_id, run_id) for run_id, dag_id in writers.items()
+    }
     second = next(run_id for run_id in writers if run_id != holder)
     if not retried_by_airflow(api, writers[second], second, scenario):
         assert claims[second]["waited"] > 0 and claims[second]["polls"] >= 1, claims[second]
@@ -289,15 +310,15 @@ def two_writers(setting: Setting, sandbox: SandboxPanel, scenario: Scenario, sco
 @pytest.mark.scenario(8, "two runs of one DAG at once into one ledger scope")
 @pytest.mark.timeout(600)
 def test_two_runs_of_one_dag(setting: Setting, sandbox: SandboxPanel, scenario: Scenario) -> None:
-    two_writers(setting, sandbox, scenario, "e2e-two-runs", 40,
-                {"e2e_two_runs_1": PLACE, "e2e_two_runs_2": PLACE})
+    two_writers(setting, sandbox, scenario, "e2e-two-runs", 40, {"e2e_two_runs_1": PLACE, "e2e_two_runs_2": PLACE})
 
 
 @pytest.mark.scenario(9, "two DAGs at once into one ledger scope")
 @pytest.mark.timeout(600)
 def test_two_dags(setting: Setting, sandbox: SandboxPanel, scenario: Scenario) -> None:
-    two_writers(setting, sandbox, scenario, "e2e-two-dags", 120,
-                {"e2e_two_dags_place": PLACE, "e2e_two_dags_twin": TWIN})
+    two_writers(
+        setting, sandbox, scenario, "e2e-two-dags", 120, {"e2e_two_dags_place": PLACE, "e2e_two_dags_twin": TWIN}
+    )
 
 
 @pytest.mark.scenario(10, "mapped placement: 6 chunks into one scope, then the same campaign again")
@@ -313,17 +334,24 @@ def test_mapped_placement(setting: Setting, sandbox: SandboxPanel, scenario: Sce
     mapped = api.get(f"/dags/{MAPPED}/dagRuns/e2e_mapped_1/taskInstances/{TASK}/listMapped", limit=100)
     states = Counter(ti["state"] for ti in mapped["task_instances"])
     retried = sorted(ti["map_index"] for ti in mapped["task_instances"] if ti["try_number"] > 1)
-    scenario.note(f"run {run['state']}: {len(mapped['task_instances'])} mapped task instances {dict(states)}"
-                  + (f", chunks {retried} retried" if retried else ""))
+    scenario.note(
+        f"run {run['state']}: {len(mapped['task_instances'])} mapped task instances {dict(states)}"
+        + (f", chunks {retried} retried" if retried else "")
+    )
     first = accounts(api, setting.asset_id, sandbox, scope, rows)
-    claims = {f"chunk {ti['map_index']}": claim(api, MAPPED, "e2e_mapped_1", ti["map_index"])
-              for ti in mapped["task_instances"] if ti["state"] == "success"}
+    claims = {
+        f"chunk {ti['map_index']}": claim(api, MAPPED, "e2e_mapped_1", ti["map_index"])
+        for ti in mapped["task_instances"]
+        if ti["state"] == "success"
+    }
     if claims:
         longest = max(claims.values(), key=lambda value: value["waited"])
         costs = [value["claim"] for value in claims.values()]
-        scenario.note(f"{sum(1 for value in claims.values() if value['polls'])} of {len(claims)} chunks waited; "
-                      f"longest {longest['waited']:.1f} s ({longest['polls']} polls); claims took "
-                      f"{min(costs):.1f}–{max(costs):.1f} s")
+        scenario.note(
+            f"{sum(1 for value in claims.values() if value['polls'])} of {len(claims)} chunks waited; "
+            f"longest {longest['waited']:.1f} s ({longest['polls']} polls); claims took "
+            f"{min(costs):.1f}–{max(costs):.1f} s"
+        )
     check(first, scenario)
     assert run["state"] == "success" and states == {"success": chunks}, states
     assert first.orders == len(rows), first.text()
@@ -333,8 +361,10 @@ def test_mapped_placement(setting: Setting, sandbox: SandboxPanel, scenario: Sce
     api.trigger(MAPPED, "e2e_mapped_2", conf)
     again = deployment.wait_run(MAPPED, "e2e_mapped_2", timeout=600)
     second = accounts(api, setting.asset_id, sandbox, scope, rows)
-    scenario.note(f"again: run {again['state']}, {second.orders - first.orders} new orders, "
-                  f"{sandbox.count('add') - adds} add requests")
+    scenario.note(
+        f"again: run {again['state']}, {second.orders - first.orders} new orders, "
+        f"{sandbox.count('add') - adds} add requests"
+    )
     check(second, scenario)
     assert again["state"] == "success", task_states(api, MAPPED, "e2e_mapped_2")
     assert second.orders == first.orders and sandbox.count("add") == adds
@@ -350,8 +380,14 @@ def test_retry_overlapping_a_new_run(setting: Setting, sandbox: SandboxPanel, sc
     first, second = "e2e_retry_1", "e2e_retry_2"
     # Run 1's first try: the panel says "not enough funds" at its 21st add: it stops, fails, and retries.
     # Its retry holds the scope at the gate while run 2 of the same rows is triggered.
-    funds = sandbox.faults.add("add", "error", error="Not enough funds on balance", skip=20, times=1,
-                               when=lambda form: scope in form.get("link", ""))
+    funds = sandbox.faults.add(
+        "add",
+        "error",
+        error="Not enough funds on balance",
+        skip=20,
+        times=1,
+        when=lambda form: scope in form.get("link", ""),
+    )
     scenario.started = time.monotonic()
     try:
         api.trigger(PLACE, first, {"scope": scope, "campaign_csv": str(path), "gate": str(gate), "gate_from_try": 2})
@@ -361,13 +397,17 @@ def test_retry_overlapping_a_new_run(setting: Setting, sandbox: SandboxPanel, sc
     assert who == f"{first}.try2" and funds.applied == 1, (who, funds.applied)
     after_try1 = panel_orders(sandbox, rows)
     placed_by_try1 = sum(1 for ids in after_try1.values() if ids)
-    scenario.note(f"run 1's try 1 refused \"not enough funds\" after {placed_by_try1} orders; its retry holds the "
-                  "scope at the gate")
-    wait_for(f"the lease held by {first}", lambda: held_by(api, setting.asset_id, scope, first), 60,
-             check=deployment.check)
+    scenario.note(
+        f'run 1\'s try 1 refused "not enough funds" after {placed_by_try1} orders; its retry holds the '
+        "scope at the gate"
+    )
+    wait_for(
+        f"the lease held by {first}", lambda: held_by(api, setting.asset_id, scope, first), 60, check=deployment.check
+    )
     api.trigger(PLACE, second, {"scope": scope, "campaign_csv": str(path)})
-    deployment.wait_task(PLACE, second, TASK, lambda ti: ti["state"] == "deferred", "deferred behind run 1's retry",
-                         timeout=300)
+    deployment.wait_task(
+        PLACE, second, TASK, lambda ti: ti["state"] == "deferred", "deferred behind run 1's retry", timeout=300
+    )
     gate.write_text("open")
     runs = {run_id: deployment.wait_run(PLACE, run_id, timeout=300) for run_id in (first, second)}
     tries = api.task_instance(PLACE, first, TASK)["try_number"]
@@ -377,7 +417,8 @@ def test_retry_overlapping_a_new_run(setting: Setting, sandbox: SandboxPanel, sc
     result = accounts(api, setting.asset_id, sandbox, scope, rows)
     check(result, scenario)
     assert all(run["state"] == "success" for run in runs.values()), {
-        run_id: task_states(api, PLACE, run_id) for run_id in runs}
+        run_id: task_states(api, PLACE, run_id) for run_id in runs
+    }
     assert tries == 2 and 0 < placed_by_try1 < len(rows), (tries, placed_by_try1)
     assert result.orders == len(rows), result.text()
     if not retried_by_airflow(api, PLACE, second, scenario):
@@ -397,17 +438,23 @@ def test_killed_holder(setting: Setting, sandbox: SandboxPanel, scenario: Scenar
     # any add) until the waiter is deferred: the kill then follows its first adds within a second or
     # two, far inside the client's 30 s read timeout, however long Airflow took to start the waiter.
     gate = new_gate(deployment, scope)
-    slow = sandbox.faults.add("add", "delay_after_processing", seconds=600, times=None,
-                              when=lambda form: scope in form.get("link", ""))
+    slow = sandbox.faults.add(
+        "add", "delay_after_processing", seconds=600, times=None, when=lambda form: scope in form.get("link", "")
+    )
     scenario.started = time.monotonic()
     try:
         api.trigger(KILLABLE, holder, {**conf, "gate": str(gate)})
         wait_for("the holder at its gate", lambda: gate_reached(gate), 300, check=deployment.check)
-        wait_for(f"the lease held by {holder}", lambda: held_by(api, setting.asset_id, scope, holder), 60,
-                 check=deployment.check)
+        wait_for(
+            f"the lease held by {holder}",
+            lambda: held_by(api, setting.asset_id, scope, holder),
+            60,
+            check=deployment.check,
+        )
         api.trigger(KILLABLE, waiter, conf)
-        deployment.wait_task(KILLABLE, waiter, TASK, lambda ti: ti["state"] == "deferred", "deferred behind the holder",
-                             timeout=300)
+        deployment.wait_task(
+            KILLABLE, waiter, TASK, lambda ti: ti["state"] == "deferred", "deferred behind the holder", timeout=300
+        )
         gate.write_text("open")
         wait_for("adds in flight at the panel", lambda: slow.applied, 60, interval=0.2, check=deployment.check)
         wait_for("the holder to send all it sends at once", settled(lambda: slow.applied), 60, interval=0.5)
@@ -420,15 +467,18 @@ def test_killed_holder(setting: Setting, sandbox: SandboxPanel, scenario: Scenar
     finally:
         sandbox.faults.remove(slow)
     in_flight = slow.applied
-    scenario.note(f"holder's task process {ti['pid']} killed with {in_flight} adds in flight while {waiter} "
-                  "was deferred")
+    scenario.note(
+        f"holder's task process {ti['pid']} killed with {in_flight} adds in flight while {waiter} was deferred"
+    )
     assert 0 < in_flight < len(rows), in_flight
 
     killed = deployment.wait_run(KILLABLE, holder, timeout=300)
     second = deployment.wait_run(KILLABLE, waiter, timeout=300)
     waiter_claim = claim(api, KILLABLE, waiter)
-    scenario.note(f"holder run {killed['state']}; {waiter} {second['state']}: {waited({waiter: waiter_claim})}; "
-                  f"it ended {time.monotonic() - killed_at:.0f} s after the kill (lease {SHORT_LEASE} s)")
+    scenario.note(
+        f"holder run {killed['state']}; {waiter} {second['state']}: {waited({waiter: waiter_claim})}; "
+        f"it ended {time.monotonic() - killed_at:.0f} s after the kill (lease {SHORT_LEASE} s)"
+    )
     assert killed["state"] == "failed" and second["state"] == "failed", (killed, second)
     assert waiter_claim["waited"] > 0 and any(holder in str(name) for name in waiter_claim["holders"]), waiter_claim
 

@@ -50,8 +50,13 @@ def env(panel: SandboxPanel, airflow_env: dict[str, str], tmp_path: Path) -> Ite
 
 def dags_test(env: Mapping[str, str], dag_id: str, conf: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
     """A DAG run with ``conf``; it may fail (its output says how)."""
-    return subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=dict(env),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def panel_orders(panel: SandboxPanel) -> dict[tuple[int, str], list[int]]:
@@ -65,7 +70,8 @@ def panel_orders(panel: SandboxPanel) -> dict[tuple[int, str], list[int]]:
 def assert_one_order_per_row(panel: SandboxPanel) -> None:
     held = panel_orders(panel)
     assert {key: len(ids) for key, ids in held.items()} == {
-        (int(row["service"]), row["link"]): 1 for row in CAMPAIGN}, "exactly one paid order per campaign row"
+        (int(row["service"]), row["link"]): 1 for row in CAMPAIGN
+    }, "exactly one paid order per campaign row"
 
 
 def order_of(panel: SandboxPanel, key: str) -> int:
@@ -81,8 +87,9 @@ def warehouse_orders(env: Mapping[str, str], campaign: str) -> dict[str, int]:
     path = json.loads(env["AIRFLOW_CONN_MIRPANEL_WAREHOUSE"])["host"]
     engine = sqlalchemy.create_engine(f"sqlite:///{path}")
     with engine.connect() as conn:
-        rows = conn.execute(sqlalchemy.text("select order_key, order_id from orders where campaign = :c"),
-                            {"c": campaign}).all()
+        rows = conn.execute(
+            sqlalchemy.text("select order_key, order_id from orders where campaign = :c"), {"c": campaign}
+        ).all()
     engine.dispose()
     return {key: order for key, order in rows}
 
@@ -112,8 +119,7 @@ def test_lost_replies_then_a_new_run_then_resolved(panel: SandboxPanel, env: dic
     listed = run_airflow(env, "dags", "test", "mirpanel_resolve_orders", "-c", json.dumps(conf))
     assert "2 of unknown outcome left: " in listed.stdout + listed.stderr
     found = {key: order_of(panel, key) for key in LOST}
-    run_airflow(env, "dags", "test", "mirpanel_resolve_orders", "-c",
-                json.dumps({**conf, "resolutions": found}))
+    run_airflow(env, "dags", "test", "mirpanel_resolve_orders", "-c", json.dumps({**conf, "resolutions": found}))
 
     # Run 3: nothing bought; every row in the warehouse with the panel's order ID.
     third = dags_test(env, "mirpanel_campaign", conf)
@@ -127,8 +133,13 @@ def test_a_killed_run_then_a_new_run_buys_nothing_twice(panel: SandboxPanel, env
     """place_orders is killed (with its whole dags-test process) while all six adds are in flight."""
     panel.faults.add("add", "delay_after_processing", seconds=120, times=None)
     conf = {"campaign": "killed"}
-    run = subprocess.Popen([AIRFLOW, "dags", "test", "mirpanel_campaign", "-c", json.dumps(conf)], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        [AIRFLOW, "dags", "test", "mirpanel_campaign", "-c", json.dumps(conf)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while len(panel.state.orders) < len(CAMPAIGN) and run.poll() is None and time.monotonic() < deadline:

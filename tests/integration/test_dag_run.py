@@ -44,8 +44,9 @@ def slow_panel() -> Iterator[SandboxPanel]:
 
     Then orders end at once and refills within 0.6 s, on real time.
     """
-    lifecycle = Lifecycle(pending_seconds=2.0, units_per_second=10_000.0, refill_pending_seconds=0.3,
-                          refill_run_seconds=0.3)
+    lifecycle = Lifecycle(
+        pending_seconds=2.0, units_per_second=10_000.0, refill_pending_seconds=0.3, refill_run_seconds=0.3
+    )
     with SandboxPanel(speed=0, lifecycle=lifecycle) as panel:
         yield panel
 
@@ -57,8 +58,9 @@ def start_clock(panel: SandboxPanel) -> None:
 
 @needs_state_stores  # its retry must place the refused order: below 3.3 it sends nothing (test_retry_lines.py)
 @pytest.mark.slow  # an Airflow run or a CLI process: seconds
-def test_every_operator_and_sensor_in_a_real_dag_run(slow_panel: SandboxPanel, airflow_env: dict[str, str],
-                                                      tmp_path: Path) -> None:
+def test_every_operator_and_sensor_in_a_real_dag_run(
+    slow_panel: SandboxPanel, airflow_env: dict[str, str], tmp_path: Path
+) -> None:
     panel = slow_panel
     # The first try of "place" gets one order refused; its retry must place only that one.
     panel.faults.add("add", "error", error=ACTIVE_ORDER, when=lambda form: form["link"].endswith("/1"), times=1)
@@ -70,7 +72,8 @@ def test_every_operator_and_sensor_in_a_real_dag_run(slow_panel: SandboxPanel, a
     adds = Counter(entry.form["link"] for entry in panel.requests if entry.action == "add")
     assert adds == {"https://example.com/dag/0": 1, "https://example.com/dag/1": 2, "https://example.com/dag/2": 1}
     assert Counter(order.link for order in panel.state.orders.values()) == {
-        f"https://example.com/dag/{i}": 1 for i in range(3)}
+        f"https://example.com/dag/{i}": 1 for i in range(3)
+    }
 
     placed = out["place"]["value"]
     assert [r["state"] for r in placed] == ["placed"] * 3

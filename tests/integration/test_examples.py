@@ -25,14 +25,31 @@ from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags_examples"
-EXAMPLE_DAGS = {"mirpanel_campaign", "mirpanel_status_etl", "mirpanel_balance_alert", "mirpanel_auto_refill",
-                "mirpanel_resolve_orders", "mirpanel_balance_watch", "mirpanel_campaign_report"}
+EXAMPLE_DAGS = {
+    "mirpanel_campaign",
+    "mirpanel_status_etl",
+    "mirpanel_balance_alert",
+    "mirpanel_auto_refill",
+    "mirpanel_resolve_orders",
+    "mirpanel_balance_watch",
+    "mirpanel_campaign_report",
+}
 #: Context variables that only a run with a logical date has: a manual run (from the UI, ``airflow dags
 #: trigger`` or the REST API) has none, and a template naming one fails to render.
-LOGICAL_DATE_ONLY = frozenset({
-    "logical_date", "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "data_interval_start",
-    "data_interval_end", "prev_data_interval_start_success", "prev_data_interval_end_success",
-})
+LOGICAL_DATE_ONLY = frozenset(
+    {
+        "logical_date",
+        "ds",
+        "ds_nodash",
+        "ts",
+        "ts_nodash",
+        "ts_nodash_with_tz",
+        "data_interval_start",
+        "data_interval_end",
+        "prev_data_interval_start_success",
+        "prev_data_interval_end_success",
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +114,13 @@ def templates(value: Any) -> Iterator[str]:
 
 def callbacks(owner: Any) -> list[Any]:
     found = []
-    for name in ("on_failure_callback", "on_success_callback", "on_retry_callback", "on_execute_callback",
-                 "on_skipped_callback"):
+    for name in (
+        "on_failure_callback",
+        "on_success_callback",
+        "on_retry_callback",
+        "on_execute_callback",
+        "on_skipped_callback",
+    ):
         value = getattr(owner, name, None) or []
         found += value if isinstance(value, list) else [value]
     return found
@@ -122,8 +144,9 @@ def test_no_example_template_needs_a_logical_date(example_bag: Any) -> None:
     assert checked >= 3  # the alert text, the balance threshold, the campaign's service IDs
 
 
-def test_the_balance_alert_renders_without_a_logical_date(panel: SandboxPanel, example_bag: Any,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_the_balance_alert_renders_without_a_logical_date(
+    panel: SandboxPanel, example_bag: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from airflow_provider_mirpanel.version_compat import AirflowFailException
 
     dag = example_bag.dags["mirpanel_balance_alert"]
@@ -132,8 +155,7 @@ def test_the_balance_alert_renders_without_a_logical_date(panel: SandboxPanel, e
         BalanceCheckOperator(task_id="check_balance", min_balance=5000).execute({})
     run_id = "manual__2026-11-30T10:00:00+00:00"
     # What a manual run's failure callback gets: no logical_date, ts, ds or data interval.
-    context = {"dag": dag, "task": task, "run_id": run_id, "params": {"min_balance": 5000.0},
-               "exception": low.value}
+    context = {"dag": dag, "task": task, "run_id": run_id, "params": {"min_balance": 5000.0}, "exception": low.value}
 
     with caplog.at_level("ERROR"):
         for notifier in task.on_failure_callback:
@@ -142,7 +164,8 @@ def test_the_balance_alert_renders_without_a_logical_date(panel: SandboxPanel, e
     assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
         f"ALERT: MirPanel balance alert (mirpanel_balance_alert, run {run_id}): "
         "balance 1,000.00 USD is below the threshold 5,000.00 USD; "
-        "spend rate unknown (no earlier reading yet), so no run-out time"]
+        "spend rate unknown (no earlier reading yet), so no run-out time"
+    ]
 
 
 def test_warehouse_url_from_an_airflow_connection(warehouse: ModuleType, tmp_path: Path) -> None:
@@ -151,12 +174,16 @@ def test_warehouse_url_from_an_airflow_connection(warehouse: ModuleType, tmp_pat
     sqlite = Connection(conn_id="w", conn_type="sqlite", host=str(tmp_path / "sub" / "w.db"))
     assert warehouse.sqlalchemy_url(sqlite).render_as_string() == f"sqlite:///{tmp_path}/sub/w.db"
     assert (tmp_path / "sub").is_dir()
-    postgres = Connection(conn_id="w", conn_type="postgres", host="db", port=5432, login="etl", password="p@ss",
-                          schema="marketing")
-    assert (warehouse.sqlalchemy_url(postgres).render_as_string(hide_password=False)
-            == "postgresql+psycopg2://etl:p%40ss@db:5432/marketing")
-    psycopg3 = Connection(conn_id="w", conn_type="postgres", host="db",
-                          extra=json.dumps({"sqlalchemy_scheme": "postgresql+psycopg"}))
+    postgres = Connection(
+        conn_id="w", conn_type="postgres", host="db", port=5432, login="etl", password="p@ss", schema="marketing"
+    )
+    assert (
+        warehouse.sqlalchemy_url(postgres).render_as_string(hide_password=False)
+        == "postgresql+psycopg2://etl:p%40ss@db:5432/marketing"
+    )
+    psycopg3 = Connection(
+        conn_id="w", conn_type="postgres", host="db", extra=json.dumps({"sqlalchemy_scheme": "postgresql+psycopg"})
+    )
     assert warehouse.sqlalchemy_url(psycopg3).drivername == "postgresql+psycopg"
 
 
@@ -169,8 +196,13 @@ def rows(engine: Any, table: Any) -> list[dict[str, Any]]:
 
 @needs_state_stores
 @pytest.mark.slow  # an Airflow run or a CLI process: seconds
-def test_campaign_pipeline_then_status_etl(panel: SandboxPanel, airflow_env: dict[str, str], warehouse: ModuleType,
-                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_campaign_pipeline_then_status_etl(
+    panel: SandboxPanel,
+    airflow_env: dict[str, str],
+    warehouse: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     connection = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")})
     monkeypatch.setenv("AIRFLOW_CONN_MIRPANEL_WAREHOUSE", connection)
     env = {**airflow_env, **panel.env(), "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": connection}
@@ -194,8 +226,11 @@ def test_campaign_pipeline_then_status_etl(panel: SandboxPanel, airflow_env: dic
         row = orders[wanted["key"]]
         order = panel.state.orders[row["order_id"]]
         status, remains, charge, _ = order.read()
-        assert (row["service"], row["link"], row["quantity"]) == (int(wanted["service"]), wanted["link"],
-                                                                  int(wanted["quantity"]))
+        assert (row["service"], row["link"], row["quantity"]) == (
+            int(wanted["service"]),
+            wanted["link"],
+            int(wanted["quantity"]),
+        )
         assert (order.service, order.link, order.quantity) == (row["service"], row["link"], row["quantity"])
         assert row["status"] == status and row["status"] in ORDER_TERMINAL_STATUSES
         assert row["charge"] == pytest.approx(charge) and row["remains"] == remains
@@ -211,9 +246,24 @@ def test_campaign_pipeline_then_status_etl(panel: SandboxPanel, airflow_env: dic
 
     # 3. The status ETL follows open orders: three in progress, placed outside the campaign run.
     open_ids = panel.create_orders(3, service=8094, quantity=1000, status="In progress", remains=400)
-    warehouse.record_placed(engine, "outside", [
-        {"key": str(order_id), "state": "placed", "order": order_id, "service": 8094, "link": f"l/{order_id}",
-         "quantity": 1000, "cost": 0.0076} for order_id in open_ids], [], "test")
+    warehouse.record_placed(
+        engine,
+        "outside",
+        [
+            {
+                "key": str(order_id),
+                "state": "placed",
+                "order": order_id,
+                "service": 8094,
+                "link": f"l/{order_id}",
+                "quantity": 1000,
+                "cost": 0.0076,
+            }
+            for order_id in open_ids
+        ],
+        [],
+        "test",
+    )
     assert warehouse.open_order_ids(engine) == open_ids
     interval = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
     dags_test(env, "mirpanel_status_etl", interval.isoformat())
@@ -223,8 +273,9 @@ def test_campaign_pipeline_then_status_etl(panel: SandboxPanel, airflow_env: dic
     assert {(row["status"], row["remains"]) for row in history} == {("In progress", 400)}
     assert {warehouse.utc(row["snapshot_at"]) for row in history} == {interval}
     by_id = {row["order_id"]: row for row in rows(engine, warehouse.orders)}
-    assert all(by_id[order_id]["status"] == "In progress" and by_id[order_id]["remains"] == 400
-               for order_id in open_ids)
+    assert all(
+        by_id[order_id]["status"] == "In progress" and by_id[order_id]["remains"] == 400 for order_id in open_ids
+    )
 
     # 4. A re-run of the same interval replaces its snapshot: no new rows, the newer statuses.
     panel.set_order(open_ids[0], "Completed")
@@ -234,35 +285,63 @@ def test_campaign_pipeline_then_status_etl(panel: SandboxPanel, airflow_env: dic
     assert {row["order_id"]: row["status"] for row in history}[open_ids[0]] == "Completed"
     assert {row["order_id"]: row["status"] for row in rows(engine, warehouse.orders)}[open_ids[0]] == "Completed"
     assert warehouse.open_order_ids(engine) == open_ids[1:]
-    assert panel.api_key not in json.dumps([rows(engine, table) for table in warehouse.metadata.tables.values()],
-                                           default=str)
+    assert panel.api_key not in json.dumps(
+        [rows(engine, table) for table in warehouse.metadata.tables.values()], default=str
+    )
     engine.dispose()
 
 
 @needs_state_stores
-def test_manual_runs_without_a_logical_date(panel: SandboxPanel, airflow_env: dict[str, str], warehouse: ModuleType,
-                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manual_runs_without_a_logical_date(
+    panel: SandboxPanel,
+    airflow_env: dict[str, str],
+    warehouse: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     connection = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "warehouse.db")})
     monkeypatch.setenv("AIRFLOW_CONN_MIRPANEL_WAREHOUSE", connection)
     env = {**airflow_env, **panel.env(), "AIRFLOW_CONN_MIRPANEL_WAREHOUSE": connection}
     engine = warehouse.get_engine()
-    refillable = next(service for service in panel.catalogue.services
-                      if service["refill"] and service["type"] == "Default")
+    refillable = next(
+        service for service in panel.catalogue.services if service["refill"] and service["type"] == "Default"
+    )
     open_ids = panel.create_orders(2, service=8094, quantity=1000, status="In progress", remains=400)
     done_ids = panel.create_orders(2, service=refillable["service"], status="Completed")
-    warehouse.record_placed(engine, "earlier", [
-        {"key": str(order_id), "state": "placed", "order": order_id, "service": panel.state.orders[order_id].service,
-         "link": f"l/{order_id}", "quantity": panel.state.orders[order_id].quantity, "cost": 0.01}
-        for order_id in open_ids + done_ids], [refillable], "test")
+    warehouse.record_placed(
+        engine,
+        "earlier",
+        [
+            {
+                "key": str(order_id),
+                "state": "placed",
+                "order": order_id,
+                "service": panel.state.orders[order_id].service,
+                "link": f"l/{order_id}",
+                "quantity": panel.state.orders[order_id].quantity,
+                "cost": 0.01,
+            }
+            for order_id in open_ids + done_ids
+        ],
+        [refillable],
+        "test",
+    )
 
-    (alert, etl, refill), out = run_manually(env, DAGS, ("mirpanel_balance_alert", {"min_balance": 5000}),
-                                             ("mirpanel_status_etl", {}), ("mirpanel_auto_refill", {}))
+    (alert, etl, refill), out = run_manually(
+        env,
+        DAGS,
+        ("mirpanel_balance_alert", {"min_balance": 5000}),
+        ("mirpanel_status_etl", {}),
+        ("mirpanel_auto_refill", {}),
+    )
 
     assert [(run["logical_date"], run["run_id"][:8]) for run in (alert, etl, refill)] == [(None, "manual__")] * 3
     # The balance is below the threshold: check_balance fails on purpose, and the alert is delivered.
     assert alert["state"] == "failed"
-    assert (f"ALERT: MirPanel balance alert (mirpanel_balance_alert, run {alert['run_id']}): "
-            "balance 1,000.00 USD is below the threshold 5,000.00 USD") in out
+    assert (
+        f"ALERT: MirPanel balance alert (mirpanel_balance_alert, run {alert['run_id']}): "
+        "balance 1,000.00 USD is below the threshold 5,000.00 USD"
+    ) in out
     assert "UndefinedError" not in out and "Failed to run task callback" not in out
     # Without a data interval, the ETL's snapshot and the refill requests are keyed by when the run was
     # triggered. The ETL finds the finished orders Completed, so the auto refill asks to refill them.
@@ -290,10 +369,14 @@ def test_the_balance_watch_dag_watches_its_asset_with_a_balance_trigger(example_
     assert watcher.name == "mirpanel_balance_watch" and isinstance(trigger, BalanceTrigger)
     classpath, kwargs = trigger.serialize()  # what the triggerer is handed
     assert classpath == "airflow_provider_mirpanel.triggers.balance.BalanceTrigger"
-    assert {name: kwargs[name] for name in ("mirpanel_conn_id", "min_balance", "runs_out_within_hours",
-                                            "poll_interval")} == {
-        "mirpanel_conn_id": "mirpanel_default", "min_balance": 50.0, "runs_out_within_hours": 24.0,
-        "poll_interval": 300.0}
+    assert {
+        name: kwargs[name] for name in ("mirpanel_conn_id", "min_balance", "runs_out_within_hours", "poll_interval")
+    } == {
+        "mirpanel_conn_id": "mirpanel_default",
+        "min_balance": 50.0,
+        "runs_out_within_hours": 24.0,
+        "poll_interval": 300.0,
+    }
     assert list(dag.task_dict) == ["alert"] and asset in dag.task_dict["alert"].inlets
 
 

@@ -152,8 +152,10 @@ def test_2000_orders_placed_concurrently_are_all_accounted_for_and_charges_add_u
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(concurrency=16)))
     panel.speed = 0
     service = panel.catalogue.first_of_type("Default")
-    orders = [{"service": service["service"], "link": f"https://example.com/load/{i}",
-               "quantity": service["min"] + i % 50} for i in range(2000)]
+    orders = [
+        {"service": service["service"], "link": f"https://example.com/load/{i}", "quantity": service["min"] + i % 50}
+        for i in range(2000)
+    ]
     opening = panel.balance
     store = InProcessStateStore()
 

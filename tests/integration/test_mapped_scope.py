@@ -21,22 +21,35 @@ from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 pytestmark = [needs_state_stores, pytest.mark.slow]
 
-DAGS = Path(__file__).parent / "dags"
+DAGS = Path(__file__).parents[1] / "dags"
 
 
 def rows(panel: SandboxPanel, n: int) -> list[dict[str, Any]]:
     service = next(s for s in panel.catalogue.services if s.get("type") == "Default")
-    return [{"key": f"mapped-{i:02d}", "service": service["service"], "link": f"https://example.com/mapped/{i}",
-             "quantity": service["min"]} for i in range(n)]
+    return [
+        {
+            "key": f"mapped-{i:02d}",
+            "service": service["service"],
+            "link": f"https://example.com/mapped/{i}",
+            "quantity": service["min"],
+        }
+        for i in range(n)
+    ]
 
 
 def dags_test(env: dict[str, str], conf: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AIRFLOW, "dags", "test", "mirpanel_mapped_scope_test", "-c", json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [AIRFLOW, "dags", "test", "mirpanel_mapped_scope_test", "-c", json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_mapped_chunks_place_every_row_once_and_the_same_campaign_again_buys_nothing(
-        panel: SandboxPanel, tmp_path: Path) -> None:
+    panel: SandboxPanel, tmp_path: Path
+) -> None:
     env = {**airflow_home(tmp_path / "home", DAGS), **panel.env()}
     campaign = rows(panel, 60)
 

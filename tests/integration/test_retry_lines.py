@@ -39,17 +39,26 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def test_a_retry_places_no_order_twice(panel: SandboxPanel, airflow_env: dict[str, str]) -> None:
     service = next(s for s in panel.catalogue.services if s["type"] == "Default")
-    orders = [{"key": f"row-{i}", "service": service["service"], "link": f"https://example.com/retry/{i}",
-               "quantity": service["min"]} for i in range(3)]
+    orders = [
+        {
+            "key": f"row-{i}",
+            "service": service["service"],
+            "link": f"https://example.com/retry/{i}",
+            "quantity": service["min"],
+        }
+        for i in range(3)
+    ]
     panel.faults.add("add", "error", error=ACTIVE_ORDER, when=lambda form: form["link"].endswith("/1"), times=1)
     panel.faults.add("add", "drop_after_processing", when=lambda form: form["link"].endswith("/2"), times=1)
 
     env = {**airflow_env, **panel.env(), "MIRPANEL_TEST_ORDERS": json.dumps(orders)}
-    result = subprocess.run([AIRFLOW, "dags", "test", "mirpanel_retry_test"], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [AIRFLOW, "dags", "test", "mirpanel_retry_test"], env=env, capture_output=True, text=True, timeout=600
+    )
     output = result.stdout + result.stderr
-    logs = output + "".join(path.read_text(errors="replace")
-                            for path in Path(airflow_env["AIRFLOW_HOME"]).rglob("*.log"))
+    logs = output + "".join(
+        path.read_text(errors="replace") for path in Path(airflow_env["AIRFLOW_HOME"]).rglob("*.log")
+    )
 
     sent = Counter(entry.form["link"].rsplit("/", 1)[1] for entry in panel.requests if entry.action == "add")
     held = Counter((order.link or "").rsplit("/", 1)[1] for order in panel.state.orders.values())

@@ -63,17 +63,26 @@ for dag_id, conf in json.loads(sys.argv[2]):
 """
 
 
-def run_manually(env: Mapping[str, str], dags_folder: Path, *runs: tuple[str, dict[str, Any]],
-                 timeout: float = 300) -> tuple[list[dict[str, Any]], str]:
+def run_manually(
+    env: Mapping[str, str], dags_folder: Path, *runs: tuple[str, dict[str, Any]], timeout: float = 300
+) -> tuple[list[dict[str, Any]], str]:
     """Run each ``(dag_id, conf)`` in turn as a manual run without a logical date, in one subprocess.
 
     Returns one ``{dag_id, run_id, state, logical_date, run_after}`` per run, and the output (the
     task logs). A failed run is reported in ``state``, not raised.
     """
     script = _MANUAL_RUNS.replace("{tests!r}", repr(str(Path(__file__).resolve().parents[1])))
-    result = subprocess.run([sys.executable, "-c", script, str(dags_folder), json.dumps(runs)],
-                            env=dict(env), capture_output=True, text=True, timeout=timeout)
-    reports = [json.loads(line.removeprefix("MANUAL RUN ")) for line in result.stdout.splitlines()
-               if line.startswith("MANUAL RUN ")]
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(dags_folder), json.dumps(runs)],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    reports = [
+        json.loads(line.removeprefix("MANUAL RUN "))
+        for line in result.stdout.splitlines()
+        if line.startswith("MANUAL RUN ")
+    ]
     assert result.returncode == 0 and len(reports) == len(runs), (result.stdout[-6000:], result.stderr[-3000:])
     return reports, result.stdout

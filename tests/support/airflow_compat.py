@@ -23,7 +23,6 @@ else:  # 3.1
     from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef,unused-ignore]
 
 
-
 def dag_bag(folder: Path) -> Any:
     """The DAGs of ``folder``, parsed as the dag-processor does (a bundle named ``dags-folder``)."""
     if AIRFLOW_V_3_2_PLUS:

@@ -82,8 +82,10 @@ class Fault:
 
 def _retried(requests: int) -> dict[str, Outcome]:
     """Every action retried and then ok: the panel certainly did not process the failed attempt."""
-    return {"read": Outcome(OK_AFTER_RETRY, requests), **{action: Outcome(OK_AFTER_RETRY, requests, 1)
-                                                          for action in WRITES}}
+    return {
+        "read": Outcome(OK_AFTER_RETRY, requests),
+        **{action: Outcome(OK_AFTER_RETRY, requests, 1) for action in WRITES},
+    }
 
 
 def _lost_reply(held: int) -> dict[str, Outcome]:
@@ -97,42 +99,85 @@ def _lost_reply(held: int) -> dict[str, Outcome]:
 
 
 FAULTS: list[Fault] = [
-    Fault("connection refused, brief outage (0.1 s)", _retried(1), special="outage", options={"seconds": 0.1},
-          note="never connected: even an add is safely resent"),
-    Fault("connection refused, panel down", {
-        "read": Outcome(TRANSIENT, 0),
-        "add": Outcome(TRANSIENT, 0, 0),
-        "refill": Outcome(NOT_SENT_PER_ID, 0, 0),
-        "cancel": Outcome(NOT_SENT_PER_ID, 0, 0),
-    }, special="outage", options={"seconds": None}, note="request_sent=False on every error: safe to place again"),
-    Fault("connect timeout", _retried(1), special="connect_timeout",
-          note="transport-level mock: the first connection attempt times out"),
-    Fault("read timeout after the panel processed it", _lost_reply(held=1), kind="delay_after_processing",
-          options={"seconds": 0.8}),
+    Fault(
+        "connection refused, brief outage (0.1 s)",
+        _retried(1),
+        special="outage",
+        options={"seconds": 0.1},
+        note="never connected: even an add is safely resent",
+    ),
+    Fault(
+        "connection refused, panel down",
+        {
+            "read": Outcome(TRANSIENT, 0),
+            "add": Outcome(TRANSIENT, 0, 0),
+            "refill": Outcome(NOT_SENT_PER_ID, 0, 0),
+            "cancel": Outcome(NOT_SENT_PER_ID, 0, 0),
+        },
+        special="outage",
+        options={"seconds": None},
+        note="request_sent=False on every error: safe to place again",
+    ),
+    Fault(
+        "connect timeout",
+        _retried(1),
+        special="connect_timeout",
+        note="transport-level mock: the first connection attempt times out",
+    ),
+    Fault(
+        "read timeout after the panel processed it",
+        _lost_reply(held=1),
+        kind="delay_after_processing",
+        options={"seconds": 0.8},
+    ),
     Fault("connection dropped after the panel processed it", _lost_reply(held=1), kind="drop_after_processing"),
-    Fault("HTTP 500", _lost_reply(held=0), kind="http_status", options={"status": 500},
-          note='{"error": "Internal Server Error"}: the server\'s text, not the panel\'s answer'),
+    Fault(
+        "HTTP 500",
+        _lost_reply(held=0),
+        kind="http_status",
+        options={"status": 500},
+        note='{"error": "Internal Server Error"}: the server\'s text, not the panel\'s answer',
+    ),
     Fault("HTTP 502", _lost_reply(held=0), kind="http_status", options={"status": 502}),
     Fault("HTTP 503", _lost_reply(held=0), kind="http_status", options={"status": 503}),
     Fault("HTTP 504", _lost_reply(held=0), kind="http_status", options={"status": 504}),
-    Fault("HTTP 502 after the panel processed it", _lost_reply(held=1), kind="http_status",
-          options={"status": 502, "process": True}),
-    Fault("HTTP 429 with Retry-After: 0.2", _retried(2), kind="rate_limit", options={"retry_after": 0.2},
-          min_seconds=0.2, note="not processed: even an add is resent, after Retry-After"),
+    Fault(
+        "HTTP 502 after the panel processed it",
+        _lost_reply(held=1),
+        kind="http_status",
+        options={"status": 502, "process": True},
+    ),
+    Fault(
+        "HTTP 429 with Retry-After: 0.2",
+        _retried(2),
+        kind="rate_limit",
+        options={"retry_after": 0.2},
+        min_seconds=0.2,
+        note="not processed: even an add is resent, after Retry-After",
+    ),
     Fault("HTTP 429 without Retry-After", _retried(2), kind="rate_limit"),
-    Fault("HTML page with HTTP 200", _lost_reply(held=0), kind="html", options={"status": 200},
-          note="a Cloudflare challenge page"),
+    Fault(
+        "HTML page with HTTP 200",
+        _lost_reply(held=0),
+        kind="html",
+        options={"status": 200},
+        note="a Cloudflare challenge page",
+    ),
     Fault("HTML page with HTTP 503", _lost_reply(held=0), kind="html", options={"status": 503}),
     Fault("empty body, HTTP 200", _lost_reply(held=0), kind="body", options={"body": b""}),
-    Fault("truncated JSON body, HTTP 200", _lost_reply(held=0), kind="body",
-          options={"body": b'{"status": "Compl'}),
-    Fault("panel error with HTTP 500", {
-        "read": Outcome(API_ERROR, 1),
-        "add": Outcome(API_ERROR, 1, 0),
-        "refill": Outcome(REFUSED_PER_ID, 1, 0),
-        "cancel": Outcome(REFUSED_PER_ID, 1, 0),
-    }, kind="error", options={"error": "Incorrect request", "status": 500},
-        note="the panel's own refusal: final, never retried"),
+    Fault("truncated JSON body, HTTP 200", _lost_reply(held=0), kind="body", options={"body": b'{"status": "Compl'}),
+    Fault(
+        "panel error with HTTP 500",
+        {
+            "read": Outcome(API_ERROR, 1),
+            "add": Outcome(API_ERROR, 1, 0),
+            "refill": Outcome(REFUSED_PER_ID, 1, 0),
+            "cancel": Outcome(REFUSED_PER_ID, 1, 0),
+        },
+        kind="error",
+        options={"error": "Incorrect request", "status": 500},
+        note="the panel's own refusal: final, never retried",
+    ),
 ]
 
 CELLS = [(fault, action) for fault in FAULTS for action in ACTIONS]
@@ -155,8 +200,11 @@ def cell(fault: Fault, action: str) -> str:
     parts = [_SHORT[outcome.result], f"{outcome.requests} req"]
     if outcome.held is not None:
         noun = _HELD[action]
-        parts.append(f"{outcome.held} {noun}" if action == "cancel" else
-                     f"{outcome.held} {noun}{'s' if outcome.held != 1 else ''} held")
+        parts.append(
+            f"{outcome.held} {noun}"
+            if action == "cancel"
+            else f"{outcome.held} {noun}{'s' if outcome.held != 1 else ''} held"
+        )
     return "; ".join(parts)
 
 

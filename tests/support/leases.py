@@ -72,8 +72,15 @@ class TI:
 
 def rows(panel: SandboxPanel, n: int, tag: str = "row") -> list[dict[str, Any]]:
     service = next(s for s in panel.catalogue.services if s.get("type") == "Default")
-    return [{"key": f"{tag}-{i}", "service": service["service"], "link": f"https://example.com/{tag}/{i}",
-             "quantity": service["min"]} for i in range(n)]
+    return [
+        {
+            "key": f"{tag}-{i}",
+            "service": service["service"],
+            "link": f"https://example.com/{tag}/{i}",
+            "quantity": service["min"],
+        }
+        for i in range(n)
+    ]
 
 
 def context(assets: MemoryAssetStores, ti: TI) -> Any:

@@ -24,8 +24,10 @@ def service_of(panel: SandboxPanel, type_name: str = "Default", **flags: bool) -
 
 def campaign(service: Mapping[str, Any], n: int, **extra: Any) -> list[dict[str, Any]]:
     """``n`` valid orders for a service, order ``i`` linking to ``https://example.com/post/i``."""
-    return [{"service": service["service"], "link": f"https://example.com/post/{i}", "quantity": service["min"],
-             **extra} for i in range(n)]
+    return [
+        {"service": service["service"], "link": f"https://example.com/post/{i}", "quantity": service["min"], **extra}
+        for i in range(n)
+    ]
 
 
 def link_ends(suffix: str) -> Any:
@@ -37,9 +39,11 @@ def xcom_round_trip(value: Any) -> Any:
     return deserialize(json.loads(json.dumps(serialize(value))))
 
 
-def place_one(panel: SandboxPanel, ti: StandInTi | None = None,
-              **kwargs: Any) -> tuple[PlaceOrderOperator, list[dict[str, Any]]]:
+def place_one(
+    panel: SandboxPanel, ti: StandInTi | None = None, **kwargs: Any
+) -> tuple[PlaceOrderOperator, list[dict[str, Any]]]:
     service = service_of(panel)
-    op = PlaceOrderOperator(task_id="place", service=service["service"], link="https://example.com/a",
-                            quantity=service["min"], **kwargs)
+    op = PlaceOrderOperator(
+        task_id="place", service=service["service"], link="https://example.com/a", quantity=service["min"], **kwargs
+    )
     return op, op.execute(task_context(ti=ti) if ti else task_context())

@@ -98,8 +98,9 @@ def test_a_bad_id_for_a_single_id_method_is_refused_before_any_request(
 
 @pytest.mark.parametrize("method", sorted(MULTI_ID_METHODS))
 @pytest.mark.parametrize(("bad", "named"), BAD_IDS, ids=BAD_ID_IDS)
-def test_one_bad_id_among_good_ones_refuses_the_whole_call(panel: SandboxPanel, method: str, bad: Any,
-                                                          named: str) -> None:
+def test_one_bad_id_among_good_ones_refuses_the_whole_call(
+    panel: SandboxPanel, method: str, bad: Any, named: str
+) -> None:
     hook = MirPanelHook()
     good = list(range(1001, 1251))  # three requests' worth: none of them may go out
     refused(panel, lambda: MULTI_ID_METHODS[method](hook, [*good, bad]), named)
@@ -147,16 +148,20 @@ def test_the_hook_splits_250_ids_into_three_requests_instead(panel: SandboxPanel
     ],
     ids=["speed", "typo", "key", "action", "orders", "case"],
 )
-def test_an_unknown_order_parameter_is_refused_by_name(panel: SandboxPanel, params: dict[str, Any],
-                                                       named: str) -> None:
+def test_an_unknown_order_parameter_is_refused_by_name(panel: SandboxPanel, params: dict[str, Any], named: str) -> None:
     service = default_service(panel)["service"]
-    message = refused(panel, lambda: MirPanelHook().add_order(service, link=LINK, quantity=100, **params),
-                      "unknown order parameter", named)
+    message = refused(
+        panel,
+        lambda: MirPanelHook().add_order(service, link=LINK, quantity=100, **params),
+        "unknown order parameter",
+        named,
+    )
     assert "link" in message and "quantity" in message, "the known parameters are listed"
 
 
 @pytest.mark.parametrize(
-    "quantity", [10.5, "10.5", "ten", True, "1e3", -5, "-5", [100], {"q": 100}, "²", "", "None", 10**30, "1,000"],
+    "quantity",
+    [10.5, "10.5", "ten", True, "1e3", -5, "-5", [100], {"q": 100}, "²", "", "None", 10**30, "1,000"],
     ids=repr,
 )
 def test_a_quantity_that_is_not_a_whole_number_is_refused(panel: SandboxPanel, quantity: Any) -> None:
@@ -193,13 +198,26 @@ def test_a_bad_service_id_is_refused(panel: SandboxPanel, service: Any) -> None:
 )
 def test_a_link_with_a_line_break_or_control_character_is_refused(panel: SandboxPanel, link: str) -> None:
     service = default_service(panel)["service"]
-    refused(panel, lambda: MirPanelHook().add_order(service, link=link, quantity=100), "link",
-            "line break or control character")
+    refused(
+        panel,
+        lambda: MirPanelHook().add_order(service, link=link, quantity=100),
+        "link",
+        "line break or control character",
+    )
 
 
-@pytest.mark.parametrize(("link", "named"), [("", "must not be empty"), ("   ", "must not be empty"),
-                                             (["https://a"], "must be text"), ({"url": "x"}, "must be text"),
-                                             (True, "must be text"), (b"https://a", "must be text")], ids=repr)
+@pytest.mark.parametrize(
+    ("link", "named"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        (["https://a"], "must be text"),
+        ({"url": "x"}, "must be text"),
+        (True, "must be text"),
+        (b"https://a", "must be text"),
+    ],
+    ids=repr,
+)
 def test_an_empty_or_non_text_link_is_refused(panel: SandboxPanel, link: Any, named: str) -> None:
     service = default_service(panel)["service"]
     refused(panel, lambda: MirPanelHook().add_order(service, link=link, quantity=100), "link", named)
@@ -207,8 +225,13 @@ def test_an_empty_or_non_text_link_is_refused(panel: SandboxPanel, link: Any, na
 
 @pytest.mark.parametrize(
     ("comments", "named"),
-    [([], "must not be an empty list"), (["good", {"text": "x"}], "must be text"), (["a\r\nb"], "control"),
-     ("first\nsecond\x00", "control"), (["ok", ""], "must not be empty")],
+    [
+        ([], "must not be an empty list"),
+        (["good", {"text": "x"}], "must be text"),
+        (["a\r\nb"], "control"),
+        ("first\nsecond\x00", "control"),
+        (["ok", ""], "must not be empty"),
+    ],
     ids=["empty-list", "dict-item", "CR", "NUL", "empty-line"],
 )
 def test_bad_multi_line_values_are_refused(panel: SandboxPanel, comments: Any, named: str) -> None:
@@ -238,13 +261,16 @@ def test_order_problems_name_quantity_outside_min_max_and_missing_parameters(pan
     assert low is not None and high is not None
     assert problems_for(panel, "Default", link=LINK, quantity=low) == []
     assert problems_for(panel, "Default", link=LINK, quantity=low - 1) == [
-        f"quantity {low - 1} is below the service minimum {low}"]
+        f"quantity {low - 1} is below the service minimum {low}"
+    ]
     assert problems_for(panel, "Default", link=LINK, quantity=high + 1) == [
-        f"quantity {high + 1} is above the service maximum {high}"]
+        f"quantity {high + 1} is above the service maximum {high}"
+    ]
     assert problems_for(panel, "Default", link=LINK) == ["missing 'quantity' for a Default service"]
     assert problems_for(panel, "Custom Comments", link=LINK) == ["missing 'comments' for a Custom Comments service"]
     assert problems_for(panel, "Default", link=LINK, quantity=low, runs=5) == [
-        "drip-feed needs both 'runs' and 'interval'"]
+        "drip-feed needs both 'runs' and 'interval'"
+    ]
     assert problems_for(panel, "Package", link=LINK, quantity=1) == ["Package services do not take ['quantity']"]
     assert panel.requests == []
 
@@ -265,12 +291,20 @@ def in_dag(native: bool, make: Callable[[], Any]) -> Any:
 @pytest.mark.parametrize("native", [False, True], ids=["text", "native"])
 @pytest.mark.parametrize(
     ("rendered", "named"),
-    [(None, "None"), ([1001, None], "None"), ("[1001, 'x']", "'x'"), ({"a": 1}, "a"), (1.5, "1.5"),
-     ([[1001, 1002]], "flat list"), (-4, "-4")],
+    [
+        (None, "None"),
+        ([1001, None], "None"),
+        ("[1001, 'x']", "'x'"),
+        ({"a": 1}, "a"),
+        (1.5, "1.5"),
+        ([[1001, 1002]], "flat list"),
+        (-4, "-4"),
+    ],
     ids=["None", "list-with-None", "text-with-word", "dict", "float", "nested", "negative"],
 )
-@pytest.mark.parametrize("operator", [OrderStatusOperator, RefillOperator, CancelOrdersOperator],
-                         ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize(
+    "operator", [OrderStatusOperator, RefillOperator, CancelOrdersOperator], ids=lambda cls: cls.__name__
+)
 def test_order_ids_rendering_to_a_wrong_type_are_refused_before_any_request(
     panel: SandboxPanel, native: bool, rendered: Any, named: str, operator: type
 ) -> None:
@@ -282,8 +316,14 @@ def test_order_ids_rendering_to_a_wrong_type_are_refused_before_any_request(
 @pytest.mark.parametrize("native", [False, True], ids=["text", "native"])
 @pytest.mark.parametrize(
     ("params", "named"),
-    [({"quantity": None}, "quantity"), ({"quantity": 10.5}, "quantity"), ({"quantity": "many"}, "quantity"),
-     ({"service": None}, "service"), ({"service": "abc"}, "service"), ({"link": "a\nb"}, "link")],
+    [
+        ({"quantity": None}, "quantity"),
+        ({"quantity": 10.5}, "quantity"),
+        ({"quantity": "many"}, "quantity"),
+        ({"service": None}, "service"),
+        ({"service": "abc"}, "service"),
+        ({"link": "a\nb"}, "link"),
+    ],
     ids=["quantity-None", "quantity-float", "quantity-word", "service-None", "service-word", "link-newline"],
 )
 def test_order_fields_rendering_to_wrong_types_are_refused_before_any_request(
@@ -291,8 +331,12 @@ def test_order_fields_rendering_to_wrong_types_are_refused_before_any_request(
 ) -> None:
     service = default_service(panel)
     values = {"service": service["service"], "link": LINK, "quantity": service["min"], **params}
-    op = in_dag(native, lambda: PlaceOrderOperator(task_id="place", service="{{ params.service }}",
-                                                   link="{{ params.link }}", quantity="{{ params.quantity }}"))
+    op = in_dag(
+        native,
+        lambda: PlaceOrderOperator(
+            task_id="place", service="{{ params.service }}", link="{{ params.link }}", quantity="{{ params.quantity }}"
+        ),
+    )
     render(op, values)
     if native and params == {"quantity": None}:  # None is "not given": a catalogue check, after reading it
         with pytest.raises(MirPanelInputError, match="missing 'quantity' for a Default service"):
@@ -334,12 +378,10 @@ def test_place_order_operator_checks_min_max_and_required_parameters_against_the
 
 @pytest.mark.parametrize(
     "orders",
-    ["{[]: 1}", '[{"service": 1, "link": "x"}', "[" * 100_000, "{'a': {[]: 1}}", "None", "42", "[1, 2]",
-     '"a string"'],
+    ["{[]: 1}", '[{"service": 1, "link": "x"}', "[" * 100_000, "{'a': {[]: 1}}", "None", "42", "[1, 2]", '"a string"'],
     ids=["unhashable-key", "unclosed", "deep", "nested-unhashable", "None", "number", "list-of-ints", "string"],
 )
-def test_orders_text_that_is_not_a_list_of_rows_is_refused_before_any_request(panel: SandboxPanel,
-                                                                            orders: str) -> None:
+def test_orders_text_that_is_not_a_list_of_rows_is_refused_before_any_request(panel: SandboxPanel, orders: str) -> None:
     op = PlaceOrderOperator(task_id="place", orders=orders)
     refused(panel, lambda: op.execute(task_context()), "orders must be a list of dicts")
 
@@ -348,5 +390,4 @@ def test_rows_with_non_text_parameter_names_are_refused_by_name(panel: SandboxPa
     service = default_service(panel)
     rows = [{"service": service["service"], "link": LINK, "quantity": service["min"], 1: 2, "colour": "red"}]
     op = PlaceOrderOperator(task_id="place", orders=rows)
-    refused(panel, lambda: op.execute(task_context()),
-            "row 0: unknown order parameter(s) ['colour', 1]")
+    refused(panel, lambda: op.execute(task_context()), "row 0: unknown order parameter(s) ['colour', 1]")

@@ -55,16 +55,23 @@ def test_every_airflow_line_builds_the_connection_form_with_every_mirpanel_field
 
     manager = ProvidersManager()
     fields = set(get_provider_info()["connection-types"][0]["conn-fields"])
-    listed = {name.removeprefix("extra__mirpanel__") for name in manager.connection_form_widgets
-              if name.startswith("extra__mirpanel__")}
+    listed = {
+        name.removeprefix("extra__mirpanel__")
+        for name in manager.connection_form_widgets
+        if name.startswith("extra__mirpanel__")
+    }
     assert listed == fields, airflow_line()
     behaviour = manager.field_behaviours["mirpanel"]
     assert behaviour["relabeling"] == {"host": "API URL", "password": "API key"}
     assert set(behaviour["hidden_fields"]) == {"login", "schema", "port"}
     if not DECLARATIVE_CONN_FIELDS:  # 3.1: typed WTForms fields from the declarative schema
-        kinds = {name: type(manager.connection_form_widgets[f"extra__mirpanel__{name}"].field).__name__
-                 for name in ("retries", "verify_ssl", "timeout")}
+        kinds = {
+            name: type(manager.connection_form_widgets[f"extra__mirpanel__{name}"].field).__name__
+            for name in ("retries", "verify_ssl", "timeout")
+        }
         assert kinds == {"retries": "UnboundField", "verify_ssl": "UnboundField", "timeout": "UnboundField"}
-        classes = {name: manager.connection_form_widgets[f"extra__mirpanel__{name}"].field.field_class.__name__
-                   for name in ("retries", "verify_ssl", "timeout")}
+        classes = {
+            name: manager.connection_form_widgets[f"extra__mirpanel__{name}"].field.field_class.__name__
+            for name in ("retries", "verify_ssl", "timeout")
+        }
         assert classes == {"retries": "IntegerField", "verify_ssl": "BooleanField", "timeout": "StringField"}

@@ -13,20 +13,65 @@ from airflow_provider_mirpanel.records import DTYPES, KIND_COLUMNS, dtype_of, in
 
 SAMPLES: dict[str, list[dict[str, Any]]] = {
     "service": [
-        {"service": 1, "name": "Followers", "type": "Default", "category": "Instagram", "rate": 0.9, "min": 50,
-         "max": 10000, "refill": True, "cancel": False, "dripfeed": None, "desc": "fast"},
+        {
+            "service": 1,
+            "name": "Followers",
+            "type": "Default",
+            "category": "Instagram",
+            "rate": 0.9,
+            "min": 50,
+            "max": 10000,
+            "refill": True,
+            "cancel": False,
+            "dripfeed": None,
+            "desc": "fast",
+        },
     ],
     "order_status": [
-        {"order": 23501, "status": "Partial", "charge": 0.27819, "start_count": 3572, "remains": 157,
-         "currency": "USD", "error": None, "checked_at": "2026-01-05T10:00:00.123+00:00"},
-        {"order": 10, "status": None, "charge": None, "start_count": None, "remains": None, "currency": None,
-         "error": "Incorrect order ID", "checked_at": "2026-01-05T10:00:00.123+00:00"},
+        {
+            "order": 23501,
+            "status": "Partial",
+            "charge": 0.27819,
+            "start_count": 3572,
+            "remains": 157,
+            "currency": "USD",
+            "error": None,
+            "checked_at": "2026-01-05T10:00:00.123+00:00",
+        },
+        {
+            "order": 10,
+            "status": None,
+            "charge": None,
+            "start_count": None,
+            "remains": None,
+            "currency": None,
+            "error": "Incorrect order ID",
+            "checked_at": "2026-01-05T10:00:00.123+00:00",
+        },
     ],
     "placed_order": [
-        {"key": "0", "state": "placed", "order": 23501, "service": 1, "link": "https://x", "quantity": 100,
-         "runs": 2, "interval": 30, "cost": 0.09, "error": None},
-        {"key": "1", "state": "refused", "order": None, "service": 1, "link": "https://y", "quantity": 100,
-         "cost": 0.09, "error": "Bad link"},
+        {
+            "key": "0",
+            "state": "placed",
+            "order": 23501,
+            "service": 1,
+            "link": "https://x",
+            "quantity": 100,
+            "runs": 2,
+            "interval": 30,
+            "cost": 0.09,
+            "error": None,
+        },
+        {
+            "key": "1",
+            "state": "refused",
+            "order": None,
+            "service": 1,
+            "link": "https://y",
+            "quantity": 100,
+            "cost": 0.09,
+            "error": "Bad link",
+        },
     ],
     "refill": [{"order": 1, "refill": 5, "error": None}, {"order": 2, "refill": None, "error": "Not eligible"}],
     "refill_status": [{"refill": 5, "status": "Completed", "error": None, "checked_at": "2026-01-05T10:00:00Z"}],
@@ -62,8 +107,14 @@ def test_dtypes_are_the_documented_ones() -> None:
     frame = to_dataframe(SAMPLES["order_status"])
 
     assert frame.dtypes.astype(str).to_dict() == {
-        "order": "Int64", "status": "string", "charge": "Float64", "start_count": "Int64", "remains": "Int64",
-        "currency": "string", "error": "string", "checked_at": "datetime64[ns, UTC]",
+        "order": "Int64",
+        "status": "string",
+        "charge": "Float64",
+        "start_count": "Int64",
+        "remains": "Int64",
+        "currency": "string",
+        "error": "string",
+        "checked_at": "datetime64[ns, UTC]",
     }
     assert frame.loc[1, "remains"] is pd.NA
     assert frame.loc[0, "checked_at"] == pd.Timestamp("2026-01-05T10:00:00.123", tz="UTC")

@@ -47,8 +47,19 @@ from airflow_provider_mirpanel.triggers.mirpanel import OrderStatusTrigger, Refi
 from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 from airflow_provider_mirpanel.version_compat import TaskDeferred
 
-LOGGERS = ("", "requests", "urllib3", "aiohttp", "aiohttp.client", "airflow", "airflow.task", "airflow.hooks",
-           "airflow_provider_mirpanel", "tenacity", "asyncio")
+LOGGERS = (
+    "",
+    "requests",
+    "urllib3",
+    "aiohttp",
+    "aiohttp.client",
+    "airflow",
+    "airflow.task",
+    "airflow.hooks",
+    "airflow_provider_mirpanel",
+    "tenacity",
+    "asyncio",
+)
 FAST = {"timeout": 0.5, "connect_timeout": 0.5, "retries": 2, "backoff": 0.01}
 
 
@@ -133,8 +144,9 @@ def debug_logging() -> Iterator[Capture]:
 
 
 @pytest.fixture
-def scan(panel: SandboxPanel, debug_logging: Capture, capfd: pytest.CaptureFixture[str],
-         monkeypatch: pytest.MonkeyPatch) -> Scan:
+def scan(
+    panel: SandboxPanel, debug_logging: Capture, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Scan:
     """Small timeouts and quick retries on the sandbox connection, and a scanner for its key."""
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(**FAST)))
     return Scan([panel.api_key], debug_logging, capfd)
@@ -142,8 +154,13 @@ def scan(panel: SandboxPanel, debug_logging: Capture, capfd: pytest.CaptureFixtu
 
 def refillable(panel: SandboxPanel) -> dict[str, Any]:
     """A Default service that takes refills and cancels."""
-    return dict(next(service for service in panel.catalogue.services if service.get("type") == "Default"
-                     and service.get("refill") is True and service.get("cancel") is True))
+    return dict(
+        next(
+            service
+            for service in panel.catalogue.services
+            if service.get("type") == "Default" and service.get("refill") is True and service.get("cancel") is True
+        )
+    )
 
 
 def urllib3_saw_requests(scan: Scan) -> bool:
@@ -156,8 +173,9 @@ def urllib3_saw_requests(scan: Scan) -> bool:
 def test_every_hook_method_on_success_paths_keeps_the_key_out_of_everything(panel: SandboxPanel, scan: Scan) -> None:
     hook = MirPanelHook()
     service = refillable(panel)
-    placed = scan.call(lambda: hook.add_order(service["service"], link="https://example.com/p/1",
-                                              quantity=service["min"]))
+    placed = scan.call(
+        lambda: hook.add_order(service["service"], link="https://example.com/p/1", quantity=service["min"])
+    )
     done = panel.create_orders(200, service=service["service"], status="Completed")
     pending = panel.create_orders(49, service=service["service"], status="Pending")
     ids = [placed["order"], *done, *pending]
@@ -211,8 +229,9 @@ def test_failures_and_retries_keep_the_key_out_of_everything(panel: SandboxPanel
     scan.check(min_log_lines=20)
 
 
-def test_a_wrong_key_is_not_leaked_either(panel: SandboxPanel, debug_logging: Capture,
-                                          capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_key_is_not_leaked_either(
+    panel: SandboxPanel, debug_logging: Capture, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     wrong = "wrong-key-" + panel.api_key[::-1]
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(**FAST), "password": wrong}))
     scan = Scan([wrong, panel.api_key], debug_logging, capfd)
@@ -225,8 +244,9 @@ def test_a_wrong_key_is_not_leaked_either(panel: SandboxPanel, debug_logging: Ca
 
 
 @pytest.mark.parametrize("status", [200, 401, 429, 500])
-def test_a_panel_that_echoes_the_key_in_its_reply_does_not_leak_it(panel: SandboxPanel, scan: Scan,
-                                                                  status: int) -> None:
+def test_a_panel_that_echoes_the_key_in_its_reply_does_not_leak_it(
+    panel: SandboxPanel, scan: Scan, status: int
+) -> None:
     """Some panels repeat the request in their error text; the key must not ride along into errors or logs."""
     echo = f"Invalid API key: {panel.api_key}. Request: key={panel.api_key}&action=balance"
     panel.faults.add(None, "error", error=echo, status=status, times=None)
@@ -261,12 +281,14 @@ def test_the_async_hook_keeps_the_key_out_of_everything(panel: SandboxPanel, sca
     ids = panel.create_orders(150)
     panel.faults.add("status", "http_status", status=502, times=2)
     panel.faults.add("balance", "drop", times=1)
-    asyncio.run(async_calls(
-        scan,
-        lambda hook: hook.get_orders_status(ids),
-        lambda hook: hook.get_refills_status([1, 2]),
-        lambda hook: hook.get_balance(),
-    ))
+    asyncio.run(
+        async_calls(
+            scan,
+            lambda hook: hook.get_orders_status(ids),
+            lambda hook: hook.get_refills_status([1, 2]),
+            lambda hook: hook.get_balance(),
+        )
+    )
     with panel.outage():
         asyncio.run(async_calls(scan, lambda hook: hook.get_balance()))
     assert [type(error) for error in scan.errors] == [MirPanelTransientError], "only the outage failed"
@@ -279,8 +301,10 @@ def test_the_async_hook_keeps_the_key_out_of_everything(panel: SandboxPanel, sca
 
 def test_operators_keep_the_key_out_of_xcom_rendered_fields_and_errors(panel: SandboxPanel, scan: Scan) -> None:
     service = panel.catalogue.first_of_type("Default")
-    orders = [{"service": service["service"], "link": f"https://example.com/o/{i}", "quantity": service["min"]}
-              for i in range(5)]
+    orders = [
+        {"service": service["service"], "link": f"https://example.com/o/{i}", "quantity": service["min"]}
+        for i in range(5)
+    ]
     panel.faults.add("add", "drop_after_processing", when=lambda form: form.get("link", "").endswith("/3"))
     store = InProcessStateStore()
     place = PlaceOrderOperator(task_id="place", orders=orders)
@@ -304,8 +328,9 @@ def test_operators_keep_the_key_out_of_xcom_rendered_fields_and_errors(panel: Sa
     scan.check()
 
 
-def test_sensors_and_triggers_keep_the_key_out_of_xcom_events_and_serialization(panel: SandboxPanel,
-                                                                                scan: Scan) -> None:
+def test_sensors_and_triggers_keep_the_key_out_of_xcom_events_and_serialization(
+    panel: SandboxPanel, scan: Scan
+) -> None:
     ids = panel.create_orders(120)
     panel.complete_all()
     sensor = OrderStatusSensor(task_id="wait", order_ids=ids, poke_interval=0.01, timeout=10)
@@ -367,8 +392,10 @@ INSECURE = [
     ({"host": "http://127.0.0.1.nip.io/api/v2"}, "plain http:// to 127.0.0.1.nip.io"),
     ({"host": "https://panel.example.com/api/v2", "extra": {"verify": False}}, "TLS certificate verification"),
     ({"host": "https://panel.example.com/api/v2", "extra": {"verify_ssl": "false"}}, "TLS certificate verification"),
-    ({"host": "https://panel.example.com/api/v2", "extra": {"verify": "0", "allow_insecure": "false"}},
-     "TLS certificate verification"),
+    (
+        {"host": "https://panel.example.com/api/v2", "extra": {"verify": "0", "allow_insecure": "false"}},
+        "TLS certificate verification",
+    ),
 ]
 
 
@@ -377,8 +404,9 @@ def connection(fields: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize(("fields", "problem"), INSECURE, ids=[json.dumps(f) for f, _ in INSECURE])
-def test_insecure_transport_is_refused_before_any_request(fields: dict[str, Any], problem: str, no_network: list[str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_insecure_transport_is_refused_before_any_request(
+    fields: dict[str, Any], problem: str, no_network: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(CONN_ENV_VAR, connection(fields))
     with pytest.raises(MirPanelInputError, match="allow_insecure") as caught:
         MirPanelHook().get_balance()
@@ -398,22 +426,39 @@ async def async_balance() -> Any:
 
 @pytest.mark.parametrize("opt_in", [True, "true", "1", "yes"], ids=repr)
 @pytest.mark.parametrize(("fields", "problem"), [INSECURE[0], INSECURE[7]], ids=["http", "no-verify"])
-def test_allow_insecure_lets_it_through_with_a_warning(fields: dict[str, Any], problem: str, opt_in: Any,
-                                                        no_network: list[str], monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_allow_insecure_lets_it_through_with_a_warning(
+    fields: dict[str, Any],
+    problem: str,
+    opt_in: Any,
+    no_network: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     fields = {**fields, "extra": {**fields.get("extra", {}), "allow_insecure": opt_in}}
     monkeypatch.setenv(CONN_ENV_VAR, connection(fields))
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_mirpanel.client.settings"), \
-            pytest.raises(AssertionError, match="a request was attempted"):
+    with (
+        caplog.at_level(logging.WARNING, logger="airflow_provider_mirpanel.client.settings"),
+        pytest.raises(AssertionError, match="a request was attempted"),
+    ):
         MirPanelHook().get_balance()
     assert len(no_network) == 1 and no_network[0].startswith(fields["host"].split("/api")[0].lower()[:12])
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("allowed by allow_insecure" in text and problem.split(" to ")[0] in text for text in warnings)
 
 
-@pytest.mark.parametrize("host", ["http://127.0.0.1:8765/api/v2", "http://localhost:8765/api/v2",
-                                  "http://[::1]:8765/api/v2", "http://127.0.0.2/api/v2", "http://api.localhost/v2",
-                                  "https://panel.example.com/api/v2", "panel.example.com/api/v2", ""])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://127.0.0.1:8765/api/v2",
+        "http://localhost:8765/api/v2",
+        "http://[::1]:8765/api/v2",
+        "http://127.0.0.2/api/v2",
+        "http://api.localhost/v2",
+        "https://panel.example.com/api/v2",
+        "panel.example.com/api/v2",
+        "",
+    ],
+)
 def test_loopback_http_and_https_need_no_opt_in(host: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         settings = ClientSettings.from_connection(host, None, None, {})

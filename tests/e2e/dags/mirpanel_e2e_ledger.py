@@ -57,8 +57,9 @@ PARAMS = {
 
 def read_rows(path: str) -> list[dict[str, Any]]:
     with Path(path).open(newline="") as file:
-        return [{**row, "service": int(row["service"]), "quantity": int(row["quantity"])}
-                for row in csv.DictReader(file)]
+        return [
+            {**row, "service": int(row["service"]), "quantity": int(row["quantity"])} for row in csv.DictReader(file)
+        ]
 
 
 def gated(add_order: Callable[..., Any], gate: Path, who: str, log: Any) -> Callable[..., Any]:
@@ -89,8 +90,14 @@ class GatedPlaceOrderOperator(PlaceOrderOperator):
 
     template_fields = (*PlaceOrderOperator.template_fields, "gate", "gate_from_try", "gate_who")
 
-    def __init__(self, *, gate: str = "", gate_from_try: Any = 1,
-                 gate_who: str = "{{ run_id }}.try{{ ti.try_number }}", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        gate: str = "",
+        gate_from_try: Any = 1,
+        gate_who: str = "{{ run_id }}.try{{ ti.try_number }}",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.gate = gate
         self.gate_from_try = gate_from_try
@@ -116,13 +123,14 @@ def chunks(params: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """The run's rows in ``chunks`` chunks."""
     rows = read_rows(params["campaign_csv"])
     size = math.ceil(len(rows) / params["chunks"])
-    return [rows[start:start + size] for start in range(0, len(rows), size)]
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
 
 
 def place_dag(dag_id: str, description: str, **place: Any) -> DAG:
     """Rows → one placement into the run's scope, with a gate (and, unless ``place`` says otherwise, one retry)."""
-    with DAG(dag_id=dag_id, description=description, schedule=None, catchup=False,
-             tags=["mirpanel", "e2e"], params=PARAMS) as dag:
+    with DAG(
+        dag_id=dag_id, description=description, schedule=None, catchup=False, tags=["mirpanel", "e2e"], params=PARAMS
+    ) as dag:
         GatedPlaceOrderOperator(
             task_id="place_orders",
             orders=rows(),  # type: ignore[call-arg]
@@ -137,12 +145,25 @@ def place_dag(dag_id: str, description: str, **place: Any) -> DAG:
 
 place_dag("mirpanel_e2e_place", "Place rows into a ledger scope; runs may overlap")
 place_dag("mirpanel_e2e_place_twin", "A second DAG placing into the same ledger scopes")
-place_dag("mirpanel_e2e_place_killable", "Placement into a scope whose holder may be killed",
-          retries=0, ledger_lease=SHORT_LEASE)
+place_dag(
+    "mirpanel_e2e_place_killable",
+    "Placement into a scope whose holder may be killed",
+    retries=0,
+    ledger_lease=SHORT_LEASE,
+)
 
-with DAG(dag_id="mirpanel_e2e_place_mapped", description="Mapped placement of chunks into one ledger scope",
-         schedule=None, catchup=False, tags=["mirpanel", "e2e"], params=PARAMS):
+with DAG(
+    dag_id="mirpanel_e2e_place_mapped",
+    description="Mapped placement of chunks into one ledger scope",
+    schedule=None,
+    catchup=False,
+    tags=["mirpanel", "e2e"],
+    params=PARAMS,
+):
     PlaceOrderOperator.partial(
-        task_id="place_orders", ledger_scope="{{ params.scope }}", ledger_wait_poll=POLL,
-        retries=1, retry_delay=timedelta(seconds=2),
+        task_id="place_orders",
+        ledger_scope="{{ params.scope }}",
+        ledger_wait_poll=POLL,
+        retries=1,
+        retry_delay=timedelta(seconds=2),
     ).expand(orders=chunks())  # type: ignore[call-arg]

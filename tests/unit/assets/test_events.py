@@ -15,8 +15,9 @@ from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 PLACED = Asset("campaign_placed")
 FINISHED = Asset("campaign_finished")
-ROWS = [{"key": f"row-{n}", "service": 8094, "link": f"https://instagram.com/p/{n}", "quantity": 1000}
-        for n in range(3)]
+ROWS = [
+    {"key": f"row-{n}", "service": 8094, "link": f"https://instagram.com/p/{n}", "quantity": 1000} for n in range(3)
+]
 
 
 def emit(hook: CampaignAssetEvent, operator: Any, result: Any) -> dict[str, Any]:
@@ -27,13 +28,22 @@ def emit(hook: CampaignAssetEvent, operator: Any, result: Any) -> dict[str, Any]
 
 
 def test_placed_and_finished_events_summarise_counts_spend_and_statuses(panel: SandboxPanel) -> None:
-    place = PlaceOrderOperator(task_id="place", orders=ROWS, outlets=[PLACED],
-                               post_execute=CampaignAssetEvent("placed", "{{ params.campaign }}"))
+    place = PlaceOrderOperator(
+        task_id="place",
+        orders=ROWS,
+        outlets=[PLACED],
+        post_execute=CampaignAssetEvent("placed", "{{ params.campaign }}"),
+    )
     placed = place.execute(task_context())
     extra = emit(CampaignAssetEvent("placed", "{{ params.campaign }}"), place, placed)
     cost = sum(record["cost"] for record in placed)
-    assert extra == {"stage": "placed", "campaign": "spring", "orders": 3, "states": {"placed": 3},
-                     "spend": pytest.approx(cost)}
+    assert extra == {
+        "stage": "placed",
+        "campaign": "spring",
+        "orders": 3,
+        "states": {"placed": 3},
+        "spend": pytest.approx(cost),
+    }
 
     panel.complete_all()
     status = OrderStatusOperator(task_id="wait", order_ids=[record["order"] for record in placed], outlets=[FINISHED])
@@ -47,7 +57,13 @@ def test_placed_and_finished_events_summarise_counts_spend_and_statuses(panel: S
 def test_the_summary_is_small_for_any_number_of_orders() -> None:
     records = [{"order": n, "status": "Completed", "charge": 0.01, "remains": 0} for n in range(10_000)]
     summary = campaign_summary(records, "finished", "big")
-    assert summary == {"stage": "finished", "campaign": "big", "orders": 10_000, "statuses": {"Completed": 10_000},
-                       "spend": pytest.approx(100.0), "remains": 0}
+    assert summary == {
+        "stage": "finished",
+        "campaign": "big",
+        "orders": 10_000,
+        "statuses": {"Completed": 10_000},
+        "spend": pytest.approx(100.0),
+        "remains": 0,
+    }
     with pytest.raises(ValueError, match="stage must be one of"):
         CampaignAssetEvent("started")

@@ -81,8 +81,9 @@ from airflow_provider_mirpanel.links.order_page import PanelOrderLink
 print(ServicesOperator(task_id="s").get_openlineage_facets_on_complete(None),
       OrderStatusSensor(task_id="w", order_ids=[1]).get_openlineage_facets_on_complete(None))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["None", "None"]
 
@@ -110,8 +111,10 @@ def collected(collector: Any) -> tuple[list[tuple[str, int]], list[tuple[str, in
     """The URIs of the collected input and output assets (one entry per reporting hook or engine), with
     how often each was reported."""
     assets = collector.collected_assets
-    return (sorted((info.asset.uri, info.count) for info in assets.inputs),
-            sorted((info.asset.uri, info.count) for info in assets.outputs))
+    return (
+        sorted((info.asset.uri, info.count) for info in assets.inputs),
+        sorted((info.asset.uri, info.count) for info in assets.outputs),
+    )
 
 
 def as_openlineage(info: Any) -> tuple[str, str]:
@@ -141,7 +144,10 @@ def test_the_hook_reports_what_each_action_read_and_wrote_once(panel: SandboxPan
     namespace = f"mirpanel://127.0.0.1:{panel.port}"
     assets = collector.collected_assets
     assert sorted({as_openlineage(info) for info in [*assets.inputs, *assets.outputs]}) == [
-        (namespace, "balance"), (namespace, "orders"), (namespace, "refills")]
+        (namespace, "balance"),
+        (namespace, "orders"),
+        (namespace, "refills"),
+    ]
 
 
 def test_a_panel_asset_without_a_hook_is_named_from_its_connection(panel: SandboxPanel) -> None:
@@ -158,13 +164,13 @@ def test_a_panel_asset_without_a_hook_is_named_from_its_connection(panel: Sandbo
 
 
 def test_the_example_warehouse_names_its_tables_after_the_panel_datasets_they_load(
-        panel: SandboxPanel, collector: Any, warehouse: ModuleType, tmp_path: Path) -> None:
+    panel: SandboxPanel, collector: Any, warehouse: ModuleType, tmp_path: Path
+) -> None:
     from sqlalchemy import create_engine, make_url
 
     # only the URL counts (no driver needed, nothing connects)
     postgres = SimpleNamespace(url=make_url("postgresql+psycopg2://etl:secret@db.internal:6543/marketing"))
-    warehouse.report_lineage(postgres, ["orders"], [warehouse.order_status_history,
-                                                            warehouse.orders])
+    warehouse.report_lineage(postgres, ["orders"], [warehouse.order_status_history, warehouse.orders])
     sqlite = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     warehouse.metadata.create_all(sqlite)
     statuses = [{"order": 1, "status": "Completed", "charge": 1.0, "checked_at": "2026-11-30T00:00:00+00:00"}]
@@ -173,10 +179,14 @@ def test_the_example_warehouse_names_its_tables_after_the_panel_datasets_they_lo
     assert inputs == [("mirpanel://mirpanel_default/orders", 1)] * 2  # by each engine
     # the form apache-airflow-providers-postgres turns into the dataset marketing.public.<table>;
     # no Airflow provider translates SQLite tables, so those are not reported
-    assert outputs == [("postgres://db.internal:6543/marketing/public/order_status_history", 1),
-                       ("postgres://db.internal:6543/marketing/public/orders", 1)]
+    assert outputs == [
+        ("postgres://db.internal:6543/marketing/public/order_status_history", 1),
+        ("postgres://db.internal:6543/marketing/public/orders", 1),
+    ]
     assert "secret" not in json.dumps([*inputs, *outputs])
     table_uri, orders = warehouse.table_uri, warehouse.orders
-    assert table_uri(make_url("mysql+mysqldb://etl:secret@db.internal/marketing"), orders) == \
-        "mysql://db.internal:3306/marketing/orders"
+    assert (
+        table_uri(make_url("mysql+mysqldb://etl:secret@db.internal/marketing"), orders)
+        == "mysql://db.internal:3306/marketing/orders"
+    )
     assert table_uri(make_url(f"sqlite:///{tmp_path / 'w.db'}"), orders) is None

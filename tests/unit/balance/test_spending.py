@@ -53,18 +53,22 @@ def test_the_operator_projects_the_run_out_from_the_history_in_the_asset_state_s
 
     # 1,100 -> 1,010 over 9 h, then 1,000 an hour later: 10 USD per hour, 100 hours left.
     message = str(low.value)
-    assert message.startswith("balance 1,000.00 USD runs out within 120 h (threshold minimum 100.00 USD or "
-                              "runs out within 120 h); spend rate 10.00 USD/h: it runs out in about 100.0 h (at 20")
+    assert message.startswith(
+        "balance 1,000.00 USD runs out within 120 h (threshold minimum 100.00 USD or "
+        "runs out within 120 h); spend rate 10.00 USD/h: it runs out in about 100.0 h (at 20"
+    )
     assert panel.count("balance") == 1
     assert len(store.get(HISTORY_KEY)) == 11  # this reading joined the history
 
 
-def test_a_slow_spend_passes_and_says_when_it_would_run_out(panel: SandboxPanel,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_slow_spend_passes_and_says_when_it_would_run_out(
+    panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+) -> None:
     stores = MemoryAssetStores()
     stores[balance_asset("mirpanel_default")].set(HISTORY_KEY, [[time.time() - 10 * HOUR, 1001.0]])
     record = BalanceCheckOperator(task_id="balance", min_balance=100, runs_out_within_hours=24).execute(
-        task_context(asset_state_store=stores))
+        task_context(asset_state_store=stores)
+    )
     assert record["balance"] == 1000.0
     out = capsys.readouterr().out
     assert "balance 1,000.00 USD is fine" in out and "it runs out in about 10,000.0 h" in out

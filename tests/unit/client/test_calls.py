@@ -114,10 +114,12 @@ def test_a_multi_call_whose_batches_fail_differently_raises_the_most_serious_in_
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(retries=0, concurrency=1)))
     ids = panel.create_orders(150)
     first, second = str(ids[0]), str(ids[100])
-    panel.faults.add("status", "http_status", status=503, times=None,
-                     when=lambda form: form["orders"].startswith(first))
-    panel.faults.add("status", "error", error="Invalid API key", times=None,
-                     when=lambda form: form["orders"].startswith(second))
+    panel.faults.add(
+        "status", "http_status", status=503, times=None, when=lambda form: form["orders"].startswith(first)
+    )
+    panel.faults.add(
+        "status", "error", error="Invalid API key", times=None, when=lambda form: form["orders"].startswith(second)
+    )
 
     sync = call_sync("get_orders_status", (ids,))
     asynchronous = call_async("get_orders_status", (ids,))
@@ -125,4 +127,3 @@ def test_a_multi_call_whose_batches_fail_differently_raises_the_most_serious_in_
     assert type(sync) is MirPanelAuthError and type(asynchronous) is MirPanelAuthError
     assert comparable(sync) == comparable(asynchronous)
     assert not isinstance(sync, MirPanelTransientError)
-

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.clocks import FakeClock
 
 from airflow_provider_mirpanel.client.defaults import DEFAULT_RATE_LIMITS
 from airflow_provider_mirpanel.client.ratelimit import DEFAULT_BUDGETS, Budget, RateLimiter
@@ -26,26 +27,6 @@ from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR, SandboxPanel
 
 MINUTE, HOUR = 60.0, 3600.0
-
-
-class FakeClock:
-    """Time that passes only when the limiter waits; every wait is recorded, none takes real time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-        self.async_waits: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.async_waits.append(seconds)
-        self.now += seconds
 
 
 def starts(limiter: RateLimiter, clock: FakeClock, action: str, count: int) -> list[float]:
@@ -67,10 +48,17 @@ def most_in_any_window(times: list[float], per: float) -> int:
 
 def test_the_defaults_are_the_published_limits() -> None:
     assert {action: (budget.limit, budget.per) for action, budget in DEFAULT_BUDGETS.items()} == {
-        "add": (60, MINUTE), "status": (120, MINUTE), "balance": (30, MINUTE), "services": (10, HOUR),
-        "refill_status": (120, MINUTE), "refill": (60, MINUTE), "cancel": (60, MINUTE)}
-    assert dict(DEFAULT_RATE_LIMITS) == {action: (budget.limit, budget.per)
-                                         for action, budget in DEFAULT_BUDGETS.items()}
+        "add": (60, MINUTE),
+        "status": (120, MINUTE),
+        "balance": (30, MINUTE),
+        "services": (10, HOUR),
+        "refill_status": (120, MINUTE),
+        "refill": (60, MINUTE),
+        "cancel": (60, MINUTE),
+    }
+    assert dict(DEFAULT_RATE_LIMITS) == {
+        action: (budget.limit, budget.per) for action, budget in DEFAULT_BUDGETS.items()
+    }
     assert [str(DEFAULT_BUDGETS[action]) for action in ("add", "services")] == ["60/min", "10/hour"]
 
 
@@ -131,10 +119,13 @@ def test_the_overall_cap_and_the_budgets_both_hold() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["add", "status", "services"]), st.floats(0, 90)), max_size=300),
-       st.sampled_from([0.0, 30.0, 200.0]))
+@given(
+    st.lists(st.tuples(st.sampled_from(["add", "status", "services"]), st.floats(0, 90)), max_size=300),
+    st.sampled_from([0.0, 30.0, 200.0]),
+)
 def test_no_window_ever_holds_more_than_its_budget_and_no_wait_is_longer_than_needed(
-        steps: list[tuple[str, float]], per_minute: float) -> None:
+    steps: list[tuple[str, float]], per_minute: float
+) -> None:
     budgets = {"add": Budget(3, MINUTE), "status": Budget(5, 10.0), "services": Budget(2, HOUR)}
     clock = FakeClock()
     limiter = RateLimiter(budgets, per_minute=per_minute, clock=clock)
@@ -182,7 +173,8 @@ def test_a_pause_is_logged_once_naming_the_budget(caplog: pytest.LogCaptureFixtu
         limiter.wait("add", log)
     assert [record.getMessage() for record in caplog.records] == [
         "Request budget 'add' (2/min) used up: the next 'add' request waits 60.0 s "
-        "(connection extras rate_limits / rate_limit)"]
+        "(connection extras rate_limits / rate_limit)"
+    ]
     clock.now = 90.0  # starts at 0, 0 and 60: one more fits now, the next at 120
     assert limiter.try_start("add") is None
     first, second = limiter.try_start("add"), limiter.try_start("add")  # two threads find it used up
@@ -215,8 +207,9 @@ def test_coroutines_wait_with_asyncio_sleep() -> None:
 @pytest.fixture
 def users_connection(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     """``mirpanel_default`` on the sandbox without the sandbox's opt-out: the default budgets apply."""
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": panel.url,
-                                                 "password": panel.api_key}))
+    monkeypatch.setenv(
+        CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": panel.url, "password": panel.api_key})
+    )
     yield FakeClock()
 
 
@@ -233,8 +226,9 @@ def test_a_default_hook_places_60_orders_a_minute(panel: SandboxPanel, users_con
     assert panel.count("add") == 65  # each sent once
 
 
-def test_a_default_hook_asks_for_the_catalogue_10_times_an_hour(panel: SandboxPanel,
-                                                                users_connection: FakeClock) -> None:
+def test_a_default_hook_asks_for_the_catalogue_10_times_an_hour(
+    panel: SandboxPanel, users_connection: FakeClock
+) -> None:
     clock = users_connection
     hook = MirPanelHook()
     hook.clock = clock
@@ -259,8 +253,17 @@ def test_the_async_hook_paces_balance_at_30_a_minute(panel: SandboxPanel, users_
 
 
 def test_raised_budgets_are_opt_in(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": panel.url, "password": panel.api_key,
-                                                 "extra": {"rate_limits": {"balance": 300}}}))
+    monkeypatch.setenv(
+        CONN_ENV_VAR,
+        json.dumps(
+            {
+                "conn_type": "mirpanel",
+                "host": panel.url,
+                "password": panel.api_key,
+                "extra": {"rate_limits": {"balance": 300}},
+            }
+        ),
+    )
     hook = MirPanelHook()
     hook.clock = clock = FakeClock()
     for _ in range(31):

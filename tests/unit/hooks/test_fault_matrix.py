@@ -54,45 +54,67 @@ class Scenario:
 
 def writable_service(panel: SandboxPanel) -> dict[str, Any]:
     """A Default service that takes refills and cancels."""
-    return dict(next(service for service in panel.catalogue.services if service.get("type") == "Default"
-                     and service.get("refill") is True and service.get("cancel") is True))
+    return dict(
+        next(
+            service
+            for service in panel.catalogue.services
+            if service.get("type") == "Default" and service.get("refill") is True and service.get("cancel") is True
+        )
+    )
 
 
 def scenario(action: str, panel: SandboxPanel, hook: MirPanelHook) -> Scenario:
     service = writable_service(panel)
     if action == "add":
         before = len(panel.state.orders)
-        return Scenario(lambda hook: hook.add_order(service["service"], link=LINK, quantity=service["min"]),
-                        lambda record: record["order"] in panel.state.orders and record["link"] == LINK,
-                        lambda: len(panel.state.orders) - before)
+        return Scenario(
+            lambda hook: hook.add_order(service["service"], link=LINK, quantity=service["min"]),
+            lambda record: record["order"] in panel.state.orders and record["link"] == LINK,
+            lambda: len(panel.state.orders) - before,
+        )
     if action == "refill":
         [order] = panel.create_orders(1, service=service["service"], status="Completed")
         before = len(panel.state.refills)
-        return Scenario(lambda hook: hook.refill_orders([order]),
-                        lambda records: [r["order"] for r in records] == [order] and records[0]["error"] is None
-                        and records[0]["refill"] in panel.state.refills,
-                        lambda: len(panel.state.refills) - before, [order])
+        return Scenario(
+            lambda hook: hook.refill_orders([order]),
+            lambda records: (
+                [r["order"] for r in records] == [order]
+                and records[0]["error"] is None
+                and records[0]["refill"] in panel.state.refills
+            ),
+            lambda: len(panel.state.refills) - before,
+            [order],
+        )
     if action == "cancel":
         [order] = panel.create_orders(1, service=service["service"], status="Pending")
-        return Scenario(lambda hook: hook.cancel_orders([order]),
-                        lambda records: records == [{"order": order, "cancel": True, "error": None}],
-                        lambda: int(panel.state.orders[order].status == "Canceled"), [order])
+        return Scenario(
+            lambda hook: hook.cancel_orders([order]),
+            lambda records: records == [{"order": order, "cancel": True, "error": None}],
+            lambda: int(panel.state.orders[order].status == "Canceled"),
+            [order],
+        )
     if action == "status":
         ids = panel.create_orders(3, status="Completed")
-        return Scenario(lambda hook: hook.get_orders_status(ids),
-                        lambda records: [(r["order"], r["status"], r["error"]) for r in records]
-                        == [(order, "Completed", None) for order in ids])
+        return Scenario(
+            lambda hook: hook.get_orders_status(ids),
+            lambda records: (
+                [(r["order"], r["status"], r["error"]) for r in records]
+                == [(order, "Completed", None) for order in ids]
+            ),
+        )
     if action == "refill_status":
         orders = panel.create_orders(2, service=service["service"], status="Completed")
         refills = [record["refill"] for record in hook.refill_orders(orders)]
-        return Scenario(lambda hook: hook.get_refills_status(cast(list[int], refills)),
-                        lambda records: [r["refill"] for r in records] == refills
-                        and all(r["status"] and r["error"] is None for r in records))
+        return Scenario(
+            lambda hook: hook.get_refills_status(cast(list[int], refills)),
+            lambda records: (
+                [r["refill"] for r in records] == refills and all(r["status"] and r["error"] is None for r in records)
+            ),
+        )
     if action == "services":
         return Scenario(lambda hook: hook.get_services(), lambda records: len(records) == len(panel.catalogue))
     assert action == "balance"
-    return Scenario(lambda hook: hook.get_balance(),
-                    lambda record: record["balance"] == pytest.approx(panel.balance))
+    return Scenario(lambda hook: hook.get_balance(), lambda record: record["balance"] == pytest.approx(panel.balance))
 
 
 def make_fault(fault: Fault, panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -165,8 +187,11 @@ def check_result(result: str, outcome: Any, case: Scenario) -> None:
         [record] = outcome
         assert record["order"] == (case.ids[0] if case.ids else None)
         assert record.get("refill") is None and record.get("cancel") in (None, False)
-        prefix = {UNKNOWN_PER_ID: "outcome unknown: ", NOT_SENT_PER_ID: "not sent: ",
-                  REFUSED_PER_ID: "Incorrect request"}[result]
+        prefix = {
+            UNKNOWN_PER_ID: "outcome unknown: ",
+            NOT_SENT_PER_ID: "not sent: ",
+            REFUSED_PER_ID: "Incorrect request",
+        }[result]
         assert record["error"].startswith(prefix), record
 
 
@@ -176,9 +201,29 @@ def test_the_doc_is_generated_from_this_table() -> None:
 
 def test_the_table_covers_every_fault_and_action_of_the_issue() -> None:
     names = " / ".join(fault.name for fault, _ in CELLS)
-    for fault in ("connection refused", "connect timeout", "read timeout", "dropped", "HTTP 500", "HTTP 502",
-                  "HTTP 503", "HTTP 504", "429 with Retry-After", "429 without", "HTML page with HTTP 200",
-                  "HTML page with HTTP 503", "empty body", "truncated JSON"):
+    for fault in (
+        "connection refused",
+        "connect timeout",
+        "read timeout",
+        "dropped",
+        "HTTP 500",
+        "HTTP 502",
+        "HTTP 503",
+        "HTTP 504",
+        "429 with Retry-After",
+        "429 without",
+        "HTML page with HTTP 200",
+        "HTML page with HTTP 503",
+        "empty body",
+        "truncated JSON",
+    ):
         assert fault in names
-    assert {action for _, action in CELLS} == {"add", "refill", "cancel", "status", "refill_status", "services",
-                                               "balance"}
+    assert {action for _, action in CELLS} == {
+        "add",
+        "refill",
+        "cancel",
+        "status",
+        "refill_status",
+        "services",
+        "balance",
+    }

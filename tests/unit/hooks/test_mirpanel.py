@@ -41,8 +41,10 @@ def default_service(panel: SandboxPanel) -> dict[str, Any]:
 
 def place(hook: MirPanelHook, panel: SandboxPanel, count: int) -> list[int]:
     service = default_service(panel)
-    return [hook.add_order(service["service"], link=f"https://example.com/p/{i}", quantity=service["min"])["order"]
-            for i in range(count)]
+    return [
+        hook.add_order(service["service"], link=f"https://example.com/p/{i}", quantity=service["min"])["order"]
+        for i in range(count)
+    ]
 
 
 # -- every method on the seed's reply shapes ---------------------------------------------------
@@ -53,7 +55,8 @@ def test_real_catalogue_arrives_as_4156_typed_service_records(hook: MirPanelHook
     assert len(services) == 4156
     frame = pd.DataFrame(services)
     assert {"service", "name", "type", "category", "rate", "min", "max", "refill", "cancel", "dripfeed"} <= set(
-        frame.columns)
+        frame.columns
+    )
     assert frame["service"].dtype == "int64" and frame["rate"].dtype == "float64"
     assert frame["refill"].dtype == "bool" and frame["min"].dtype == "int64"
 
@@ -62,13 +65,18 @@ def test_add_order_places_and_charges_one_order(hook: MirPanelHook, panel: Sandb
     service = default_service(panel)
     before = hook.get_balance()
     record = hook.add_order(service["service"], link="https://example.com/p/1", quantity=service["min"])
-    assert record == {"order": record["order"], "service": service["service"], "link": "https://example.com/p/1",
-                      "quantity": service["min"]}
+    assert record == {
+        "order": record["order"],
+        "service": service["service"],
+        "link": "https://example.com/p/1",
+        "quantity": service["min"],
+    }
     assert list(panel.state.orders) == [record["order"]]
     after = hook.get_balance()
     assert after["currency"] == "USD"
-    assert after["balance"] == pytest.approx(before["balance"] - float(service["rate"]) * service["min"] / 1000,
-                                             abs=1e-5)
+    assert after["balance"] == pytest.approx(
+        before["balance"] - float(service["rate"]) * service["min"] / 1000, abs=1e-5
+    )
 
 
 def test_single_and_multi_status(hook: MirPanelHook, panel: SandboxPanel) -> None:
@@ -85,8 +93,10 @@ def test_single_and_multi_status(hook: MirPanelHook, panel: SandboxPanel) -> Non
 
 def test_refills_and_refill_statuses(hook: MirPanelHook, panel: SandboxPanel) -> None:
     refillable = next(s for s in panel.catalogue.services if s["refill"] and s["type"] == "Default")
-    orders = [hook.add_order(refillable["service"], link=f"https://example.com/r/{i}", quantity=refillable["min"])
-              ["order"] for i in range(3)]
+    orders = [
+        hook.add_order(refillable["service"], link=f"https://example.com/r/{i}", quantity=refillable["min"])["order"]
+        for i in range(3)
+    ]
     panel.complete_all()
     single = hook.refill_order(orders[0])
     assert single["order"] == orders[0] and isinstance(single["refill"], int) and single["error"] is None
@@ -106,8 +116,10 @@ def test_cancel_orders_reports_each_order(hook: MirPanelHook, panel: SandboxPane
     cancellable = next(s for s in panel.catalogue.services if s["cancel"] and s["type"] == "Default")
     order = hook.add_order(cancellable["service"], link="https://example.com/c", quantity=cancellable["min"])["order"]
     records = hook.cancel_orders([order, 31337])
-    assert records == [{"order": order, "cancel": True, "error": None},
-                       {"order": 31337, "cancel": False, "error": "Incorrect order ID"}]
+    assert records == [
+        {"order": order, "cancel": True, "error": None},
+        {"order": 31337, "cancel": False, "error": "Incorrect order ID"},
+    ]
     assert hook.get_order_status(order)["status"] == "Canceled"
 
 
@@ -120,19 +132,38 @@ def test_test_connection_reads_the_balance_and_changes_nothing(hook: MirPanelHoo
 @pytest.mark.parametrize(
     ("action", "body", "call", "expected"),
     [
-        ("status", [{"order": 1, "status": "cancelled", "charge": 0.5, "remains": "Unknown"},
-                    {"order": 2, "status": {"error": "Incorrect order ID"}}],
-         lambda h: h.get_orders_status([1, 2]), [("Canceled", None), (None, "Incorrect order ID")]),
-        ("refill", {"1": {"refill": "9"}, "2": {"error": "Order not eligible for refill."}},
-         lambda h: h.refill_orders([1, 2]), [(9, None), (None, "Order not eligible for refill.")]),
-        ("refill_status", {"1": {"status": "in progress"}, "2": {"error": "Refill not found"}},
-         lambda h: h.get_refills_status([1, 2]), [("In progress", None), (None, "Refill not found")]),
-        ("cancel", {"1": {"cancel": 1}, "2": {"cancel": {"error": "Incorrect order ID"}}},
-         lambda h: h.cancel_orders([1, 2]), [(True, None), (False, "Incorrect order ID")]),
+        (
+            "status",
+            [
+                {"order": 1, "status": "cancelled", "charge": 0.5, "remains": "Unknown"},
+                {"order": 2, "status": {"error": "Incorrect order ID"}},
+            ],
+            lambda h: h.get_orders_status([1, 2]),
+            [("Canceled", None), (None, "Incorrect order ID")],
+        ),
+        (
+            "refill",
+            {"1": {"refill": "9"}, "2": {"error": "Order not eligible for refill."}},
+            lambda h: h.refill_orders([1, 2]),
+            [(9, None), (None, "Order not eligible for refill.")],
+        ),
+        (
+            "refill_status",
+            {"1": {"status": "in progress"}, "2": {"error": "Refill not found"}},
+            lambda h: h.get_refills_status([1, 2]),
+            [("In progress", None), (None, "Refill not found")],
+        ),
+        (
+            "cancel",
+            {"1": {"cancel": 1}, "2": {"cancel": {"error": "Incorrect order ID"}}},
+            lambda h: h.cancel_orders([1, 2]),
+            [(True, None), (False, "Incorrect order ID")],
+        ),
     ],
 )
-def test_the_other_shape_of_each_multi_reply_is_read(hook: MirPanelHook, panel: SandboxPanel, action: str,
-                                                     body: Any, call: Any, expected: list[tuple[Any, Any]]) -> None:
+def test_the_other_shape_of_each_multi_reply_is_read(
+    hook: MirPanelHook, panel: SandboxPanel, action: str, body: Any, call: Any, expected: list[tuple[Any, Any]]
+) -> None:
     panel.faults.add(action, "body", body=json.dumps(body).encode())
     value_field = {"status": "status", "refill": "refill", "refill_status": "status", "cancel": "cancel"}[action]
     assert [(r[value_field], r["error"]) for r in call(hook)] == expected
@@ -166,8 +197,7 @@ TYPE_PARAMS: dict[str, dict[str, Any]] = {
     "Custom Comments": {"link": "https://x/3", "comments": ["first", "second"]},
     "Custom Comments Package": {"link": "https://x/4", "comments": "only one"},
     "Mentions": {"link": "https://x/5", "quantity": 100, "usernames": ["ann", "bob"]},
-    "Mentions with Hashtags": {"link": "https://x/6", "quantity": 100, "usernames": ["ann"],
-                               "hashtags": ["#a", "#b"]},
+    "Mentions with Hashtags": {"link": "https://x/6", "quantity": 100, "usernames": ["ann"], "hashtags": ["#a", "#b"]},
     "Mentions Custom List": {"link": "https://x/7", "usernames": ["ann", "bob", "cid"]},
     "Mentions Hashtag": {"link": "https://x/8", "quantity": 100, "hashtag": "#tag"},
     "Mentions User Followers": {"link": "https://x/9", "quantity": 100, "username": "ann"},
@@ -177,8 +207,14 @@ TYPE_PARAMS: dict[str, dict[str, Any]] = {
     "Poll": {"link": "https://x/13", "quantity": 100, "answer_number": 2},
     "Invites from Groups": {"link": "https://x/14", "quantity": 100, "groups": ["g1", "g2"]},
     "Subscriptions": {"username": "ann", "min": 100, "max": 200, "posts": 5, "delay": 30, "expiry": "31/12/2026"},
-    "Web Traffic": {"link": "https://x/16", "quantity": 100, "country": "US", "device": 1, "type_of_traffic": 1,
-                    "google_keyword": "smm panel"},
+    "Web Traffic": {
+        "link": "https://x/16",
+        "quantity": 100,
+        "country": "US",
+        "device": 1,
+        "type_of_traffic": 1,
+        "google_keyword": "smm panel",
+    },
     "SEO": {"link": "https://x/17", "quantity": 100, "keywords": ["one", "two"]},
 }
 
@@ -186,9 +222,21 @@ TYPE_PARAMS: dict[str, dict[str, Any]] = {
 @pytest.fixture
 def every_type_panel(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPanel]:
     """A sandbox selling one service of every order type, besides the real catalogue."""
-    extra = [{"service": 90_000 + n, "name": f"{name} test", "type": name, "category": "Every type",
-              "rate": "1.00", "min": 10, "max": 10_000, "refill": False, "cancel": False, "dripfeed": True}
-             for n, name in enumerate(TYPE_PARAMS)]
+    extra = [
+        {
+            "service": 90_000 + n,
+            "name": f"{name} test",
+            "type": name,
+            "category": "Every type",
+            "rate": "1.00",
+            "min": 10,
+            "max": 10_000,
+            "refill": False,
+            "cancel": False,
+            "dripfeed": True,
+        }
+        for n, name in enumerate(TYPE_PARAMS)
+    ]
     with SandboxPanel(speed=1000.0, catalogue=[*default_catalogue().services, *extra]) as sandbox:
         monkeypatch.setenv(CONN_ENV_VAR, sandbox.connection_json())
         yield sandbox
@@ -203,22 +251,27 @@ def test_every_order_types_parameters_reach_the_panel(every_type_panel: SandboxP
         sent = {key: "\n".join(value) if isinstance(value, list) else str(value) for key, value in params.items()}
         assert {key: str(value) for key, value in held.params.items()} == sent, name
         assert {key: cast(dict[str, Any], record)[key] for key in params} == {
-            key: "\n".join(value) if isinstance(value, list) else value for key, value in params.items()}
+            key: "\n".join(value) if isinstance(value, list) else value for key, value in params.items()
+        }
 
 
 # -- errors ------------------------------------------------------------------------------------
 
 
-def test_each_error_class_is_raised_for_its_cause(hook: MirPanelHook, panel: SandboxPanel,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_error_class_is_raised_for_its_cause(
+    hook: MirPanelHook, panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     service = default_service(panel)
     with pytest.raises(MirPanelAPIError, match="Incorrect service ID") as refused:
         hook.add_order(99_999_999, link="https://x", quantity=100)
     assert refused.value.panel_message == "Incorrect service ID" and refused.value.http_status == 200
     with pytest.raises(MirPanelAPIError, match="Incorrect order ID"):
         hook.get_order_status(123_456_789)
-    pricey = next(s for s in panel.catalogue.services
-                  if s["type"] == "Default" and float(s["rate"]) * s["max"] / 1000 > panel.balance)
+    pricey = next(
+        s
+        for s in panel.catalogue.services
+        if s["type"] == "Default" and float(s["rate"]) * s["max"] / 1000 > panel.balance
+    )
     with pytest.raises(MirPanelInsufficientFundsError):
         hook.add_order(pricey["service"], link="https://x", quantity=pricey["max"])
     with pytest.raises(MirPanelInputError):
@@ -250,8 +303,11 @@ def test_an_add_whose_reply_was_dropped_is_not_resent(hook: MirPanelHook, panel:
     with pytest.raises(MirPanelAmbiguousOrderError) as caught:
         hook.add_order(service["service"], link="https://example.com/lost", quantity=service["min"])
     assert panel.count("add") == 1 and len(panel.state.orders) == 1
-    assert caught.value.params == {"service": str(service["service"]), "link": "https://example.com/lost",
-                                   "quantity": str(service["min"])}
+    assert caught.value.params == {
+        "service": str(service["service"]),
+        "link": "https://example.com/lost",
+        "quantity": str(service["min"]),
+    }
 
 
 def test_an_add_turned_away_with_429_is_sent_again_and_placed_once(hook: MirPanelHook, panel: SandboxPanel) -> None:
@@ -280,17 +336,19 @@ def test_refill_and_cancel_batches_that_fail_become_per_id_errors(hook: MirPanel
 # -- secrets -----------------------------------------------------------------------------------
 
 
-def test_the_key_is_absent_from_debug_logs_and_exception_texts(hook: MirPanelHook, panel: SandboxPanel,
-                                                               caplog: pytest.LogCaptureFixture,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_key_is_absent_from_debug_logs_and_exception_texts(
+    hook: MirPanelHook, panel: SandboxPanel, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     texts = [repr(hook)]
     service = default_service(panel)
     panel.faults.add("status", "http_status", status=503)
     hook.get_orders_status(place(hook, panel, 2))
     panel.faults.add("add", "drop_after_processing")
-    for call in (lambda: hook.add_order(service["service"], link="https://x/lost", quantity=service["min"]),
-                 lambda: hook.get_order_status(1)):
+    for call in (
+        lambda: hook.add_order(service["service"], link="https://x/lost", quantity=service["min"]),
+        lambda: hook.get_order_status(1),
+    ):
         with pytest.raises(Exception) as caught:
             call()
         texts += [str(caught.value), repr(caught.value)]
@@ -308,8 +366,7 @@ def exception_chain(error: BaseException | None) -> list[BaseException]:
     return chain
 
 
-def test_transport_failures_do_not_carry_the_request_and_its_key_along(hook: MirPanelHook,
-                                                                        panel: SandboxPanel) -> None:
+def test_transport_failures_do_not_carry_the_request_and_its_key_along(hook: MirPanelHook, panel: SandboxPanel) -> None:
     import requests
 
     service = default_service(panel)

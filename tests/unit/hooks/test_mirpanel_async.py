@@ -127,8 +127,9 @@ def test_a_connection_without_key_or_over_plain_http_to_a_remote_host_is_refused
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": "http://127.0.0.1:9/api/v2"}))
     with pytest.raises(MirPanelInputError, match="no API key"):
         with_hook(lambda hook: hook.get_balance())
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": "http://panel.example/api/v2",
-                                                 "password": "k"}))
+    monkeypatch.setenv(
+        CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": "http://panel.example/api/v2", "password": "k"})
+    )
     with pytest.raises(MirPanelInputError, match="unencrypted"):
         with_hook(lambda hook: hook.get_balance())
 

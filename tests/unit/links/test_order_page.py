@@ -43,6 +43,8 @@ def test_no_link_without_an_http_pattern(panel: SandboxPanel, monkeypatch: pytes
 def test_no_link_when_no_order_was_placed() -> None:
     refused = [{"key": "0", "state": "refused", "order": None}, {"key": "1", "state": "unknown", "order": None}]
     assert order_page_url(ORDER_PAGE, refused) is None
-    assert order_page_url(ORDER_PAGE, [*refused, {"key": "2", "state": "placed", "order": 77}]) == \
-        "https://panel.example/orders?search=77"
+    assert (
+        order_page_url(ORDER_PAGE, [*refused, {"key": "2", "state": "placed", "order": 77}])
+        == "https://panel.example/orders?search=77"
+    )
     assert ORDER_URL_XCOM_KEY == "mirpanel_order_url"

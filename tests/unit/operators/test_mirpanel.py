@@ -108,8 +108,11 @@ def test_cancel_records_per_order(panel: SandboxPanel) -> None:
 
     records = CancelOrdersOperator(task_id="cancel", order_ids=[*pending, *finished]).execute({})
 
-    assert [(r["order"], r["cancel"]) for r in records] == [(pending[0], True), (pending[1], True),
-                                                            (finished[0], False)]
+    assert [(r["order"], r["cancel"]) for r in records] == [
+        (pending[0], True),
+        (pending[1], True),
+        (finished[0], False),
+    ]
     assert records[2]["error"]
     assert {panel.state.orders[i].status for i in pending} == {"Canceled"}
     frame = to_dataframe(xcom_round_trip(records))
@@ -143,8 +146,9 @@ def test_balance_above_threshold_passes(panel: SandboxPanel) -> None:
     assert BalanceCheckOperator(task_id="balance", min_balance=10).execute({})["balance"] == 1000.0
 
 
-def test_the_api_key_never_appears_in_records_logs_errors_or_reprs(panel: SandboxPanel,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_api_key_never_appears_in_records_logs_errors_or_reprs(
+    panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+) -> None:
     service = service_of(panel)
     orders = campaign(service, 3)
     panel.faults.add("add", "drop_after_processing", when=link_ends("/1"))
@@ -155,9 +159,13 @@ def test_the_api_key_never_appears_in_records_logs_errors_or_reprs(panel: Sandbo
         place.execute({})
     texts += [str(failed.value), repr(failed.value), json.dumps(failed.value.records), repr(place.hook)]
     ids = [r["order"] for r in failed.value.records if r["order"]]
-    for op in (OrderStatusOperator(task_id="s", order_ids=ids), RefillOperator(task_id="r", order_ids=ids),
-               CancelOrdersOperator(task_id="c", order_ids=ids), BalanceCheckOperator(task_id="b"),
-               ServicesOperator(task_id="v", service_ids=[service["service"]])):
+    for op in (
+        OrderStatusOperator(task_id="s", order_ids=ids),
+        RefillOperator(task_id="r", order_ids=ids),
+        CancelOrdersOperator(task_id="c", order_ids=ids),
+        BalanceCheckOperator(task_id="b"),
+        ServicesOperator(task_id="v", service_ids=[service["service"]]),
+    ):
         texts.append(json.dumps(op.execute({})))
         texts.append(repr(op))
     with pytest.raises(AirflowFailException) as low:

@@ -36,15 +36,29 @@ def sending(store: InProcessStateStore, key: str, digest: str) -> None:
 
 def test_place_one_order_returns_its_record(panel: SandboxPanel) -> None:
     service = service_of(panel)
-    op = PlaceOrderOperator(task_id="place", service=service["service"], link="https://example.com/a",
-                            quantity=service["min"], order_parameters={"runs": 2, "interval": 30})
+    op = PlaceOrderOperator(
+        task_id="place",
+        service=service["service"],
+        link="https://example.com/a",
+        quantity=service["min"],
+        order_parameters={"runs": 2, "interval": 30},
+    )
 
     [record] = op.execute(task_context())
 
     order = panel.state.orders[record["order"]]
-    assert record == {"key": "0", "state": "placed", "order": order.id, "service": service["service"],
-                      "link": "https://example.com/a", "quantity": service["min"], "runs": 2, "interval": 30,
-                      "cost": pytest.approx(float(service["rate"]) * service["min"] / 1000), "error": None}
+    assert record == {
+        "key": "0",
+        "state": "placed",
+        "order": order.id,
+        "service": service["service"],
+        "link": "https://example.com/a",
+        "quantity": service["min"],
+        "runs": 2,
+        "interval": 30,
+        "cost": pytest.approx(float(service["rate"]) * service["min"] / 1000),
+        "error": None,
+    }
     assert order.params["runs"] == "2" and order.params["interval"] == "30"
 
 
@@ -122,8 +136,7 @@ def test_check_balance_refuses_a_campaign_the_balance_does_not_cover(panel: Sand
     assert panel.count("add") == 0
 
 
-def test_check_balance_lets_a_covered_campaign_through(panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
-                                                       ) -> None:
+def test_check_balance_lets_a_covered_campaign_through(panel: SandboxPanel, capsys: pytest.CaptureFixture[str]) -> None:
     orders = campaign(service_of(panel), 2)
 
     records = PlaceOrderOperator(task_id="place", orders=orders, check_balance=True).execute({})
@@ -131,8 +144,10 @@ def test_check_balance_lets_a_covered_campaign_through(panel: SandboxPanel, caps
     assert [r["state"] for r in records] == ["placed", "placed"]
     assert panel.count("balance") == 1
     spent = sum(r["cost"] for r in records)
-    assert (f"placed 2 of 2 orders; spent ~{spent:,.2f} USD (estimated from the catalogue rates); "
-            "balance 1,000.00 USD covered it") in capsys.readouterr().out
+    assert (
+        f"placed 2 of 2 orders; spent ~{spent:,.2f} USD (estimated from the catalogue rates); "
+        "balance 1,000.00 USD covered it"
+    ) in capsys.readouterr().out
 
 
 def test_not_enough_funds_stops_placing_the_rest_and_a_retry_finishes(panel: SandboxPanel) -> None:
@@ -153,8 +168,7 @@ def test_not_enough_funds_stops_placing_the_rest_and_a_retry_finishes(panel: San
 
     panel.state.balance = 100.0
     panel.requests.clear()
-    records = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1).execute(
-        task_context(store))
+    records = PlaceOrderOperator(task_id="place", orders=orders, max_concurrency=1).execute(task_context(store))
 
     assert [r["state"] for r in records] == ["placed"] * 6
     assert added_links(panel) == [o["link"] for o in orders[3:]]
@@ -211,8 +225,7 @@ def test_on_unknown_skip_lets_the_task_succeed_without_resending(panel: SandboxP
         PlaceOrderOperator(task_id="place", orders=orders).execute(task_context(store))
     panel.requests.clear()
 
-    records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="skip").execute(
-        task_context(store))
+    records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="skip").execute(task_context(store))
 
     assert [r["state"] for r in records] == ["placed", "skipped", "placed"]
     assert panel.count() == 0
@@ -223,8 +236,7 @@ def test_on_unknown_resend_places_the_unknown_order_again(panel: SandboxPanel) -
     store = InProcessStateStore()
     sending(store, "1", order_specs(orders)[1].digest)  # an earlier try died mid-send
 
-    records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="resend").execute(
-        task_context(store))
+    records = PlaceOrderOperator(task_id="place", orders=orders, on_unknown="resend").execute(task_context(store))
 
     assert [r["state"] for r in records] == ["placed", "placed"]
     assert sorted(added_links(panel)) == [o["link"] for o in orders]
@@ -272,8 +284,9 @@ def test_a_key_reused_for_other_parameters_is_a_conflict_not_a_new_order(panel: 
     assert panel.count("add") == 0
 
 
-def test_without_task_state_store_it_places_once_and_warns(panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
-                                                           ) -> None:
+def test_without_task_state_store_it_places_once_and_warns(
+    panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+) -> None:
     records = PlaceOrderOperator(task_id="place", orders=campaign(service_of(panel), 2)).execute({})
 
     assert [r["state"] for r in records] == ["placed", "placed"]
@@ -294,7 +307,9 @@ def test_orders_rendered_from_jinja_text_and_dataframe_rows(panel: SandboxPanel)
 
     for template in ("{{ params.orders | tojson }}", "{{ params.orders }}"):  # JSON, or a Python repr
         op = PlaceOrderOperator(task_id="p", orders=template)
-        op.render_template_fields({"params": {"orders": campaign(service, 1, link=f"https://example.com/{len(template)}")}})
+        op.render_template_fields(
+            {"params": {"orders": campaign(service, 1, link=f"https://example.com/{len(template)}")}}
+        )
         [record] = op.execute({})
         assert record["state"] == "placed" and record["link"] == f"https://example.com/{len(template)}"
 
@@ -318,8 +333,14 @@ def test_table_cells_become_parameters_and_empty_cells_none() -> None:
     import numpy as np
     import pandas as pd
 
-    row = {"service": np.int64(5), "link": "https://x", "quantity": np.float64(100.0), "runs": pd.NA,
-           "interval": np.float32("nan"), "key": None}
+    row = {
+        "service": np.int64(5),
+        "link": "https://x",
+        "quantity": np.float64(100.0),
+        "runs": pd.NA,
+        "interval": np.float32("nan"),
+        "key": None,
+    }
     [spec] = order_specs([row])
 
     assert spec.error is None and spec.key == "0" and spec.service == 5
@@ -350,8 +371,9 @@ def test_a_services_operator_result_is_the_catalogue_of_many_placements(panel: S
     assert panel.count("services") == 1 and panel.count("add") == 40
     other = service_of(panel, "Package")
     with pytest.raises(MirPanelInputError, match=f"service {other['service']} is not in the panel's catalogue"):
-        PlaceOrderOperator(task_id="place", services=json.dumps(catalogue), service=other["service"],
-                           link="https://example.com/x").execute({})
+        PlaceOrderOperator(
+            task_id="place", services=json.dumps(catalogue), service=other["service"], link="https://example.com/x"
+        ).execute({})
     with pytest.raises(MirPanelInputError, match="services must be a list of dicts"):
         PlaceOrderOperator(task_id="place", services="nonsense", orders=campaign(service, 1)).execute({})
     assert panel.count("add") == 40

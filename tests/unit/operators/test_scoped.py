@@ -39,7 +39,8 @@ from airflow_provider_mirpanel.version_compat import TaskDeferred
 
 @needs_state_stores
 def test_a_writer_that_finds_the_scope_held_defers_sends_nothing_and_places_once_it_is_free(
-        panel: SandboxPanel) -> None:
+    panel: SandboxPanel,
+) -> None:
     orders, assets = rows(panel, 5), MemoryAssetStores()
     hold(assets, OWNER_B)
     op = PlaceOrderOperator(task_id="place", orders=orders, ledger_scope="spring", ledger_wait_poll=20)
@@ -52,10 +53,18 @@ def test_a_writer_that_finds_the_scope_held_defers_sends_nothing_and_places_once
     assert deferred.value.method_name == "execute_after_wait"
     trigger = deferred.value.trigger
     assert isinstance(trigger, LedgerScopeTrigger)
-    assert trigger.serialize() == ("airflow_provider_mirpanel.triggers.scope.LedgerScopeTrigger", {
-        "asset_name": "mirpanel_order_ledger__mirpanel_default", "lease_key": KEY,
-        "owner": {"dag_id": "campaign", "run_id": "run_a", "task_id": "place", "map_index": -1},
-        "poll_interval": 20.0, "skew": 5.0, "give_up_at": pytest.approx(trigger.give_up_at), "try_number": 1})
+    assert trigger.serialize() == (
+        "airflow_provider_mirpanel.triggers.scope.LedgerScopeTrigger",
+        {
+            "asset_name": "mirpanel_order_ledger__mirpanel_default",
+            "lease_key": KEY,
+            "owner": {"dag_id": "campaign", "run_id": "run_a", "task_id": "place", "map_index": -1},
+            "poll_interval": 20.0,
+            "skew": 5.0,
+            "give_up_at": pytest.approx(trigger.give_up_at),
+            "try_number": 1,
+        },
+    )
     assert trigger.give_up_at is not None
     wait = (deferred.value.kwargs or {})["scope_wait"]
     assert trigger.give_up_at == pytest.approx(wait["since"] + 24 * 3600)
@@ -75,7 +84,8 @@ def test_a_writer_that_finds_the_scope_held_defers_sends_nothing_and_places_once
 
 @needs_state_stores
 def test_a_writer_gives_up_after_the_wait_timeout_naming_the_holder(
-        panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
+    panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assets = MemoryAssetStores()
     holder = LeaseOwner("other_dag", "manual__1", "place", 3)
 
@@ -86,8 +96,14 @@ def test_a_writer_gives_up_after_the_wait_timeout_naming_the_holder(
 
     monkeypatch.setattr(lease_module, "DEFAULT_CLOCK", Renewing())
     hold(assets, holder)
-    op = PlaceOrderOperator(task_id="place", orders=rows(panel, 2), ledger_scope="spring", deferrable=False,
-                            ledger_wait_poll=60, ledger_wait_timeout=timedelta(minutes=5))
+    op = PlaceOrderOperator(
+        task_id="place",
+        orders=rows(panel, 2),
+        ledger_scope="spring",
+        deferrable=False,
+        ledger_wait_poll=60,
+        ledger_wait_timeout=timedelta(minutes=5),
+    )
 
     with pytest.raises(MirPanelScopeBusyError) as error:
         op.execute(context(assets, TI()))
@@ -111,15 +127,17 @@ def test_the_holders_retry_takes_its_scope_back_without_waiting(panel: SandboxPa
 
 @needs_state_stores
 def test_two_runs_placing_one_campaign_at_once_buy_each_row_once_and_lose_no_entry(
-        panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> None:
+    panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Real threads, real waiting: whichever claims first places; the other waits, then finds all placed."""
     monkeypatch.setattr(lease_module, "DEFAULT_CLOCK", lease_module.SystemLeaseClock())
     orders, assets = rows(panel, 40), MemoryAssetStores()
     results: dict[str, Any] = {}
 
     def place(run_id: str) -> None:
-        op = PlaceOrderOperator(task_id="place", orders=orders, ledger_scope="spring", deferrable=False,
-                                ledger_wait_poll=0.2)
+        op = PlaceOrderOperator(
+            task_id="place", orders=orders, ledger_scope="spring", deferrable=False, ledger_wait_poll=0.2
+        )
         try:
             results[run_id] = op.execute(context(assets, TI(run_id=run_id)))
         except Exception as error:  # reported below
@@ -138,8 +156,9 @@ def test_two_runs_placing_one_campaign_at_once_buy_each_row_once_and_lose_no_ent
     held = {order.link: order_id for order_id, order in panel.state.orders.items()}
     ledger = PlacementLedger(assets[ledger_asset("mirpanel_default")], scope="spring")
     entries = ledger.load()
-    assert {o["key"]: entries[o["key"]].order for o in orders} == {o["key"]: held[o["link"]] for o in orders}, \
+    assert {o["key"]: entries[o["key"]].order for o in orders} == {o["key"]: held[o["link"]] for o in orders}, (
         "no ledger entry lost"
+    )
 
 
 @needs_state_stores
@@ -157,10 +176,12 @@ def test_mapped_placement_has_the_ledger_asset_among_its_inlets_from_parse_time(
     from airflow.sdk import DAG
 
     with DAG("mapped_campaign", schedule=None):
-        mapped = PlaceOrderOperator.partial(task_id="place", ledger_scope="spring",
-                                            mirpanel_conn_id="panel_b").expand(orders=[[], []])
+        mapped = PlaceOrderOperator.partial(task_id="place", ledger_scope="spring", mirpanel_conn_id="panel_b").expand(
+            orders=[[], []]
+        )
         by_kwargs = PlaceOrderOperator.partial(task_id="place_kwargs").expand_kwargs(
-            [{"orders": [], "ledger_scope": "spring"}])
+            [{"orders": [], "ledger_scope": "spring"}]
+        )
         unscoped = PlaceOrderOperator.partial(task_id="unscoped", ledger_scope=None).expand(orders=[[]])
 
     assert ledger_asset("panel_b") in mapped.partial_kwargs["inlets"]
@@ -171,6 +192,7 @@ def test_mapped_placement_has_the_ledger_asset_among_its_inlets_from_parse_time(
 @needs_state_stores
 def test_a_scope_whose_ledger_asset_is_not_an_inlet_is_refused_with_the_fix(panel: SandboxPanel) -> None:
     """A mapped mirpanel_conn_id: the task's inlets name another connection's ledger asset."""
+
     class Stores(MemoryAssetStores):
         def __getitem__(self, asset: Any) -> MemoryStateStore:
             raise KeyError(f"{asset!r} is not in this task's inlets or outlets")

@@ -39,8 +39,10 @@ def quick(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch) -> SandboxPanel:
 
 def campaign(panel: SandboxPanel, n: int) -> list[dict[str, Any]]:
     service = panel.catalogue.first_of_type("Default")
-    return [{"service": service["service"], "link": f"https://example.com/campaign/{i}", "quantity": service["min"]}
-            for i in range(n)]
+    return [
+        {"service": service["service"], "link": f"https://example.com/campaign/{i}", "quantity": service["min"]}
+        for i in range(n)
+    ]
 
 
 class Worker:
@@ -53,8 +55,13 @@ class Worker:
     dies at its next add or state-store write.
     """
 
-    def __init__(self, op: PlaceOrderOperator, survive: int | None, die: type[BaseException] = SystemExit,
-                 when: str = "after_send"):
+    def __init__(
+        self,
+        op: PlaceOrderOperator,
+        survive: int | None,
+        die: type[BaseException] = SystemExit,
+        when: str = "after_send",
+    ):
         self.real = op.hook.add_order
         self.survive = survive
         self.die = die
@@ -96,8 +103,9 @@ class Worker:
         return placed
 
 
-def run_try(panel: SandboxPanel, orders: list[dict[str, Any]], store: InProcessStateStore, survive: int | None,
-            **kwargs: Any) -> tuple[list[dict[str, Any]] | None, BaseException | None]:
+def run_try(
+    panel: SandboxPanel, orders: list[dict[str, Any]], store: InProcessStateStore, survive: int | None, **kwargs: Any
+) -> tuple[list[dict[str, Any]] | None, BaseException | None]:
     """One try: (records, None) when it returned, (records or None, error) when it failed or died."""
     die = kwargs.pop("die", SystemExit)
     when = kwargs.pop("when", "after_send")
@@ -139,16 +147,18 @@ def unknown_links(records: list[dict[str, Any]]) -> set[str]:
 
 
 @pytest.mark.parametrize("die", [SystemExit, KeyboardInterrupt])
-def test_a_50_order_run_whose_worker_dies_three_times_places_nothing_twice(quick: SandboxPanel,
-                                                                            die: type[BaseException]) -> None:
+def test_a_50_order_run_whose_worker_dies_three_times_places_nothing_twice(
+    quick: SandboxPanel, die: type[BaseException]
+) -> None:
     panel = quick
     orders = campaign(panel, 50)
     store = InProcessStateStore()  # task_state_store: shared by the task's tries
 
     deaths = [("after_send", 10), ("before_send", 10), ("after_send", 10)]
     for number, (when, survive) in enumerate(deaths, start=1):
-        records, error = run_try(panel, orders, store, survive, max_concurrency=1, die=die, when=when,
-                                 ledger_window=WINDOW)
+        records, error = run_try(
+            panel, orders, store, survive, max_concurrency=1, die=die, when=when, ledger_window=WINDOW
+        )
         assert records is None and isinstance(error, die), f"try {number} died"
         links = panel_links(panel)
         assert max(links.values()) == 1, f"try {number} placed an order twice"
@@ -286,8 +296,9 @@ def test_orders_are_marked_only_when_a_worker_can_send_them(quick: SandboxPanel)
     check_consistent(panel, records, orders)
 
 
-def test_a_bug_in_the_placement_loop_is_recorded_as_unknown_and_not_resent(quick: SandboxPanel,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_in_the_placement_loop_is_recorded_as_unknown_and_not_resent(
+    quick: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A RuntimeError after the add reached the panel (not a death): the try records it as unknown."""
     panel = quick
     orders = campaign(panel, 5)
@@ -390,12 +401,12 @@ def test_a_wait_that_outlasts_the_sensor_timeout_during_an_outage_times_out_clea
     assert panel.count("status") == 0
 
 
-def test_a_refused_key_still_ends_a_poke_mode_wait_at_once(quick: SandboxPanel,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_key_still_ends_a_poke_mode_wait_at_once(
+    quick: SandboxPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     panel = quick
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps({**panel.connection(**QUICK), "password": "wrong"}))
     sensor = OrderStatusSensor(task_id="wait", order_ids=[1], poke_interval=0.1, timeout=30, mode="poke")
     with pytest.raises(MirPanelError, match="Invalid API key"):
         sensor.execute(task_context())
     assert panel.count("status") == 1
-

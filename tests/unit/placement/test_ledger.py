@@ -26,8 +26,15 @@ from airflow_provider_mirpanel.version_compat import AirflowFailException
 
 def rows(panel: SandboxPanel, n: int) -> list[dict[str, Any]]:
     service = next(s for s in panel.catalogue.services if s.get("type") == "Default")
-    return [{"key": f"row-{i}", "service": service["service"], "link": f"https://example.com/p/{i}",
-             "quantity": service["min"]} for i in range(n)]
+    return [
+        {
+            "key": f"row-{i}",
+            "service": service["service"],
+            "link": f"https://example.com/p/{i}",
+            "quantity": service["min"],
+        }
+        for i in range(n)
+    ]
 
 
 def orders_per_link(panel: SandboxPanel) -> Counter[str]:
@@ -39,9 +46,14 @@ class FakeTI:
         self.try_number = try_number
 
 
-def run(orders: list[dict[str, Any]], assets: MemoryAssetStores | None, scope: str | None = "spring",
-        try_number: int = 1, store: MemoryStateStore | None = None,
-        **kwargs: Any) -> tuple[list[dict[str, Any]] | None, Exception | None]:
+def run(
+    orders: list[dict[str, Any]],
+    assets: MemoryAssetStores | None,
+    scope: str | None = "spring",
+    try_number: int = 1,
+    store: MemoryStateStore | None = None,
+    **kwargs: Any,
+) -> tuple[list[dict[str, Any]] | None, Exception | None]:
     """One try of a new DAG run (its own task_state_store): (records, None) or (None, error)."""
     context: dict[str, Any] = {"ti": FakeTI(try_number)}
     if store is not None or assets is not None:
@@ -215,6 +227,7 @@ def test_the_unknown_keys_of_a_scope_are_listed(panel: SandboxPanel) -> None:
     assert all(r["error"] and "connection lost" in r["error"] for r in listed)
     assert panel.count() == 0
 
+
 @needs_state_stores
 def test_resolved_keys_are_placed_or_not_by_the_next_run_as_the_user_said(panel: SandboxPanel) -> None:
     assets = MemoryAssetStores()
@@ -224,8 +237,10 @@ def test_resolved_keys_are_placed_or_not_by_the_next_run_as_the_user_said(panel:
 
     resolved = resolve(assets, {"row-1": found, "row-4": "not_placed"})
 
-    assert [(r["key"], r["state"], r["order"]) for r in resolved] == [("row-1", "placed", found),
-                                                                     ("row-4", "not_placed", None)]
+    assert [(r["key"], r["state"], r["order"]) for r in resolved] == [
+        ("row-1", "placed", found),
+        ("row-4", "not_placed", None),
+    ]
     assert resolve(assets) == [], "nothing left to resolve"
     panel.requests.clear()
     records, error = run(orders, assets)
@@ -289,8 +304,10 @@ def test_a_killed_try_is_listed_at_once(panel: SandboxPanel) -> None:
 
 @pytest.mark.skipif(STATE_STORES, reason="Airflow 3.3 has the asset state store")
 def test_below_airflow_3_3_a_ledger_scope_is_refused_when_the_dag_is_parsed() -> None:
-    for make in (lambda: PlaceOrderOperator(task_id="p", orders=[{"service": 1}], ledger_scope="spring"),
-                 lambda: ResolveOrdersOperator(task_id="r", ledger_scope="spring")):
+    for make in (
+        lambda: PlaceOrderOperator(task_id="p", orders=[{"service": 1}], ledger_scope="spring"),
+        lambda: ResolveOrdersOperator(task_id="r", ledger_scope="spring"),
+    ):
         with pytest.raises(ValueError, match=r"needs Airflow 3\.3 or later"):
             make()
     PlaceOrderOperator(task_id="p", orders=[{"service": 1}])  # the per-task ledger works on every line

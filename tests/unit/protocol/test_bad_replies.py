@@ -23,6 +23,7 @@ CORPUS = Path(__file__).resolve().parents[2] / "replies"
 CASES: list[dict[str, Any]] = json.loads((CORPUS / "cases.json").read_text(encoding="utf-8"))
 TEN_MB = 10 * 1024 * 1024
 
+
 def run_case(case: dict[str, Any], body: bytes | None = None) -> Any:
     """Decode and parse one corpus case; returns the record(s) or raises what the provider raises."""
     action = Action(case["action"])

@@ -14,12 +14,34 @@ from hypothesis import strategies as st
 
 from airflow_provider_mirpanel import protocol
 
-NUMBER_TEXTS = st.sampled_from(["0", "19000", "0.00575", " 5 ", "1,234.5", "0,27819", "1_000", "Unknown", "", "inf",
-                                "nan", "-3", "1e400", "٣", "12.0", "1.5"])
+NUMBER_TEXTS = st.sampled_from(
+    [
+        "0",
+        "19000",
+        "0.00575",
+        " 5 ",
+        "1,234.5",
+        "0,27819",
+        "1_000",
+        "Unknown",
+        "",
+        "inf",
+        "nan",
+        "-3",
+        "1e400",
+        "٣",
+        "12.0",
+        "1.5",
+    ]
+)
 
 
-@given(status=st.sampled_from(["Completed", "In progress", "Partial", "Pending", "Canceled", "Refunded", "Weird"]),
-       charge=NUMBER_TEXTS, start=NUMBER_TEXTS, remains=NUMBER_TEXTS)
+@given(
+    status=st.sampled_from(["Completed", "In progress", "Partial", "Pending", "Canceled", "Refunded", "Weird"]),
+    charge=NUMBER_TEXTS,
+    start=NUMBER_TEXTS,
+    remains=NUMBER_TEXTS,
+)
 def test_the_usual_order_object_reads_into_the_seven_fields(status: str, charge: str, start: str, remains: str) -> None:
     raw = {"charge": charge, "start_count": start, "status": status, "remains": remains, "currency": "USD"}
     record: dict[str, Any] = dict(protocol.order_status_record(7, raw))
@@ -30,9 +52,18 @@ def test_the_usual_order_object_reads_into_the_seven_fields(status: str, charge:
 
 def test_a_usual_reply_of_100_orders_reads_each_order() -> None:
     ids = list(range(1000, 1100))
-    payload = {str(item): {"charge": "0.5", "start_count": "10", "status": "completed", "remains": "0",
-                           "currency": "USD"} for item in ids}
+    payload = {
+        str(item): {"charge": "0.5", "start_count": "10", "status": "completed", "remains": "0", "currency": "USD"}
+        for item in ids
+    }
     records = protocol.parse_orders_status(payload, ids)
     assert [record["order"] for record in records] == ids
-    assert records[0] == {"order": 1000, "status": "Completed", "charge": 0.5, "start_count": 10, "remains": 0,
-                          "currency": "USD", "error": None}
+    assert records[0] == {
+        "order": 1000,
+        "status": "Completed",
+        "charge": 0.5,
+        "start_count": 10,
+        "remains": 0,
+        "currency": "USD",
+        "error": None,
+    }

@@ -26,18 +26,77 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 # Scalars panels really send in odd places, mixed with anything at all.
 ODD_SCALARS = st.sampled_from(
-    ["Unknown", "", " ", "0", "-5", "1,234.5", "0,27819", "1e400", "NaN", "Infinity", "١٢", "²", "1.5", "23501",
-     "Completed", "cancelled", "In progress", "PROCESSING", "true", "false", "Invalid API key.",
-     "neworder.error.not_enough_funds", 2147483647, 10**30, 10**400, -(10**400), -1, 0, 1, 1.0, 0.5, True, False,
-     None]
+    [
+        "Unknown",
+        "",
+        " ",
+        "0",
+        "-5",
+        "1,234.5",
+        "0,27819",
+        "1e400",
+        "NaN",
+        "Infinity",
+        "١٢",
+        "²",
+        "1.5",
+        "23501",
+        "Completed",
+        "cancelled",
+        "In progress",
+        "PROCESSING",
+        "true",
+        "false",
+        "Invalid API key.",
+        "neworder.error.not_enough_funds",
+        2147483647,
+        10**30,
+        10**400,
+        -(10**400),
+        -1,
+        0,
+        1,
+        1.0,
+        0.5,
+        True,
+        False,
+        None,
+    ]
 )
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
     ODD_SCALARS,
 )
 FIELD_NAMES = st.sampled_from(
-    ["order", "status", "charge", "start_count", "remains", "currency", "error", "refill", "cancel", "balance",
-     "service", "name", "type", "category", "rate", "min", "max", "dripfeed", "1", "2", "10", "100", "x"]
+    [
+        "order",
+        "status",
+        "charge",
+        "start_count",
+        "remains",
+        "currency",
+        "error",
+        "refill",
+        "cancel",
+        "balance",
+        "service",
+        "name",
+        "type",
+        "category",
+        "rate",
+        "min",
+        "max",
+        "dripfeed",
+        "1",
+        "2",
+        "10",
+        "100",
+        "x",
+    ]
 )
 KEYS = st.one_of(FIELD_NAMES, st.text(max_size=8), st.integers(1, 120).map(str))
 
@@ -58,8 +117,9 @@ ANY_JSON = json_values()
 ID_LISTS = st.lists(st.integers(1, 120), min_size=1, max_size=12, unique=True)
 ACTIONS = st.sampled_from(list(Action))
 MULTI_ACTIONS = st.sampled_from(list(protocol.MULTI_PARSERS))
-HTTP_STATUSES = st.one_of(st.sampled_from([200, 201, 204, 400, 401, 402, 403, 404, 422, 429, 500, 502, 503, 520]),
-                          st.integers(100, 599))
+HTTP_STATUSES = st.one_of(
+    st.sampled_from([200, 201, 204, 400, 401, 402, 403, 404, 422, 429, 500, 502, 503, 520]), st.integers(100, 599)
+)
 CONTENT_TYPES = st.sampled_from([None, "application/json", "text/html; charset=UTF-8", "text/plain", ""])
 
 RECORD_FIELDS = {
@@ -161,14 +221,22 @@ def test_multi_parsers_take_arbitrary_entries_in_both_shapes(
     if keyed:
         payload: Any = {str(number): value for number, value in entries}
     else:
-        payload = [{id_key: number, **(value if isinstance(value, dict) else {"value": value})}
-                   for number, value in entries]
+        payload = [
+            {id_key: number, **(value if isinstance(value, dict) else {"value": value})} for number, value in entries
+        ]
     outcome(action, ids, lambda: protocol.MULTI_PARSERS[action](payload, ids))
 
 
 @PROPERTY
-@given(action=ACTIONS, payload=ANY_JSON, status=HTTP_STATUSES, content_type=CONTENT_TYPES, ids=ID_LISTS,
-       single=st.booleans(), bom=st.booleans())
+@given(
+    action=ACTIONS,
+    payload=ANY_JSON,
+    status=HTTP_STATUSES,
+    content_type=CONTENT_TYPES,
+    ids=ID_LISTS,
+    single=st.booleans(),
+    bom=st.booleans(),
+)
 def test_decode_then_parse_takes_arbitrary_json_at_any_status(
     action: Action, payload: Any, status: int, content_type: str | None, ids: list[int], single: bool, bom: bool
 ) -> None:
@@ -189,17 +257,32 @@ DECODER_STRESS = st.one_of(
     st.integers(900, 5000).map(lambda depth: b'{"a":' * depth),
     st.integers(4290, 4400).map(lambda digits: b'{"order": ' + b"7" * digits + b"}"),
 )
-ANY_BYTES = st.one_of(st.binary(max_size=400), st.text(max_size=200).map(str.encode), DECODER_STRESS,
-                      ANY_JSON.map(lambda value: json.dumps(value).encode()[:-1]))  # truncated JSON
+ANY_BYTES = st.one_of(
+    st.binary(max_size=400),
+    st.text(max_size=200).map(str.encode),
+    DECODER_STRESS,
+    ANY_JSON.map(lambda value: json.dumps(value).encode()[:-1]),
+)  # truncated JSON
 
 
 @PROPERTY
-@given(action=ACTIONS, body=ANY_BYTES,
-       status=HTTP_STATUSES, content_type=CONTENT_TYPES, retry_after=st.one_of(st.none(), st.text(max_size=12)),
-       ids=ID_LISTS, single=st.booleans())
+@given(
+    action=ACTIONS,
+    body=ANY_BYTES,
+    status=HTTP_STATUSES,
+    content_type=CONTENT_TYPES,
+    retry_after=st.one_of(st.none(), st.text(max_size=12)),
+    ids=ID_LISTS,
+    single=st.booleans(),
+)
 def test_decode_then_parse_takes_arbitrary_bytes(
-    action: Action, body: bytes, status: int, content_type: str | None, retry_after: str | None,
-    ids: list[int], single: bool
+    action: Action,
+    body: bytes,
+    status: int,
+    content_type: str | None,
+    retry_after: str | None,
+    ids: list[int],
+    single: bool,
 ) -> None:
     target = ids_for(action, ids, single)
 
@@ -212,8 +295,9 @@ def test_decode_then_parse_takes_arbitrary_bytes(
 
 @PROPERTY
 @given(message=ANY_JSON, status=st.one_of(st.none(), HTTP_STATUSES), action=st.one_of(st.none(), st.text(max_size=10)))
-def test_any_error_value_is_classified_into_a_provider_error(message: Any, status: int | None,
-                                                            action: str | None) -> None:
+def test_any_error_value_is_classified_into_a_provider_error(
+    message: Any, status: int | None, action: str | None
+) -> None:
     error = protocol.classify_error(message, status, action)
     assert isinstance(error, MirPanelError)
     check_error(error)
@@ -221,8 +305,12 @@ def test_any_error_value_is_classified_into_a_provider_error(message: Any, statu
 
 # -- the input side ------------------------------------------------------------------------------------------------
 
-ANY_INPUT = st.one_of(json_values(st.one_of(SCALARS, st.binary(max_size=4))), st.sets(st.integers()),
-                      st.frozensets(st.text(max_size=3)), st.tuples(SCALARS, SCALARS))
+ANY_INPUT = st.one_of(
+    json_values(st.one_of(SCALARS, st.binary(max_size=4))),
+    st.sets(st.integers()),
+    st.frozensets(st.text(max_size=3)),
+    st.tuples(SCALARS, SCALARS),
+)
 
 
 @PROPERTY
@@ -246,17 +334,25 @@ def test_any_id_input_is_normalized_or_refused_with_an_input_error(value: Any) -
 PARAM_NAMES = st.one_of(st.sampled_from(sorted(protocol.ORDER_PARAMS)), st.text(max_size=8), st.integers(0, 9))
 
 
-PARAM_VALUES = st.one_of(st.integers(0, 10**6), st.integers(0, 10**6).map(str), st.text(max_size=12),
-                         st.lists(st.text(max_size=5), max_size=3), ANY_INPUT)
+PARAM_VALUES = st.one_of(
+    st.integers(0, 10**6),
+    st.integers(0, 10**6).map(str),
+    st.text(max_size=12),
+    st.lists(st.text(max_size=5), max_size=3),
+    ANY_INPUT,
+)
 SERVICE_TYPES = st.one_of(st.sampled_from([kind.name for kind in protocol.ORDER_TYPES.values()]), SCALARS)
 
 
 @PROPERTY
-@given(service=st.one_of(st.integers(1, 10**6), ANY_INPUT),
-       params=st.dictionaries(PARAM_NAMES, PARAM_VALUES, max_size=6),
-       catalogue=st.fixed_dictionaries({}, optional={"type": SERVICE_TYPES, "min": SCALARS, "max": SCALARS}))
-def test_any_order_input_is_a_clean_form_or_an_input_error(service: Any, params: dict[str, Any],
-                                                           catalogue: dict[str, Any]) -> None:
+@given(
+    service=st.one_of(st.integers(1, 10**6), ANY_INPUT),
+    params=st.dictionaries(PARAM_NAMES, PARAM_VALUES, max_size=6),
+    catalogue=st.fixed_dictionaries({}, optional={"type": SERVICE_TYPES, "min": SCALARS, "max": SCALARS}),
+)
+def test_any_order_input_is_a_clean_form_or_an_input_error(
+    service: Any, params: dict[str, Any], catalogue: dict[str, Any]
+) -> None:
     try:
         form = protocol.build_add_form(service, params)
     except MirPanelInputError as error:

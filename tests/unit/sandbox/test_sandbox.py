@@ -34,18 +34,65 @@ ROOT = Path(__file__).resolve().parents[3]
 
 # A small catalogue in the real format (rate as a string, min/max as ints, JSON booleans).
 CATALOGUE: list[dict[str, Any]] = [
-    {"service": 1, "name": "Followers", "type": "Default", "category": "First", "rate": "0.90",
-     "min": 50, "max": 10000, "dripfeed": False, "refill": True, "cancel": True},
-    {"service": 2, "name": "Comments", "type": "Custom Comments", "category": "Second", "rate": "8",
-     "min": 10, "max": 1500, "dripfeed": False, "refill": False, "cancel": True},
-    {"service": 3, "name": "Package", "type": "Package", "category": "Third", "rate": "2.5",
-     "min": 1, "max": 1, "dripfeed": False, "refill": False, "cancel": False},
-    {"service": 4, "name": "Likes", "type": "Default", "category": "First", "rate": "1.00",
-     "min": 10, "max": 1000, "dripfeed": False, "refill": False, "cancel": False},
+    {
+        "service": 1,
+        "name": "Followers",
+        "type": "Default",
+        "category": "First",
+        "rate": "0.90",
+        "min": 50,
+        "max": 10000,
+        "dripfeed": False,
+        "refill": True,
+        "cancel": True,
+    },
+    {
+        "service": 2,
+        "name": "Comments",
+        "type": "Custom Comments",
+        "category": "Second",
+        "rate": "8",
+        "min": 10,
+        "max": 1500,
+        "dripfeed": False,
+        "refill": False,
+        "cancel": True,
+    },
+    {
+        "service": 3,
+        "name": "Package",
+        "type": "Package",
+        "category": "Third",
+        "rate": "2.5",
+        "min": 1,
+        "max": 1,
+        "dripfeed": False,
+        "refill": False,
+        "cancel": False,
+    },
+    {
+        "service": 4,
+        "name": "Likes",
+        "type": "Default",
+        "category": "First",
+        "rate": "1.00",
+        "min": 10,
+        "max": 1000,
+        "dripfeed": False,
+        "refill": False,
+        "cancel": False,
+    },
 ]
 # Deterministic: nothing ends Partial or Rejected unless a test asks for it.
-STEADY = Lifecycle(pending_seconds=60, units_per_second=10, max_run_seconds=300, partial_every=0,
-                   reject_refill_every=0, refill_pending_seconds=30, refill_run_seconds=60)
+STEADY = Lifecycle(
+    pending_seconds=60,
+    units_per_second=10,
+    max_run_seconds=300,
+    partial_every=0,
+    reject_refill_every=0,
+    refill_pending_seconds=30,
+    refill_run_seconds=60,
+)
 STATUS_KEYS = {"charge", "start_count", "status", "remains", "currency"}
 
 Call = Callable[..., requests.Response]
@@ -123,8 +170,10 @@ def test_an_unknown_or_missing_action_is_an_incorrect_request(call: Call, form: 
     assert (reply.status_code, reply.json()) == (200, {"error": "Incorrect request"})
 
 
-@pytest.mark.parametrize(("action", "field"), [("status", "orders"), ("refill", "orders"),
-                                               ("refill_status", "refills"), ("cancel", "orders")])
+@pytest.mark.parametrize(
+    ("action", "field"),
+    [("status", "orders"), ("refill", "orders"), ("refill_status", "refills"), ("cancel", "orders")],
+)
 def test_more_than_100_ids_is_an_incorrect_request(call: Call, action: str, field: str) -> None:
     ids = ",".join(str(n) for n in range(1, 102))
     assert call(action=action, **{field: ids}).json() == {"error": "Incorrect request"}
@@ -185,8 +234,9 @@ def test_a_package_costs_its_rate_and_comments_are_charged_per_line(frozen: Sand
         ({"service": "3", "link": "https://x/1", "quantity": "5"}, "Incorrect request: Package services do not"),
     ],
 )
-def test_add_refuses_invalid_orders_with_panel_texts(frozen: SandboxPanel, call: Call, params: dict[str, str],
-                                                     expected: str) -> None:
+def test_add_refuses_invalid_orders_with_panel_texts(
+    frozen: SandboxPanel, call: Call, params: dict[str, str], expected: str
+) -> None:
     reply = call(action="add", **params)
     assert reply.status_code == 200
     assert set(reply.json()) == {"error"}
@@ -211,7 +261,12 @@ def test_add_without_funds_is_refused_and_charges_nothing() -> None:
 def test_status_single_has_the_seed_shape(call: Call) -> None:
     order = add(call, quantity=1000)
     assert call(action="status", order=order).json() == {
-        "charge": "0.90000", "start_count": "0", "status": "Pending", "remains": "1000", "currency": "USD"}
+        "charge": "0.90000",
+        "start_count": "0",
+        "status": "Pending",
+        "remains": "1000",
+        "currency": "USD",
+    }
 
 
 def test_status_of_an_unknown_order(call: Call) -> None:
@@ -268,8 +323,16 @@ def test_at_the_default_speed_orders_outlast_a_schedulers_first_check() -> None:
     rows = list(csv.DictReader((ROOT / "dags_examples" / "data" / "campaign.csv").open()))
     with SandboxPanel() as panel:
         call = caller(panel)
-        orders = [panel.state.orders[int(call(action="add", service=row["service"], link=row["link"],
-                                                quantity=row["quantity"]).json()["order"])] for row in rows]
+        orders = [
+            panel.state.orders[
+                int(
+                    call(action="add", service=row["service"], link=row["link"], quantity=row["quantity"]).json()[
+                        "order"
+                    ]
+                )
+            ]
+            for row in rows
+        ]
         assert {order.status for order in orders} == {"Pending"}
 
     assert panel.speed == DEFAULT_SPEED == _parser().parse_args([]).speed
@@ -288,8 +351,13 @@ def test_every_nth_order_ends_partial_with_the_rest_refunded() -> None:
         panel.advance(60 + 100)
         reply = call(action="status", orders=f"{full},{partial}").json()
         assert (reply[str(full)]["status"], reply[str(full)]["remains"]) == ("Completed", "0")
-        assert reply[str(partial)] == {"charge": "0.81000", "start_count": reply[str(partial)]["start_count"],
-                                       "status": "Partial", "remains": "100", "currency": "USD"}
+        assert reply[str(partial)] == {
+            "charge": "0.81000",
+            "start_count": reply[str(partial)]["start_count"],
+            "status": "Partial",
+            "remains": "100",
+            "currency": "USD",
+        }
         assert call(action="balance").json()["balance"] == "998.29000"  # 0.09 back for 100 undelivered
 
 
@@ -341,12 +409,17 @@ def test_refill_multi_and_refill_status_multi_are_lists(frozen: SandboxPanel, ca
     first, second = add(call, link="https://x/1"), add(call, link="https://x/2")
     frozen.complete_all()
     reply = call(action="refill", orders=f"{first},{second},3").json()
-    assert reply == [{"order": first, "refill": 1}, {"order": second, "refill": 2},
-                     {"order": 3, "refill": {"error": "Incorrect order ID"}}]
+    assert reply == [
+        {"order": first, "refill": 1},
+        {"order": second, "refill": 2},
+        {"order": 3, "refill": {"error": "Incorrect order ID"}},
+    ]
     frozen.set_refill(2, "Rejected")
     assert call(action="refill_status", refills="1,2,3").json() == [
-        {"refill": 1, "status": "Pending"}, {"refill": 2, "status": "Rejected"},
-        {"refill": 3, "status": {"error": "Refill not found"}}]
+        {"refill": 1, "status": "Pending"},
+        {"refill": 2, "status": "Rejected"},
+        {"refill": 3, "status": {"error": "Refill not found"}},
+    ]
     assert call(action="refill_status", refill=3).json() == {"error": "Refill not found"}
 
 
@@ -367,9 +440,16 @@ def test_every_nth_refill_is_rejected() -> None:
 def test_cancel_replies_a_list_and_refunds_a_pending_order(frozen: SandboxPanel, call: Call) -> None:
     order = add(call, quantity=1000)
     assert call(action="cancel", orders=f"9,{order}").json() == [
-        {"order": 9, "cancel": {"error": "Incorrect order ID"}}, {"order": order, "cancel": 1}]
+        {"order": 9, "cancel": {"error": "Incorrect order ID"}},
+        {"order": order, "cancel": 1},
+    ]
     assert call(action="status", order=order).json() == {
-        "charge": "0.00000", "start_count": "0", "status": "Canceled", "remains": "1000", "currency": "USD"}
+        "charge": "0.00000",
+        "start_count": "0",
+        "status": "Canceled",
+        "remains": "1000",
+        "currency": "USD",
+    }
     assert call(action="balance").json()["balance"] == "1000.00000"
 
 
@@ -387,7 +467,9 @@ def test_cancel_rules(frozen: SandboxPanel, call: Call) -> None:
     frozen.set_order(done, status="Completed")
     refused = {"error": "Cancel is not available for this order"}
     assert call(action="cancel", orders=f"{no_cancel},{done}").json() == [
-        {"order": no_cancel, "cancel": refused}, {"order": done, "cancel": refused}]
+        {"order": no_cancel, "cancel": refused},
+        {"order": done, "cancel": refused},
+    ]
     assert call(action="cancel", order=no_cancel).json() == {"error": "Incorrect request"}
 
 
@@ -429,8 +511,9 @@ def test_rate_limit_with_and_without_retry_after(frozen: SandboxPanel, call: Cal
     assert call(action="add", service=1, link="https://x/1", quantity=100).status_code == 200
 
 
-@pytest.mark.parametrize(("status", "marker"), [(503, "cf-error-code"), (522, "Connection timed out"),
-                                                (200, "Just a moment...")])
+@pytest.mark.parametrize(
+    ("status", "marker"), [(503, "cf-error-code"), (522, "Connection timed out"), (200, "Just a moment...")]
+)
 def test_html_fault_serves_a_cloudflare_like_page(frozen: SandboxPanel, call: Call, status: int, marker: str) -> None:
     frozen.faults.add("status", "html", status=status)
     reply = call(action="status", order=1)
@@ -461,8 +544,7 @@ def test_error_fault_answers_a_panel_error_without_processing(frozen: SandboxPan
     assert frozen.requests[-1].processed is False
 
 
-def test_drop_after_processing_creates_the_order_but_the_client_gets_no_reply(frozen: SandboxPanel,
-                                                                              call: Call) -> None:
+def test_drop_after_processing_creates_the_order_but_the_client_gets_no_reply(frozen: SandboxPanel, call: Call) -> None:
     frozen.faults.add("add", "drop_after_processing", when=lambda form: form["link"].endswith("/7"))
     assert "order" in call(action="add", service=1, link="https://x/6", quantity=100).json()
     with pytest.raises(requests.ConnectionError, match=r"RemoteDisconnected|without response"):
@@ -479,8 +561,9 @@ def test_drop_closes_the_connection_without_processing(frozen: SandboxPanel, cal
     assert frozen.state.orders == {}
 
 
-def test_delay_after_processing_makes_the_client_time_out_after_the_order_exists(frozen: SandboxPanel,
-                                                                                 call: Call) -> None:
+def test_delay_after_processing_makes_the_client_time_out_after_the_order_exists(
+    frozen: SandboxPanel, call: Call
+) -> None:
     frozen.faults.add("add", "delay_after_processing", seconds=5)
     with pytest.raises(requests.ReadTimeout):
         call(action="add", service=1, link="https://x/1", quantity=100, timeout=0.3)
@@ -632,15 +715,31 @@ def test_first_ids_give_the_same_ids_in_every_run() -> None:
 def test_a_restarted_cli_sandbox_never_hands_out_an_id_it_handed_out_before(tmp_path: Path) -> None:
     def order_from_a_fresh_sandbox(*options: str) -> int:
         port = _free_port()
-        command = [sys.executable, "-m", "airflow_provider_mirpanel.sandbox", "--port", str(port), "--key", "k",
-                   *options]
+        command = [
+            sys.executable,
+            "-m",
+            "airflow_provider_mirpanel.sandbox",
+            "--port",
+            str(port),
+            "--key",
+            "k",
+            *options,
+        ]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
             try:
                 assert process.stdout is not None and "listening" in process.stdout.readline()
                 service = default_catalogue().first_of_type("Default")
-                reply = requests.post(f"http://127.0.0.1:{port}/api/v2", timeout=5, data={
-                    "key": "k", "action": "add", "service": service["service"], "link": "https://x/1",
-                    "quantity": service["min"]})
+                reply = requests.post(
+                    f"http://127.0.0.1:{port}/api/v2",
+                    timeout=5,
+                    data={
+                        "key": "k",
+                        "action": "add",
+                        "service": service["service"],
+                        "link": "https://x/1",
+                        "quantity": service["min"],
+                    },
+                )
                 return int(reply.json()["order"])
             finally:
                 process.terminate()
@@ -657,8 +756,12 @@ def test_a_restarted_cli_sandbox_never_hands_out_an_id_it_handed_out_before(tmp_
 
 
 def test_the_panel_fixture_sets_the_default_connection(panel: SandboxPanel) -> None:
-    assert json.loads(os.environ[CONN_ENV_VAR]) == {"conn_type": "mirpanel", "host": panel.url,
-                                                    "password": panel.api_key, "extra": {"rate_limits": False}}
+    assert json.loads(os.environ[CONN_ENV_VAR]) == {
+        "conn_type": "mirpanel",
+        "host": panel.url,
+        "password": panel.api_key,
+        "extra": {"rate_limits": False},
+    }
     assert panel.env() == {CONN_ENV_VAR: os.environ[CONN_ENV_VAR]}
 
 
@@ -666,8 +769,10 @@ def test_the_connection_uri_and_json_read_back_in_airflow() -> None:
     from airflow.models.connection import Connection
 
     with SandboxPanel(api_key="k/+ y@z", catalogue=CATALOGUE) as panel:
-        for conn in (Connection(conn_id="a", uri=panel.connection_uri()),
-                     Connection.from_json(panel.connection_json(), conn_id="b")):
+        for conn in (
+            Connection(conn_id="a", uri=panel.connection_uri()),
+            Connection.from_json(panel.connection_json(), conn_id="b"),
+        ):
             assert (conn.conn_type, conn.host, conn.password) == ("mirpanel", panel.url, "k/+ y@z")
             assert conn.extra_dejson["rate_limits"] in (False, "false")  # JSON / URI
 
@@ -709,11 +814,12 @@ def test_load_1000_status_requests_and_2000_concurrent_adds(frozen: SandboxPanel
     async def run() -> tuple[list[Any], list[Any]]:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
+
             async def post(**form: Any) -> Any:
                 async with session.post(frozen.url, data={"key": frozen.api_key, **form}) as reply:
                     return await reply.json()
 
-            batches = [ids[i:i + 100] for i in range(0, 100_000, 100)]
+            batches = [ids[i : i + 100] for i in range(0, 100_000, 100)]
             limiter = asyncio.Semaphore(50)
 
             async def status(batch: list[int]) -> Any:
@@ -721,8 +827,9 @@ def test_load_1000_status_requests_and_2000_concurrent_adds(frozen: SandboxPanel
                     return await post(action="status", orders=",".join(map(str, batch)))
 
             statuses = await asyncio.gather(*(status(batch) for batch in batches))
-            adds = await asyncio.gather(*(post(action="add", service=4, link=f"https://x/{n}", quantity=10)
-                                          for n in range(2000)))
+            adds = await asyncio.gather(
+                *(post(action="add", service=4, link=f"https://x/{n}", quantity=10) for n in range(2000))
+            )
             return statuses, adds
 
     started = time.monotonic()
@@ -749,8 +856,17 @@ def _free_port() -> int:
 @pytest.mark.slow  # an Airflow run or a CLI process: seconds
 def test_the_cli_serves_and_prints_url_key_and_connection() -> None:
     port = _free_port()
-    command = [sys.executable, "-m", "airflow_provider_mirpanel.sandbox", "--port", str(port), "--key", "demo-key",
-               "--balance", "50"]
+    command = [
+        sys.executable,
+        "-m",
+        "airflow_provider_mirpanel.sandbox",
+        "--port",
+        str(port),
+        "--key",
+        "demo-key",
+        "--balance",
+        "50",
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
         try:
             assert process.stdout is not None
@@ -760,8 +876,12 @@ def test_the_cli_serves_and_prints_url_key_and_connection() -> None:
             assert "demo-key" in lines[1]
             name, _, value = lines[2].strip().removeprefix("export ").partition("=")
             assert name == CONN_ENV_VAR
-            assert json.loads(value.strip("'")) == {"conn_type": "mirpanel", "host": url, "password": "demo-key",
-                                                    "extra": {"rate_limits": False}}
+            assert json.loads(value.strip("'")) == {
+                "conn_type": "mirpanel",
+                "host": url,
+                "password": "demo-key",
+                "extra": {"rate_limits": False},
+            }
             reply = requests.post(url, data={"key": "demo-key", "action": "balance"}, timeout=5)
             assert reply.json() == {"balance": "50.00000", "currency": "USD"}
         finally:

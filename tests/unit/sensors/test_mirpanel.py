@@ -95,8 +95,9 @@ def test_progress_is_logged_each_poke(panel: SandboxPanel, capsys: pytest.Captur
     assert "Completed 1" in out and "In progress 1" in out and "Pending 2" in out
 
 
-def test_a_failed_poke_is_logged_as_failed_not_as_progress(panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_poke_is_logged_as_failed_not_as_progress(
+    panel: SandboxPanel, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(CONN_ENV_VAR, json.dumps(panel.connection(retries=1, backoff=0.01)))
     ids = frozen_orders(panel, 20)
     panel.set_order(ids[0], "Completed")
@@ -183,12 +184,17 @@ def test_reschedule_mode_keeps_finished_orders_in_the_task_state_store(panel: Sa
 
     assert asked_ids(panel) == ids[2:]
     assert [(r["order"], r["status"]) for r in records] == [
-        (ids[0], "Completed"), (ids[1], "Refunded"), (ids[2], "Completed"), (ids[3], "Completed")]
+        (ids[0], "Completed"),
+        (ids[1], "Refunded"),
+        (ids[2], "Completed"),
+        (ids[3], "Completed"),
+    ]
     assert all(len(json.dumps(value)) < 64_000 for value in store.values.values())
 
 
-def test_reschedule_mode_without_a_store_asks_about_every_order_again(panel: SandboxPanel,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_reschedule_mode_without_a_store_asks_about_every_order_again(
+    panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+) -> None:
     ids = frozen_orders(panel, 3)
     panel.set_order(ids[0], "Completed")
     context = cast(Context, {"ti": FakeTaskInstance()})  # no task_state_store
@@ -271,7 +277,10 @@ def test_refill_sensor_waits_for_every_refill(panel: SandboxPanel) -> None:
 
     assert done.is_done and asked_ids(panel, "refill_status") == ids[1:]
     assert [(r["refill"], r["status"]) for r in final_records(done)] == [
-        (ids[0], "Completed"), (ids[1], "Rejected"), (ids[2], "Completed")]
+        (ids[0], "Completed"),
+        (ids[1], "Rejected"),
+        (ids[2], "Completed"),
+    ]
     frame = to_dataframe(done.xcom_value)
     assert str(frame["refill"].dtype) == "Int64" and str(frame["status"].dtype) == "string"
 

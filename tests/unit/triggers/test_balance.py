@@ -101,8 +101,11 @@ def test_the_trigger_projects_the_run_out_from_a_synthetic_spend_history(panel: 
     now = time.time()
     state_key = BalanceTrigger(runs_out_within_hours=48).state_key
     # 1,300 -> 1,025 over 11 h, then 1,000 an hour later (the sandbox's balance): 25 USD per hour.
-    store.values[state_key] = {"low": False, "failing": False,
-                               "history": spending_history(now, start=1300.0, per_hour=25.0, hours=12)}
+    store.values[state_key] = {
+        "low": False,
+        "failing": False,
+        "history": spending_history(now, start=1300.0, per_hour=25.0, hours=12),
+    }
 
     async def scenario() -> None:
         async with Watch(store, runs_out_within_hours=48, clock=lambda: now) as watch:
@@ -115,7 +118,8 @@ def test_the_trigger_projects_the_run_out_from_a_synthetic_spend_history(panel: 
             assert event["runs_out_at"] == runs_out_at
             assert event["message"] == (
                 "balance 1,000.00 USD runs out within 48 h (threshold runs out within 48 h); "
-                f"spend rate 25.00 USD/h: it runs out in about 40.0 h (at {runs_out_at})")
+                f"spend rate 25.00 USD/h: it runs out in about 40.0 h (at {runs_out_at})"
+            )
 
     run(scenario)
 
@@ -149,8 +153,12 @@ def test_the_trigger_serializes_to_json_and_back() -> None:
     trigger = BalanceTrigger(mirpanel_conn_id="panel", min_balance=50, runs_out_within_hours=24, poll_interval=600)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_mirpanel.triggers.balance.BalanceTrigger"
-    assert kwargs == {"mirpanel_conn_id": "panel", "min_balance": 50.0, "runs_out_within_hours": 24.0,
-                      "poll_interval": 600.0}
+    assert kwargs == {
+        "mirpanel_conn_id": "panel",
+        "min_balance": 50.0,
+        "runs_out_within_hours": 24.0,
+        "poll_interval": 600.0,
+    }
     rebuilt = BalanceTrigger(**cast(dict[str, Any], deserialize(serialize(kwargs))))
     assert rebuilt.serialize() == (classpath, kwargs) and rebuilt.state_key == trigger.state_key
 
@@ -158,8 +166,12 @@ def test_the_trigger_serializes_to_json_and_back() -> None:
 def test_a_watch_stored_before_the_layout_move_resumes_and_fires(panel: SandboxPanel) -> None:
     """An ``AssetWatcher``'s trigger row as 0.2.0 (the flat layout, before issue 21) stored it resumes."""
     classpath = "airflow_provider_mirpanel.triggers.balance.BalanceTrigger"
-    kwargs = {"mirpanel_conn_id": "mirpanel_default", "min_balance": 5000.0, "runs_out_within_hours": None,
-              "poll_interval": 0.01}
+    kwargs = {
+        "mirpanel_conn_id": "mirpanel_default",
+        "min_balance": 5000.0,
+        "runs_out_within_hours": None,
+        "poll_interval": 0.01,
+    }
     module, _, name = classpath.rpartition(".")
     trigger = getattr(importlib.import_module(module), name)(**cast(dict[str, Any], deserialize(serialize(kwargs))))
     assert trigger.serialize() == (classpath, kwargs)

@@ -133,8 +133,9 @@ def test_a_mix_of_terminal_statuses_in_any_spelling_ends_the_wait(panel: Sandbox
 
     event = event_of(OrderStatusTrigger(ids, poll_interval=POLL))
 
-    assert ended(event, 4) == ("4/4 orders done; 0 remaining units; "
-                               "statuses: Completed 1, Partial 1, Canceled 1, Refunded 1")
+    assert ended(event, 4) == (
+        "4/4 orders done; 0 remaining units; statuses: Completed 1, Partial 1, Canceled 1, Refunded 1"
+    )
 
 
 def test_custom_terminal_statuses_end_the_wait_early(panel: SandboxPanel) -> None:
@@ -210,8 +211,9 @@ def test_a_malformed_reply_ends_the_wait_with_an_error_event(panel: SandboxPanel
 
 
 def test_a_bad_connection_ends_the_wait_with_an_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": "http://panel.example/api/v2",
-                                                 "password": "k"}))
+    monkeypatch.setenv(
+        CONN_ENV_VAR, json.dumps({"conn_type": "mirpanel", "host": "http://panel.example/api/v2", "password": "k"})
+    )
 
     event = event_of(OrderStatusTrigger([1], poll_interval=POLL))
 
@@ -259,8 +261,9 @@ def trigger_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return [match["message"] for line in capsys.readouterr().out.splitlines() if (match := TRIGGER_LINE.match(line))]
 
 
-def test_a_failed_poll_is_logged_as_failed_not_as_progress(panel: SandboxPanel,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_poll_is_logged_as_failed_not_as_progress(
+    panel: SandboxPanel, capsys: pytest.CaptureFixture[str]
+) -> None:
     panel.speed = 0
     ids = panel.create_orders(20, quantity=100)
     panel.set_order(ids[0], "Completed")
@@ -278,8 +281,9 @@ def test_a_failed_poll_is_logged_as_failed_not_as_progress(panel: SandboxPanel,
     assert lines[0] == "1/20 orders done; 1,900 remaining units; statuses: Pending 19, Completed 1; next poll in 0.05 s"
     failed = [line for line in lines if line.startswith("poll failed")]
     assert len(failed) == 1
-    assert re.fullmatch(r"poll failed \(.*503.*\); 19 of 20 orders still pending, asking again in 0\.05 s",
-                        failed[0]), failed[0]
+    assert re.fullmatch(
+        r"poll failed \(.*503.*\); 19 of 20 orders still pending, asking again in 0\.05 s", failed[0]
+    ), failed[0]
     assert not [line for line in lines if re.search(r"\b0/20|statuses: ;|statuses: $", line)]
 
 
@@ -293,11 +297,20 @@ def test_a_wait_whose_every_poll_fails_says_so_and_times_out_naming_the_cause(
     event = event_of(OrderStatusTrigger(ids, poll_interval=POLL, deadline=time.time() + 0.5))
 
     lines = trigger_lines(capsys)
-    assert lines and all(re.fullmatch(r"poll failed \(.*503.*\); 20 orders still pending, asking again in "
-                                      r"[0-9.e-]+ s", line) for line in lines[:-1]), lines
+    assert lines and all(
+        re.fullmatch(
+            r"poll failed \(.*503.*\); 20 orders still pending, asking again in "
+            r"[0-9.e-]+ s",
+            line,
+        )
+        for line in lines[:-1]
+    ), lines
     assert event["status"] == "timeout" and event["ids"] == ids
-    assert re.fullmatch(r"20 of 20 orders had not ended by the deadline \(0/20 orders done; statuses: "
-                        r"not seen yet 20\); the last poll failed \(.*503.*\)", event["message"]), event["message"]
+    assert re.fullmatch(
+        r"20 of 20 orders had not ended by the deadline \(0/20 orders done; statuses: "
+        r"not seen yet 20\); the last poll failed \(.*503.*\)",
+        event["message"],
+    ), event["message"]
     assert lines[-1] == event["message"]
 
 
@@ -359,8 +372,7 @@ def test_refills_that_end_over_a_few_polls_include_rejected_ones(panel: SandboxP
         await until_requests(panel, 1, "refill_status")
         panel.advance(3600)
 
-    event = run_with(RefillStatusTrigger(refills, poll_interval=POLL, deadline=time.time() + 30),
-                     end_after_first_poll)
+    event = run_with(RefillStatusTrigger(refills, poll_interval=POLL, deadline=time.time() + 30), end_after_first_poll)
 
     assert ended(event, 8).endswith("statuses: Completed 6, Rejected 2")
     assert panel.count("refill_status") >= 2
@@ -394,8 +406,12 @@ def test_refills_time_out_too(panel: SandboxPanel) -> None:
 )
 def test_serialize_round_trips_through_json_and_airflow_serde(cls: type, ids_argument: str) -> None:
     trigger = cls(
-        ["3", 1, 2, 1], mirpanel_conn_id="panel_eu", poll_interval=15, terminal_statuses=["completed", "partial"],
-        failed_statuses={"cancelled"}, deadline=1_900_000_000.5,
+        ["3", 1, 2, 1],
+        mirpanel_conn_id="panel_eu",
+        poll_interval=15,
+        terminal_statuses=["completed", "partial"],
+        failed_statuses={"cancelled"},
+        deadline=1_900_000_000.5,
     )
 
     classpath, kwargs = trigger.serialize()
@@ -415,8 +431,14 @@ def test_serialize_round_trips_through_json_and_airflow_serde(cls: type, ids_arg
 
 def test_defaults_serialize_as_none(panel: SandboxPanel) -> None:
     _, kwargs = OrderStatusTrigger([1]).serialize()
-    assert kwargs == {"order_ids": [1], "mirpanel_conn_id": "mirpanel_default", "poll_interval": 60.0,
-                      "terminal_statuses": None, "failed_statuses": None, "deadline": None}
+    assert kwargs == {
+        "order_ids": [1],
+        "mirpanel_conn_id": "mirpanel_default",
+        "poll_interval": 60.0,
+        "terminal_statuses": None,
+        "failed_statuses": None,
+        "deadline": None,
+    }
     assert OrderStatusTrigger(**kwargs).serialize()[1] == kwargs
 
 
@@ -433,8 +455,9 @@ def test_repr_is_short(panel: SandboxPanel) -> None:
     )
 
 
-@pytest.mark.parametrize("module", ["airflow_provider_mirpanel.triggers.mirpanel",
-                                    "airflow_provider_mirpanel.triggers.balance"])
+@pytest.mark.parametrize(
+    "module", ["airflow_provider_mirpanel.triggers.mirpanel", "airflow_provider_mirpanel.triggers.balance"]
+)
 def test_the_trigger_module_leaves_the_async_hook_and_aiohttp_to_run(module: str) -> None:
     """The triggerer imports trigger modules on its event loop: ours do not import aiohttp with them."""
     import importlib
@@ -443,9 +466,11 @@ def test_the_trigger_module_leaves_the_async_hook_and_aiohttp_to_run(module: str
 
     from airflow_provider_mirpanel.hooks.mirpanel_async import MirPanelAsyncHook
 
-    code = (f"import sys, airflow.triggers.base; before = set(sys.modules); import {module}; "
-            "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'aiohttp' "
-            "or m == 'airflow_provider_mirpanel.hooks.mirpanel_async'))")
+    code = (
+        f"import sys, airflow.triggers.base; before = set(sys.modules); import {module}; "
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'aiohttp' "
+        "or m == 'airflow_provider_mirpanel.hooks.mirpanel_async'))"
+    )
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert imported.stdout.strip() == "[]"
     assert MirPanelAsyncHook.default_conn_name == importlib.import_module(module).DEFAULT_CONN_ID
@@ -475,8 +500,14 @@ def test_a_trigger_stored_before_the_layout_move_resumes_and_ends_the_wait(
     panel: SandboxPanel, classpath: str, ids_argument: str
 ) -> None:
     ids = refills_of(panel, 3) if ids_argument == "refill_ids" else panel.create_orders(3, status="Completed")
-    kwargs = {ids_argument: ids, "mirpanel_conn_id": "mirpanel_default", "poll_interval": POLL,
-              "terminal_statuses": None, "failed_statuses": None, "deadline": time.time() + 30}
+    kwargs = {
+        ids_argument: ids,
+        "mirpanel_conn_id": "mirpanel_default",
+        "poll_interval": POLL,
+        "terminal_statuses": None,
+        "failed_statuses": None,
+        "deadline": time.time() + 30,
+    }
     panel.advance(3600)  # the refills end too
 
     trigger = trigger_of_row(classpath, kwargs)
