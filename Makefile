@@ -42,15 +42,15 @@ bench-quick: $(STAMP)
 
 # Placement of 3,000 orders without a store, with the per-task ledger and with a ledger scope (its claim on
 # its own row), then four writers of one scope at once, run by a real scheduler in the deployment of make e2e
-# (in .e2e/bench; 0 and 50 ms panel latency; about 9 minutes, heavy: not part of make test).
+# (in .e2e/bench; 0 and 50 ms panel latency; 6-9 minutes, heavy: not part of make test).
 bench-deployment: $(E2E_STAMP)
 	$(BIN)/python -m benchmarks --deployment
 
 # A real Airflow deployment on 127.0.0.1 (PostgreSQL, api-server, scheduler, dag-processor, triggerer)
-# driven through twelve scenarios (issue 11's five; issue 15's asset-triggered report and balance watch;
+# driven through thirteen scenarios (issue 11's five; issue 15's asset-triggered report and balance watch;
 # issue 20's concurrent writers of one ledger scope: two runs, two DAGs, mapped chunks, a retry beside a new
-# run, a killed holder — 0 bought twice, 0 entries lost), in .e2e/ (about 7 minutes; README: "Production
-# deployment").
+# run, a killed holder — 0 bought twice, 0 entries lost; the MirPanel page in a real browser), in .e2e/
+# (7-9 minutes; README: "Production deployment").
 e2e: $(E2E_STAMP)
 	$(BIN)/pytest -m e2e tests/e2e -q -p no:cacheprovider
 
