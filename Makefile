@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest bench bench-quick bench-deployment demo sandbox clean e2e dist
+.PHONY: install test lint typecheck pytest bench bench-quick bench-deployment demo sandbox clean e2e e2e-celery dist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ bench-deployment: $(E2E_STAMP)
 # deployment").
 e2e: $(E2E_STAMP)
 	$(BIN)/pytest -m e2e tests/e2e -q -p no:cacheprovider
+
+# The same deployment on CeleryExecutor (issue 23), in .e2e-celery/: Redis (Debian's redis-server) as the broker,
+# two Celery workers (worker1, worker2; 2 slots each), results in PostgreSQL; the scenarios above plus a mapped
+# placement spread over both workers (13) and a worker killed with kill -9 mid-placement (14).
+e2e-celery: $(E2E_STAMP)
+	$(BIN)/pytest -m e2e tests/e2e -q -p no:cacheprovider --executor CeleryExecutor
 
 # The release files: sdist and wheel in dist/, checked by twine (README: "Install into your Airflow").
 dist: $(STAMP)

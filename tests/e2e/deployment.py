@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags_examples"
 #: The scenarios' own DAGs (issue 20's concurrent writers), a second DAG bundle beside the examples.
 E2E_DAGS = ROOT / "tests" / "e2e" / "dags"
+#: On the Celery workers' PYTHONPATH: the hostname callable that tells the two workers of one machine apart.
+WORKER_PATH = ROOT / "tests" / "e2e" / "worker"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
@@ -872,7 +874,7 @@ class Deployment:
                 "--without-gossip",
             ]
         self.services = {
-            name: Service(name, [AIRFLOW, *args], self.env, self.logs / f"{name}.log", cwd=self.home)
+            name: Service(name, [AIRFLOW, *args], self._env_of(name), self.logs / f"{name}.log", cwd=self.home)
             for name, args in commands.items()
         }
         for service in self.services.values():
@@ -968,6 +970,24 @@ class Deployment:
             # Airflow itself notices the lost task (heartbeat timeout) and schedules its retry.
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
         }
+
+    def _env_of(self, service: str) -> dict[str, str]:
+        """A service's environment: a Celery worker's names it (task instances report it as their hostname)."""
+        if service not in CELERY_WORKERS:
+            return self.env
+        return {
+            **self.env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(WORKER_PATH), self.env.get("PYTHONPATH")])),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mirpanel_e2e_worker.hostname",
+            "MIRPANEL_E2E_WORKER_HOSTNAME": self.hostname(service),
+        }
+
+    def worker_of(self, pid: int) -> str | None:
+        """The Celery worker (service name) whose process tree holds ``pid``, if any."""
+        for worker in CELERY_WORKERS if self.celery else ():
+            if pid in {process.pid for process in self.services[worker].tree()}:
+                return worker
+        return None
 
     def wait_worker(self, worker: str, timeout: float = 180) -> None:
         """Until the Celery worker (its latest start) logs that it is ready to take tasks."""
