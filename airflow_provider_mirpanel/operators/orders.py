@@ -25,8 +25,9 @@ from airflow_provider_mirpanel.operators.scoped import ScopedLedgerOperator, Sco
 from airflow_provider_mirpanel.placement.ledger import LedgerEntry, LedgerState
 from airflow_provider_mirpanel.placement.order_rows import keyless_rows, parse_order_rows
 from airflow_provider_mirpanel.placement.run import ON_INVALID, ON_UNKNOWN, PlacementOptions, PlacementRun
-from airflow_provider_mirpanel.protocol import to_int
+from airflow_provider_mirpanel.protocol import OrderParameter, to_int
 from airflow_provider_mirpanel.records import Record
+from airflow_provider_mirpanel.utils.arguments import NumberArgument, RowsArgument
 from airflow_provider_mirpanel.utils.listing import listing
 from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
 
@@ -38,84 +39,33 @@ MAX_UNKNOWN_ORDERS_XCOM = 1000
 
 
 class PlaceOrderOperator(ScopedLedgerOperator):
-    """Place one order or many, each exactly once across task retries (and DAG runs, with ``ledger_scope``).
+    """Place one order or many, each exactly once across task retries, DAG runs and concurrent writers.
 
-    One order: ``service=``, ``link=``, ``quantity=`` and the type's other parameters in
-    ``order_parameters`` (e.g. ``{"runs": 5, "interval": 30}`` for drip-feed, ``{"comments":
-    [...]}`` for custom comments). Many: ``orders=``, a list of dicts with ``service`` and the
-    type's parameters (e.g. the records of a campaign table), each optionally with a ``key``.
-
-    Before anything is spent, every order is checked against the catalogue: the service is listed
-    (so it exists and is enabled), its type's parameters are given and valid, the quantity is
-    within ``min``..``max``; with ``check_balance=True``, the estimated cost (``rate × quantity /
-    1000``) must be covered by the balance. Invalid orders are named with their row and reason.
-    Orders are then placed concurrently (at most ``max_concurrency`` at once). A panel refusal is
-    recorded in that order's record; "not enough funds" (or a bad key) stops placing the rest.
-    The task fails at the end if any order was not placed, naming them (an
-    :class:`~airflow_provider_mirpanel.placement.OrdersNotPlacedError` whose ``records`` are the
-    records this try would have returned; an ``on_failure_callback`` finds it in
-    ``context["exception"]``). When a retry could not change the outcome (orders of unknown
-    outcome, invalid rows, key conflicts) it is an
-    :class:`~airflow_provider_mirpanel.placement.OrdersUnresolvedError`: the task fails without
-    retries, and the message says what to look for on the panel and how to resolve it.
-
-    **Exactly once.** Each order has a key: its ``key`` field, else its position in the list
-    (``"0"``, ``"1"``, …). A ledger records that an order's placement started *before* it is sent,
-    and its order ID once placed. Placed orders are returned as they were without a request;
-    orders refused by the panel, or never sent, are placed again; orders whose outcome is unknown
-    (the reply was lost, or a try died between sending and recording) are never resent by
-    default — see ``on_unknown``. Where the ledger lives is ``ledger_scope``:
-
-    - None (default): the task's ``task_state_store``: the keys live as long as the task instance,
-      across its retries; a new DAG run starts afresh.
-    - a name, e.g. ``"{{ params.campaign }}"``: the state store of the connection's ledger asset
-      (:func:`~airflow_provider_mirpanel.ledger.ledger_asset`, added to the task's ``inlets``),
-      which outlives DAG runs: a key that any earlier run of the scope placed is never placed
-      again, and one of unknown outcome is never resent unless ``on_unknown`` says so or a user
-      resolves it (:class:`ResolveOrdersOperator`). Any number of runs, DAGs and mapped tasks may
-      place into one scope at once: each claims the scope's lease first, and one that finds it held
-      waits deferred (``ledger_wait_poll``, ``ledger_wait_timeout``). Under a scope, a mapped
-      task's rows must each have a ``key``.
-
-    XCom: one record per order, in input order: ``key, state, order, service`` + the parameters
-    sent + ``cost`` (estimated from the catalogue's rate) and ``error``. ``state`` is ``placed``,
-    ``refused``, ``not_sent``, ``unknown``, ``skipped``, ``invalid`` or ``conflict``.
+    .. seealso::
+        ``docs/reference.md``, "PlaceOrderOperator": what it does, returns and raises; how to use it:
+        ``docs/operators.md`` ("PlaceOrderOperator", "Concurrent writers of a scope").
 
     :param service: the service ID of a single order.
     :param link: its link.
     :param quantity: its quantity.
-    :param order_parameters: its other parameters (by the service's type).
-    :param orders: many orders, instead of ``service``/``link``/``quantity``/``order_parameters``.
+    :param order_parameters: its other parameters (by the service's type), e.g. ``{"runs": 5, "interval": 30}``.
+    :param orders: many orders (dicts with ``service``, the type's parameters and a ``key``), instead of
+        ``service``/``link``/``quantity``/``order_parameters``.
     :param check_balance: check that the balance covers the estimated cost before placing anything.
-    :param on_unknown: (templated) what to do about an order whose outcome is unknown from an earlier
-        try or run: ``"fail"`` (default: report it as ``unknown`` and fail the task — check the
-        panel's order list), ``"skip"`` (report it as ``skipped``; also keeps an unknown outcome on
-        this try from failing the task) or ``"resend"`` (place it again: may duplicate a paid order).
-        Run conf can carry it: ``on_unknown="{{ dag_run.conf.get('on_unknown', 'fail') }}"``.
-    :param on_invalid: ``"fail"`` (default) refuses all orders when any is invalid, before sending
-        anything; ``"skip"`` places the valid ones and reports the others as ``invalid``.
-    :param ledger_scope: (templated) the name of a ledger scope that outlives DAG runs; None keeps
-        the ledger per task instance.
-    :param ledger_asset: the asset whose state store holds the scoped ledger (default: the
-        connection's, :func:`~airflow_provider_mirpanel.ledger.ledger_asset`).
-    :param ledger_lease: see :class:`~airflow_provider_mirpanel.operators.scoped.ScopedLedgerOperator`
-        (also ``ledger_wait_poll``, ``ledger_wait_timeout``, ``deferrable``).
-    :param ledger_window: the most orders whose ``sending`` marks the ledger writes in one go (1..100,
-        default 50). Orders are marked as the workers can take them — ahead of the workers only while
-        orders are ending — and outcomes are written per batch of ended windows: a few state-store
-        writes per window instead of three trips per order, and after a crash only the orders that
-        were on the wire (or marked with them) are of unknown outcome. A smaller cap means fewer of
-        those at a fast panel, a larger one fewer writes.
-    :param services: (templated) the catalogue to check the orders against — ``ServicesOperator``
-        records, e.g. ``services=services_task.output`` — instead of asking the panel on every try:
-        one ``services`` request can serve many placements (mapped tasks, retries), as panels allow
-        only a few an hour. An order whose service is not in it is invalid.
+    :param on_unknown: (templated) an order whose outcome is unknown from an earlier try or run:
+        ``"fail"`` (default), ``"skip"`` or ``"resend"`` (may duplicate a paid order).
+    :param on_invalid: ``"fail"`` (default: refuse all orders when any is invalid) or ``"skip"``.
+    :param ledger_scope: (templated) the name of a ledger scope that outlives DAG runs; None keeps the
+        ledger per task instance.
+    :param ledger_asset: the asset whose state store holds the scope (default: the connection's).
+    :param ledger_lease: seconds a scope's lease lasts without renewal (default 60).
+    :param ledger_wait_poll: seconds between looks at a held scope while waiting (default 5).
+    :param ledger_wait_timeout: how long to wait for a held scope before failing (default 24 hours).
+    :param deferrable: wait for a held scope deferred, without a worker slot (default True).
+    :param ledger_window: the most orders whose ``sending`` marks are written in one go (1..100, default 50).
+    :param services: (templated) ``ServicesOperator`` records to check the orders against, instead of a
+        ``services`` request on every try.
     :param max_concurrency: orders in flight at once (default: the connection's ``concurrency``).
-
-    Extra link "Panel order": the panel's page of the (first) order placed, where the connection's
-    extra ``order_url`` gives its pattern (:mod:`~airflow_provider_mirpanel.links`). OpenLineage:
-    reads the panel's ``services`` (unless given them) and ``balance`` (``check_balance``), writes
-    its ``orders``.
     """
 
     template_fields: Sequence[str] = (
@@ -137,17 +87,17 @@ class PlaceOrderOperator(ScopedLedgerOperator):
     def __init__(
         self,
         *,
-        service: Any = None,
-        link: Any = None,
-        quantity: Any = None,
-        order_parameters: Mapping[str, Any] | None = None,
-        orders: Any = None,
+        service: int | str | None = None,
+        link: str | None = None,
+        quantity: NumberArgument | None = None,
+        order_parameters: Mapping[str, OrderParameter] | None = None,
+        orders: RowsArgument | None = None,
         check_balance: bool = False,
         on_unknown: str = "fail",
         on_invalid: str = "fail",
         ledger_scope: str | None = None,
         ledger_window: int = 50,
-        services: Any = None,
+        services: RowsArgument | None = None,
         max_concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -195,6 +145,7 @@ class PlaceOrderOperator(ScopedLedgerOperator):
         return [{**service, "service": to_int(service["service"])} for service in catalogue]
 
     def run_scoped(self, context: Context, wait: ScopeWait | None) -> list[Record]:
+        """Place the orders under the claimed scope (or the task's own ledger); the records of every row."""
         options = PlacementOptions(
             on_unknown=str(self.on_unknown).strip(),
             on_invalid=self.on_invalid,
@@ -256,27 +207,23 @@ class PlaceOrderOperator(ScopedLedgerOperator):
             )
 
     def lineage_datasets(self) -> tuple[Sequence[str], Sequence[str]]:
-        """Reads ``services`` unless given the catalogue, ``balance`` with ``check_balance``; writes ``orders``."""
+        """Return the datasets read and written.
+
+        Reads ``services`` unless given the catalogue, ``balance`` with ``check_balance``; writes ``orders``.
+        """
         inputs = [name for name, read in ((SERVICES, self.services is None), (BALANCE, self.check_balance)) if read]
         return inputs, self.lineage_outputs
 
 
 class ResolveOrdersOperator(ScopedLedgerOperator):
-    """List and resolve the orders of unknown outcome in a ledger scope (see ``PlaceOrderOperator``).
+    """List a ledger scope's orders of unknown outcome, and record what a user found for them on the panel.
 
-    An order's outcome is unknown when its ``add`` may have reached the panel but no order ID came
-    back (a lost reply, a killed try). Look for it in the panel's order list, then record what you
-    found: its order ID (``{"spring-17": 123456}``) — later runs return it as placed without a
-    request — or ``"not_placed"`` (``{"spring-17": "not_placed"}``) — the next run places it.
-    Order IDs are checked with the panel first: an ID it does not know is refused, and nothing is
-    written. Without ``resolutions`` the operator only lists.
-
-    XCom: one record per unresolved key before this task (``key, state, order, error``; ``state``
-    becomes ``placed`` or ``not_placed`` for the keys resolved), so the task log and XCom show what
-    is left.
+    .. seealso::
+        ``docs/reference.md``, "ResolveOrdersOperator": what it does, returns and raises; how to use it:
+        ``docs/operators.md`` ("Resolving unknown orders").
 
     :param ledger_scope: (templated) the scope's name, as given to ``PlaceOrderOperator``.
-    :param resolutions: (templated) ``{key: order_id or "not_placed"}``; a dict or its JSON text.
+    :param resolutions: (templated) ``{key: order_id or "not_placed"}``; a dict or its JSON text. None lists only.
     :param ledger_asset: the ledger asset, when ``PlaceOrderOperator`` was given one.
     """
 
@@ -286,13 +233,16 @@ class ResolveOrdersOperator(ScopedLedgerOperator):
     lineage_inputs = (ORDERS,)
     template_fields_renderers = {"resolutions": "json"}
 
-    def __init__(self, *, ledger_scope: str, resolutions: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, ledger_scope: str, resolutions: Mapping[str, int | str] | str | None = None, **kwargs: Any
+    ) -> None:
         if ledger_scope is None:
             raise ValueError("ResolveOrdersOperator needs the ledger_scope whose orders it resolves")
         super().__init__(ledger_scope=ledger_scope, **kwargs)
         self.resolutions = resolutions
 
     def run_scoped(self, context: Context, wait: ScopeWait | None) -> list[Record]:
+        """List the scope's orders of unknown outcome and record the resolutions given, under its lease."""
         wanted = parse_resolutions(self.resolutions)
         ledger = self.ledger_of(context)
         self.claim_scope(context, ledger, wait)

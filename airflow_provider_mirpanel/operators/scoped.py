@@ -25,7 +25,7 @@ from airflow_provider_mirpanel.placement.ledger import ledger_asset as ledger_as
 from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
 from airflow_provider_mirpanel.utils.airflow_lines import requires_state_stores
 from airflow_provider_mirpanel.utils.listing import listing
-from airflow_provider_mirpanel.version_compat import STATE_STORES, Context
+from airflow_provider_mirpanel.version_compat import STATE_STORES, Asset, Context
 
 #: The XCom key of what claiming the scope took (``scope, waited, claim, polls, holders``).
 LEDGER_CLAIM_XCOM_KEY = "ledger_claim"
@@ -47,25 +47,27 @@ class ScopeWait:
     holders: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
+        """Return the wait as the JSON a deferral carries."""
         return {"since": self.since, "polls": self.polls, "holders": self.holders}
 
     @classmethod
     def from_json(cls, value: Any) -> ScopeWait | None:
+        """Return the wait a deferral carried; None for a value that is not one."""
         if not isinstance(value, Mapping):
             return None
         return cls(float(value.get("since", 0.0)), int(value.get("polls", 0)), list(value.get("holders", [])))
 
 
 def seconds_of(name: str, value: float | timedelta) -> float:
-    """A positive duration in seconds from a number or a timedelta, or ValueError naming ``name``."""
+    """Return a positive duration in seconds from a number or a timedelta, or ValueError naming ``name``."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be a positive number of seconds or a timedelta, got {value!r}")
     return float(seconds)
 
 
-def _ledger_asset(kwargs: Mapping[str, Any], ledger_asset: Any) -> Any:
-    """The ledger asset a task's arguments name: given, else the connection's (which must not be templated)."""
+def _ledger_asset(kwargs: Mapping[str, Any], ledger_asset: Asset | None) -> Asset:
+    """Return the ledger asset a task's arguments name: given, else the connection's (which must not be templated)."""
     if ledger_asset is not None:
         return ledger_asset
     conn_id = kwargs.get("mirpanel_conn_id", MirPanelHook.default_conn_name)
@@ -95,7 +97,7 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
         self,
         *,
         ledger_scope: str | None,
-        ledger_asset: Any = None,
+        ledger_asset: Asset | None = None,
         ledger_lease: float = DEFAULT_LEASE,
         ledger_wait_poll: float = DEFAULT_WAIT_POLL,
         ledger_wait_timeout: float | timedelta = DEFAULT_WAIT_TIMEOUT,
@@ -129,7 +131,7 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
         return super().partial(**kwargs)
 
     def ledger_of(self, context: Context) -> PlacementLedger:
-        """This task's ledger: the scope's (under its lease) or, without a scope, the task's own."""
+        """Return this task's ledger: the scope's (under its lease) or, without a scope, the task's own."""
         return PlacementLedger.from_context(
             context, self.ledger_scope, self.ledger_asset, timing=LeaseTiming(ttl=self.ledger_lease)
         )
@@ -171,7 +173,7 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
                 waited,
                 self.ledger_wait_timeout,
             )
-            if self.deferrable:
+            if self.deferrable and self.ledger_asset is not None:
                 trigger = LedgerScopeTrigger(
                     asset_name=self.ledger_asset.name,
                     lease_key=ledger.lease.key,
@@ -204,10 +206,11 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
             ti.xcom_push(key=LEDGER_CLAIM_XCOM_KEY, value=report)
 
     def run_scoped(self, context: Context, wait: ScopeWait | None) -> Any:
-        """The operator's work, given the wait so far (None on the first look)."""
+        """Return the operator's work, given the wait so far (None on the first look)."""
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
+        """Claim the scope (waiting for it while another task holds it), then do the operator's work."""
         return self.run_scoped(context, None)
 
     def execute_after_wait(self, context: Context, event: Any = None, scope_wait: Any = None) -> Any:

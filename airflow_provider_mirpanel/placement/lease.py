@@ -52,31 +52,39 @@ LEASE_SUFFIX = "lease"
 class LeaseStore(Protocol):
     """What a lease needs of a state store accessor."""
 
-    def get(self, key: str, default: Any = None) -> Any: ...
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key``, or ``default``."""
 
-    def set(self, key: str, value: Any) -> None: ...
+    def set(self, key: str, value: Any) -> None:
+        """Write ``value`` under ``key``."""
 
 
 class LeaseClock(Protocol):
     """Wall time (shared between hosts), monotonic time (this process's) and waiting."""
 
-    def time(self) -> float: ...
+    def time(self) -> float:
+        """Return the wall-clock time, in epoch seconds."""
 
-    def monotonic(self) -> float: ...
+    def monotonic(self) -> float:
+        """Return this process's monotonic time, in seconds."""
 
-    def sleep(self, seconds: float) -> None: ...
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
 
 
 class SystemLeaseClock:
     """The real clocks: ``time.time``, ``time.monotonic``, ``time.sleep``."""
 
     def time(self) -> float:
+        """Return ``time.time()``."""
         return time.time()
 
     def monotonic(self) -> float:
+        """Return ``time.monotonic()``."""
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``."""
         time.sleep(seconds)
 
 
@@ -103,7 +111,7 @@ class LeaseOwner:
 
     @classmethod
     def of(cls, context: Mapping[str, Any]) -> LeaseOwner:
-        """The owner a task's context names (``"?"`` for what a bare ``op.execute(context)`` lacks)."""
+        """Return the owner a task's context names (``"?"`` for what a bare ``op.execute(context)`` lacks)."""
         ti = context.get("ti")
 
         def field(name: str, default: Any) -> Any:
@@ -118,16 +126,18 @@ class LeaseOwner:
         )
 
     def as_json(self) -> dict[str, Any]:
+        """Return the owner as stored in a lease."""
         return {"dag_id": self.dag_id, "run_id": self.run_id, "task_id": self.task_id, "map_index": self.map_index}
 
     @classmethod
     def from_json(cls, value: Any) -> LeaseOwner | None:
-        if not isinstance(value, Mapping):
+        """Return the owner a stored value names; None for a value that is not one."""
+        if not isinstance(value, Mapping) or not all(isinstance(value.get(n), str) for n in _OWNER_TEXTS):
             return None
-        try:
-            return cls(str(value["dag_id"]), str(value["run_id"]), str(value["task_id"]), int(value["map_index"]))
-        except (KeyError, TypeError, ValueError):
+        map_index = value.get("map_index", -1)
+        if not isinstance(map_index, int) or isinstance(map_index, bool):
             return None
+        return cls(value["dag_id"], value["run_id"], value["task_id"], map_index)
 
     def __str__(self) -> str:
         mapped = f", map index {self.map_index}" if self.map_index >= 0 else ""
@@ -147,6 +157,7 @@ class Lease:
     try_number: int = 0
 
     def as_json(self) -> dict[str, Any]:
+        """Return the lease as stored."""
         return {
             "owner": self.owner.as_json(),
             "token": self.token,
@@ -159,22 +170,29 @@ class Lease:
 
     @classmethod
     def from_json(cls, value: Any) -> Lease | None:
-        """The lease a stored value describes; None for a value that is not one."""
+        """Return the lease a stored value describes; None for a value that is not one."""
         if not isinstance(value, Mapping) or (owner := LeaseOwner.from_json(value.get("owner"))) is None:
             return None
-        try:
-            released = value.get("released_at")
-            return cls(
-                owner,
-                str(value["token"]),
-                float(value["taken_at"]),
-                float(value["renewed_at"]),
-                float(value["expires"]),
-                None if released is None else float(released),
-                int(value.get("try_number") or 0),
-            )
-        except (KeyError, TypeError, ValueError):
+        times = [value.get(name) for name in ("taken_at", "renewed_at", "expires")]
+        released, try_number = value.get("released_at"), value.get("try_number", 0)
+        numbers = [time_ for time_ in times if isinstance(time_, (int, float)) and not isinstance(time_, bool)]
+        if not isinstance(value.get("token"), str) or len(numbers) != len(times):
             return None
+        if not (released is None or _is_number(released)) or not isinstance(try_number, int):
+            return None
+        taken, renewed, expires = (float(time_) for time_ in numbers)
+        return cls(
+            owner, value["token"], taken, renewed, expires, None if released is None else float(released), try_number
+        )
+
+    def held(self, now: float) -> bool:
+        """Return whether a writer holds the scope at wall time ``now`` (not released, not expired)."""
+        return self.released_at is None and self.expires > now
+
+    @property
+    def last_written(self) -> float:
+        """Return when the holder last wrote the lease: its release, else its last renewal (epoch s)."""
+        return self.released_at if self.released_at is not None else self.renewed_at
 
     def keeps_out(self, owner: LeaseOwner, try_number: int, now: float, skew: float) -> bool:
         """Whether this lease keeps ``owner``'s try ``try_number`` from claiming at wall time ``now``.
@@ -211,6 +229,7 @@ class LeaseTiming:
 
     @property
     def renew_every(self) -> float:
+        """Return how often the holder renews its lease: a quarter of ``ttl``."""
         return self.ttl / 4
 
 
@@ -256,7 +275,7 @@ class ScopeLease:
         self._lost: str | None = None  # why this writer stopped trusting its lease, for good
 
     def read(self) -> Lease | None:
-        """The stored lease, or None."""
+        """Return the stored lease, or None."""
         return Lease.from_json(self.store.get(self.key))
 
     def claim(self) -> Claim:
@@ -339,6 +358,13 @@ class ScopeLease:
             f"{why}; this writer stops writing and sending (the orders in flight stay of unknown outcome, never resent)"
         )
         return MirPanelScopeLostError(self._lost)
+
+
+_OWNER_TEXTS = ("dag_id", "run_id", "task_id")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _clock_text(epoch: float) -> str:

@@ -93,13 +93,13 @@ class LedgerEntry:
     error: str | None = None
 
     def row(self, key: str) -> list[Any]:
-        """The entry as a page row: ``[key, state, digest, order, cost, error]``."""
+        """Return the entry as a page row: ``[key, state, digest, order, cost, error]``."""
         error = self.error[:_MAX_ERROR] if self.error else None
         return [key, self.state.value, self.digest, self.order, self.cost, error]
 
     @classmethod
     def from_row(cls, row: Any) -> tuple[str, LedgerEntry] | None:
-        """The key and entry of a page row; None for a row this ledger did not write."""
+        """Return the key and entry of a page row; None for a row this ledger did not write."""
         if not isinstance(row, list) or len(row) != 6 or not isinstance(row[1], str):
             return None
         if row[1] not in LedgerState._value2member_map_:
@@ -109,7 +109,7 @@ class LedgerEntry:
 
     @classmethod
     def from_json(cls, value: Any) -> LedgerEntry | None:
-        """The entry of a first-release per-order value; None for a value the ledger did not write."""
+        """Return the entry of a first-release per-order value; None for a value the ledger did not write."""
         if not isinstance(value, Mapping) or value.get("state") not in LedgerState._value2member_map_:
             return None
         return cls(
@@ -121,8 +121,8 @@ class LedgerEntry:
         )
 
 
-def ledger_asset(mirpanel_conn_id: str) -> Any:
-    """The asset whose state store keeps the scoped ledgers of one panel connection.
+def ledger_asset(mirpanel_conn_id: str) -> Asset:
+    """Return the asset whose state store keeps the scoped ledgers of one panel connection.
 
     One asset per connection: the same key on two panels names two different orders.
     """
@@ -130,7 +130,7 @@ def ledger_asset(mirpanel_conn_id: str) -> Any:
 
 
 def check_scope(scope: Any) -> str:
-    """A ledger scope's name, or :class:`MirPanelInputError` (before anything is sent)."""
+    """Return a ledger scope's name, or :class:`MirPanelInputError` (before anything is sent)."""
     if not isinstance(scope, str) or not scope.strip() or len(scope) > MAX_SCOPE_LENGTH:
         raise MirPanelInputError(
             f"ledger_scope must be text of 1..{MAX_SCOPE_LENGTH} characters, got {scope!r}; no order was sent"
@@ -139,7 +139,7 @@ def check_scope(scope: Any) -> str:
 
 
 def try_number(context: Mapping[str, Any]) -> int:
-    """The task's try number (1 on the first try, and for a bare ``op.execute(context)``)."""
+    """Return the task's try number (1 on the first try, and for a bare ``op.execute(context)``)."""
     return int(getattr(context.get("ti"), "try_number", None) or 1)
 
 
@@ -187,7 +187,7 @@ class PlacementLedger:
     def from_context(
         cls, context: Mapping[str, Any], scope: str | None = None, asset: Any = None, timing: LeaseTiming | None = None
     ) -> PlacementLedger:
-        """The ledger of a task's context: scoped in ``asset``'s state store (under a lease), else the task's own.
+        """Return the ledger of a task's context: the scope's (under its lease), else the task's own.
 
         Without any store, an in-memory ledger (``durable`` False), ``blind`` on a retry.
         """
@@ -290,7 +290,7 @@ class PlacementLedger:
         return number
 
     def unresolved(self, entries: Mapping[str, LedgerEntry] | None = None) -> dict[str, LedgerEntry]:
-        """The keys whose outcome nobody knows (``sending`` or ``unknown``), of ``entries`` (default: loaded)."""
+        """Return the keys whose outcome nobody knows (``sending`` or ``unknown``), of ``entries`` (default: loaded)."""
         entries = self.load() if entries is None else entries
         return {key: entry for key, entry in entries.items() if entry.state.unresolved}
 

@@ -121,7 +121,7 @@ def order_spec(index: int, row: Mapping[str, Any]) -> OrderSpec:
 
 
 def keyless_rows(rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The positions of the rows without a ``key`` of their own (their key would be their position)."""
+    """Return the positions of the rows without a ``key`` of their own (their key would be their position)."""
     return [index for index, row in enumerate(rows) if _missing(_plain(row.get("key")))]
 
 

@@ -80,11 +80,14 @@ class OrdersUnresolvedError(OrdersNotPlacedError, AirflowFailException):
 class OrderPlacer(Protocol):
     """What a placement needs of a hook (:class:`~airflow_provider_mirpanel.hooks.mirpanel.MirPanelHook`)."""
 
-    def get_services(self) -> Sequence[ServiceRecord]: ...
+    def get_services(self) -> Sequence[ServiceRecord]:
+        """Return the panel's catalogue."""
 
-    def get_balance(self) -> BalanceRecord: ...
+    def get_balance(self) -> BalanceRecord:
+        """Return the account's balance."""
 
-    def add_order(self, service: int, **params: Any) -> AddOrderRecord: ...
+    def add_order(self, service: int, **params: Any) -> AddOrderRecord:
+        """Send one ``add``; the order placed."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ class PlacementRun:
 
     @staticmethod
     def _blind_entry(spec: OrderSpec) -> LedgerEntry:
-        """A retry with no store: whatever earlier tries sent is unaccounted for."""
+        """Return a retry with no store: whatever earlier tries sent is unaccounted for."""
         return LedgerEntry(
             LedgerState.UNKNOWN,
             spec.digest,
@@ -224,8 +227,9 @@ class PlacementRun:
     # -- sending -----------------------------------------------------------------------------------
 
     def _place(self, to_send: list[OrderSpec]) -> None:
-        """Send the orders in windows: a window's ``sending`` marks in one page before any of its orders
-        leaves; the outcomes of every window that has ended since, in one page, when no mark is due.
+        """Send the orders in windows, each window's ``sending`` marks written in one page before its orders leave.
+
+        The outcomes of every window that has ended since are written in one page, when no mark is due.
 
         A window is marked when the workers can take it: the free workers' share, plus — only while
         orders are ending — twice as many as ended since the last mark (up to ``window``), so a fast
@@ -309,7 +313,7 @@ class PlacementRun:
         return order_record(spec, OrderState.NOT_SENT, error=f"not sent: placing stopped ({self.stop_reason})")
 
     def _failed(self, spec: OrderSpec, error: Exception) -> Record:
-        """The record of a failed add: refused and never-sent orders may be placed again, anything else not."""
+        """Return the record of a failed add: refused and never-sent orders may be placed again, anything else not."""
         if isinstance(error, (MirPanelInsufficientFundsError, MirPanelAuthError)):
             self._stop_all(error.panel_message)
         if isinstance(error, MirPanelAPIError):
@@ -348,7 +352,7 @@ class PlacementRun:
         return line + spent_text + " (estimated from the catalogue rates)" + self.balance_note
 
     def failure(self) -> OrdersNotPlacedError | None:
-        """The exception the try ends with when orders were not placed, or None.
+        """Return the exception the try ends with when orders were not placed, or None.
 
         :class:`OrdersUnresolvedError` (no retries) when a retry could not change the outcome.
         """
@@ -374,7 +378,7 @@ class PlacementRun:
         return OrdersNotPlacedError(message, records)
 
     def _resolve_hint(self, unknown: list[Record]) -> str:
-        """What to do about orders of unknown outcome: where to look, and the ways to resolve them."""
+        """Return what to do about orders of unknown outcome: where to look, and the ways to resolve them."""
         looks = listing(
             f"{record['key']} (service {record['service']}, {record.get('link') or 'no link'})" for record in unknown
         )
@@ -393,7 +397,7 @@ class PlacementRun:
 
 
 def _outcome(spec: OrderSpec, record: Record, cause: str | None) -> LedgerEntry:
-    """What the ledger keeps of a sent order's record: placed, unknown, or known not placed."""
+    """Return what the ledger keeps of a sent order's record: placed, unknown, or known not placed."""
     state = OrderState(record["state"])
     if state is OrderState.PLACED:
         return LedgerEntry(LedgerState.PLACED, spec.digest, record["order"], spec.cost)

@@ -29,6 +29,7 @@ class Access:
         self._assets: dict[int, bool] = {}
 
     def may_read_dag_runs(self, dag_id: str) -> bool:
+        """Return whether the user may read the runs of DAG ``dag_id``."""
         if dag_id not in self._dag_runs:
             from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 
@@ -40,6 +41,7 @@ class Access:
         return self._dag_runs[dag_id]
 
     def may_read_asset(self, asset_id: int) -> bool:
+        """Return whether the user may read the asset ``asset_id``."""
         if asset_id not in self._assets:
             from airflow.api_fastapi.auth.managers.models.resource_details import AssetDetails
 
@@ -51,6 +53,7 @@ class Access:
         return self._assets[asset_id]
 
     def may_see_campaign(self, campaign: Campaign) -> bool:
+        """Return whether the user may see ``campaign``: its DAG's runs or its ledger asset."""
         return any(self.may_read_asset(asset_id) for asset_id in sorted(campaign.asset_ids)) or any(
             self.may_read_dag_runs(dag_id) for dag_id in sorted(campaign.dag_ids)
         )

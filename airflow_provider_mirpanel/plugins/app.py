@@ -1,4 +1,5 @@
 """The MirPanel page's FastAPI app, mounted by the plugin under ``/mirpanel`` on the api-server.
+
 Airflow does not protect a mounted app: every route here depends on an authenticated user (a Bearer
 token or the UI's ``_token`` cookie; none → 401) whom the auth manager allows the ``PLUGINS`` view
 (else 403); what a page shows is then filtered per campaign and asset (:mod:`.access`). Read-only:
@@ -27,12 +28,15 @@ _HEADERS = {
 
 
 def _timing(started: float) -> dict[str, str]:
-    """A ``Server-Timing`` header: the time spent reading the DB and rendering (``make bench-deployment`` reads it)."""
+    """Return a ``Server-Timing`` header: the time spent reading the DB and rendering.
+
+    ``make bench-deployment`` reads it.
+    """
     return {"Server-Timing": f"page;dur={(time.perf_counter() - started) * 1000:.1f}"}
 
 
 def create_app() -> FastAPI:
-    """The app: ``/`` (the page) and ``/data.json`` (its JSON twin)."""
+    """Return the app: ``/`` (the page) and ``/data.json`` (its JSON twin)."""
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
     from airflow.api_fastapi.common.db.common import SessionDep
     from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_view
@@ -73,7 +77,7 @@ def create_app() -> FastAPI:
         unknown_page: UnknownPage = 1,
         per_page: PerPage = CAMPAIGNS_PER_PAGE,
     ) -> HTMLResponse:
-        """The MirPanel page."""
+        """Serve the MirPanel page."""
         from airflow_provider_mirpanel.plugins.render import render_page
 
         started = time.perf_counter()
@@ -90,7 +94,7 @@ def create_app() -> FastAPI:
         unknown_page: UnknownPage = 1,
         per_page: PerPage = CAMPAIGNS_PER_PAGE,
     ) -> JSONResponse:
-        """The page's data as JSON."""
+        """Serve the page's data as JSON."""
         from airflow_provider_mirpanel.plugins.twin import page_json
 
         started = time.perf_counter()

@@ -34,9 +34,10 @@ from airflow_provider_mirpanel.assets.events import STAGES
 from airflow_provider_mirpanel.balance.spending import BalanceHistory, Projection, assess
 from airflow_provider_mirpanel.operators.mirpanel import HISTORY_KEY
 from airflow_provider_mirpanel.operators.orders import UNKNOWN_ORDERS_XCOM_KEY
+from airflow_provider_mirpanel.placement.lease import Lease
 from airflow_provider_mirpanel.placement.ledger import LedgerEntry, LedgerState
 from airflow_provider_mirpanel.plugins.access import Access
-from airflow_provider_mirpanel.plugins.ledger_keys import Lease, parse_key, parse_lease
+from airflow_provider_mirpanel.plugins.ledger_keys import parse_key
 from airflow_provider_mirpanel.triggers.balance import WatchState
 from airflow_provider_mirpanel.utils.airflow_lines import airflow_line
 from airflow_provider_mirpanel.utils.state_stores import digest
@@ -164,7 +165,7 @@ class PageData:
 
 
 def event_scope(extra: Mapping[str, Any]) -> tuple[str | None, str] | None:
-    """The ``(connection or None, scope)`` a campaign asset event belongs to; None for other events.
+    """Return the ``(connection or None, scope)`` a campaign asset event belongs to; None for other events.
 
     A campaign event has ``stage`` ``placed`` or ``finished``. Its scope is its ``ledger_scope`` (written by
     :class:`~airflow_provider_mirpanel.assets.CampaignAssetEvent` for a task with a ``ledger_scope``),
@@ -188,7 +189,7 @@ def gather(
     per_page: int = CAMPAIGNS_PER_PAGE,
     now: float | None = None,
 ) -> PageData:
-    """What ``access``'s user may see, the campaigns of page ``page`` counted from their ledger pages."""
+    """Return what ``access``'s user may see, the campaigns of page ``page`` counted from their ledger pages."""
     now = time.time() if now is None else now
     generated = datetime.fromtimestamp(now, timezone.utc)
     notes: list[str] = []
@@ -305,17 +306,17 @@ def _ledger_scopes(
         )
         for asset_id, key, value in values:
             parsed = parse_key(key)
-            lease = parse_lease(_json(value))
+            lease = Lease.from_json(_json(value))
             if parsed is None or lease is None:
                 continue
             campaign = campaigns[(conn_of[asset_id], parsed.scope)]
             leases[(campaign.conn_id, campaign.scope)] = lease
             campaign.held = lease.held(now)
-            campaign.dag_ids.add(lease.dag_id)
+            campaign.dag_ids.add(lease.owner.dag_id)
             campaign.last_written = Writer(
-                lease.dag_id,
-                lease.run_id,
-                lease.task_id,
+                lease.owner.dag_id,
+                lease.owner.run_id,
+                lease.owner.task_id,
                 datetime.fromtimestamp(lease.last_written, timezone.utc),
                 "lease",
             )
@@ -622,7 +623,7 @@ def _chart(
     within: float | None,
     low: bool | None,
 ) -> BalanceChart:
-    """A history, and the alert's judgement of its last reading against the readings before it."""
+    """Return a history, and the alert's judgement of its last reading against the readings before it."""
     samples = list(history.samples)
     projection = None
     if samples:
@@ -689,7 +690,7 @@ def _epoch(at: datetime | None) -> float:
 
 
 def unknown_rows(unknown: Iterable[UnknownOrder]) -> dict[str, dict[str, Any]]:
-    """The resolutions to fill in, per scope: ``{scope: {key: "ORDER_ID or not_placed"}}``."""
+    """Return the resolutions to fill in, per scope: ``{scope: {key: "ORDER_ID or not_placed"}}``."""
     rows: dict[str, dict[str, Any]] = defaultdict(dict)
     for order in unknown:
         rows[order.scope][order.key] = "ORDER_ID or not_placed"

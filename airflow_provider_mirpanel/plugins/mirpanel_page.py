@@ -18,8 +18,10 @@ URL_PREFIX = "/mirpanel"
 
 
 class LazyApp:
-    """An ASGI app that builds the MirPanel app (``airflow_provider_mirpanel.plugins.app.create_app``) when
-    it first receives something, so importing the plugin costs nothing."""
+    """An ASGI app that builds the MirPanel app on its first request, so importing the plugin costs nothing.
+
+    The app is ``airflow_provider_mirpanel.plugins.app.create_app``.
+    """
 
     def __init__(self, factory: str = "airflow_provider_mirpanel.plugins.app:create_app") -> None:
         self.factory = factory
@@ -37,6 +39,7 @@ class LazyApp:
         return self._app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Build the app on the first request, then hand every request to it."""
         await self.app(scope, receive, send)
 
     def __repr__(self) -> str:

@@ -43,7 +43,7 @@ def safe_href(url: Any) -> str | None:
 
 
 def when(value: Any) -> str:
-    """A time as ``2026-12-04 15:20 UTC``: epoch seconds, a datetime or ISO 8601 text; ``—`` for None."""
+    """Return a time as ``2026-12-04 15:20 UTC``: epoch seconds, a datetime or ISO 8601 text; ``—`` for None."""
     if value is None:
         return "—"
     if isinstance(value, str):
@@ -53,11 +53,12 @@ def when(value: Any) -> str:
 
 
 def money(value: Any) -> str:
+    """Return an amount with two decimals and thousands separators; ``—`` for None."""
     return "—" if value is None else f"{value:,.2f}"
 
 
 def line_chart(chart: BalanceChart) -> dict[str, Any]:
-    """The geometry of a balance chart: readings as a polyline, the minimum as a line, axis labels."""
+    """Return the geometry of a balance chart: readings as a polyline, the minimum as a line, axis labels."""
     samples = chart.samples
     if not samples:
         return {"empty": True, "width": CHART_WIDTH, "height": CHART_HEIGHT}
@@ -102,7 +103,7 @@ def line_chart(chart: BalanceChart) -> dict[str, Any]:
 
 
 def bar_chart(days: Sequence[tuple[date, float]]) -> dict[str, Any]:
-    """The geometry of the spend-per-day chart (one bar a day)."""
+    """Return the geometry of the spend-per-day chart (one bar a day)."""
     top = max((spend for _, spend in days), default=0.0)
     width, height = CHART_WIDTH - PAD_LEFT - 8, CHART_HEIGHT - PAD_BOTTOM - PAD_TOP
     step = width / max(1, len(days))
@@ -132,7 +133,7 @@ def bar_chart(days: Sequence[tuple[date, float]]) -> dict[str, Any]:
 
 
 def status_mix(statuses: dict[str, int]) -> list[dict[str, Any]]:
-    """The segments of a campaign's status bar (120 px wide), largest first."""
+    """Return the segments of a campaign's status bar (120 px wide), largest first."""
     total = sum(statuses.values())
     segments, offset = [], 0.0
     for status, count in sorted(statuses.items(), key=lambda item: (-item[1], item[0])):
@@ -159,22 +160,28 @@ class Links:
         self.keep = keep or {}  # query parameters every link of the page keeps (per_page)
 
     def run(self, dag_id: str | None, run_id: str | None) -> str | None:
+        """Return the URL of a DAG run in Airflow's UI; None without one."""
         if not dag_id or not run_id:
             return None
         return f"{self.ui_base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
     def dag(self, dag_id: str) -> str:
+        """Return the URL of a DAG in Airflow's UI."""
         return f"{self.ui_base}/dags/{quote(dag_id, safe='')}"
 
     def trigger_form(self, dag_id: str) -> str:
-        """Where the resolve DAG is triggered: Airflow 3.1–3.3's UI has no route of its own for the
-        trigger form (it is a dialog of the DAG's page), so the DAG's page."""
+        """Return where the resolve DAG is triggered: the DAG's page.
+
+        Airflow 3.1–3.3's UI has no route of its own for the trigger form (it is a dialog of the DAG's page).
+        """
         return self.dag(dag_id)
 
     def page(self, **params: Any) -> str:
+        """Return the URL of the page with ``params``."""
         return f"{self.page_base}/{self._query(params)}"
 
     def twin(self, **params: Any) -> str:
+        """Return the URL of the page's JSON twin with ``params``."""
         return f"{self.page_base}/data.json{self._query(params)}"
 
     def _query(self, params: dict[str, Any]) -> str:
@@ -199,7 +206,7 @@ def _environment() -> Any:
 
 
 def render_page(data: PageData, links: Links) -> str:
-    """The page's HTML."""
+    """Return the page's HTML."""
     resolve = {
         scope: json.dumps({"campaign": scope, "resolutions": rows}, indent=2, ensure_ascii=False)
         for scope, rows in unknown_rows(data.unknown).items()
@@ -226,5 +233,5 @@ def render_page(data: PageData, links: Links) -> str:
 
 
 def conf_of(scope: str) -> dict[str, Any]:
-    """The conf that lists a campaign's unknown orders (an empty ``resolutions`` only lists)."""
+    """Return the conf that lists a campaign's unknown orders (an empty ``resolutions`` only lists)."""
     return {"campaign": scope}

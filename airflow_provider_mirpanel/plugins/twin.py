@@ -10,7 +10,7 @@ from airflow_provider_mirpanel.plugins.render import Links, conf_of
 
 
 def page_json(data: PageData, links: Links) -> dict[str, Any]:
-    """The page's data as JSON-able values (times as ISO 8601 UTC text)."""
+    """Return the page's data as JSON-able values (times as ISO 8601 UTC text)."""
     return {
         "airflow_version": data.airflow_version,
         "state_stores": data.state_stores,

@@ -52,7 +52,7 @@ class LedgerScopeTrigger(BaseTrigger):
         self.give_up_at = give_up_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """The class path and the JSON keyword arguments that rebuild this trigger."""
+        """Return the class path and the JSON keyword arguments that rebuild this trigger."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {

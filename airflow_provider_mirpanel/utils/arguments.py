@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TypeAlias
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 from airflow.sdk import XComArg
 
@@ -12,3 +12,6 @@ from airflow.sdk import XComArg
 IdsArgument: TypeAlias = Iterable[int | str] | str | XComArg
 #: A number, or its text (what a Jinja template renders to); checked when the task runs.
 NumberArgument: TypeAlias = float | str
+#: Rows (orders, or a catalogue's services): a list of dicts, its JSON or Python text (what a Jinja template
+#: renders to), or an upstream task's ``XComArg``.
+RowsArgument: TypeAlias = Sequence[Mapping[Any, Any]] | str | XComArg

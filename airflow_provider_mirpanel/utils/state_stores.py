@@ -22,19 +22,21 @@ MemoryStateStore = InProcessStateStore
 class StateStore(Protocol):
     """What this provider needs of ``context["task_state_store"]``."""
 
-    def get(self, key: str, default: Any = None) -> Any: ...
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of ``key``, or ``default``."""
 
-    def set(self, key: str, value: Any) -> None: ...
+    def set(self, key: str, value: Any) -> None:
+        """Write ``value`` under ``key``."""
 
 
 def store_of(context: Mapping[str, Any]) -> StateStore | None:
-    """The task's state store, or None (a bare ``op.execute(context)``, Airflow before 3.3)."""
+    """Return the task's state store, or None (a bare ``op.execute(context)``, Airflow before 3.3)."""
     store = context.get("task_state_store")
     return store if store is not None else None
 
 
 def digest(value: Any) -> str:
-    """A short fingerprint of a JSON-able value, to notice that what a stored value describes changed."""
+    """Return a short fingerprint of a JSON-able value, to notice that what a stored value describes changed."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -62,7 +64,7 @@ class RecordPages:
         self.saved = 0
 
     def load(self) -> list[dict[str, Any]]:
-        """The records saved so far (none when the pages belong to another owner)."""
+        """Return the records saved so far (none when the pages belong to another owner)."""
         meta = self.store.get(self.prefix + "meta")
         if not isinstance(meta, Mapping) or meta.get("owner") != self.owner or meta.get("fields") != list(self.fields):
             return []

@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from airflow_provider_mirpanel.plugins.ledger_keys import LedgerKey, parse_key, parse_lease
+from airflow_provider_mirpanel.placement.lease import Lease
+from airflow_provider_mirpanel.plugins.ledger_keys import LedgerKey, parse_key
 
 CHEAP_IMPORT = """
 import sys
@@ -82,11 +83,11 @@ def test_ledger_keys_pages_lease_and_anything_else() -> None:
 
 def test_a_lease_is_read_only_in_its_own_shape() -> None:
     owner = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
-    held = parse_lease(
+    held = Lease.from_json(
         {"owner": owner, "token": "x", "taken_at": 10, "renewed_at": 20.5, "expires": 100, "released_at": None}
     )
     assert held is not None and held.held(50) and not held.held(100) and held.last_written == 20.5
-    released = parse_lease(
+    released = Lease.from_json(
         {"owner": owner, "token": "x", "taken_at": 10, "renewed_at": 20, "expires": 0, "released_at": 30}
     )
     assert released is not None and not released.held(15) and released.last_written == 30
@@ -99,7 +100,7 @@ def test_a_lease_is_read_only_in_its_own_shape() -> None:
         {"owner": owner},
     ]
     for value in values:
-        assert parse_lease(value) is None, value
+        assert Lease.from_json(value) is None, value
 
 
 ROW = st.one_of(
