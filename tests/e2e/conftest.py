@@ -1,5 +1,9 @@
 """Fixtures of ``make e2e``: one sandbox panel and one real Airflow deployment for the whole session.
 
+Two lines, one per session: ``--executor LocalExecutor`` (the default; build folder ``.e2e/``) and
+``--executor CeleryExecutor`` (``make e2e-celery``; Redis and two Celery workers too, in
+``.e2e-celery/``). Tests marked ``celery`` run on the Celery line only.
+
 The deployment (``deployment.py``) is stopped by a finalizer that runs on success, on failure, on
 Ctrl-C and on SIGTERM/SIGHUP (turned into KeyboardInterrupt here), and then checks that no process
 and no port is left and that the panel's API key is in no log file. Each scenario leaves one line
@@ -15,15 +19,37 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from deployment import ROOT, Deployment, Scenario, describe, marked_processes, port_in_use
+from deployment import (
+    CELERY_CONCURRENCY,
+    CELERY_WORKERS,
+    ROOT,
+    Deployment,
+    Scenario,
+    describe,
+    marked_processes,
+    port_in_use,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_mirpanel.sandbox import SandboxPanel
 
-#: The build folder: PostgreSQL's cluster, AIRFLOW_HOME, every process's log, the scenarios' files.
-BUILD = ROOT / ".e2e"
+#: The build folder of each line: PostgreSQL's cluster, AIRFLOW_HOME, every process's log, the scenarios' files.
+BUILDS = {"LocalExecutor": ROOT / ".e2e", "CeleryExecutor": ROOT / ".e2e-celery"}
 #: One line per scenario (and the deployment), printed by pytest_terminal_summary.
 LINES: list[str] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--executor",
+        choices=sorted(BUILDS),
+        default="LocalExecutor",
+        help="the executor of the e2e deployment (CeleryExecutor: Redis and two Celery workers too)",
+    )
+
+
+def executor_of(config: pytest.Config) -> str:
+    return str(config.getoption("--executor"))
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -55,7 +81,8 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
     # shell started us with it ignored, as non-interactive shells do for background jobs).
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    deployment = Deployment(BUILD)
+    executor = executor_of(request.config)
+    deployment = Deployment(BUILDS[executor], executor=executor)
     try:
         deployment.start()
         api = deployment.api
@@ -83,9 +110,16 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
         postgres = deployment.postgres
         assert postgres is not None
         timings = deployment.timings
+        celery = ""
+        if deployment.redis is not None:
+            workers = ", ".join(deployment.hostname(name) for name in CELERY_WORKERS)
+            celery = (
+                f" + Redis {deployment.redis.version.split()[2].removeprefix('v=')} (broker) and Celery workers "
+                f"{workers} ({CELERY_CONCURRENCY} slots each; results in PostgreSQL)"
+            )
         LINES.append(
             f"deployment: PostgreSQL {postgres.version.split()[2]} + Airflow {deployment.airflow_version} "
-            f"api-server, scheduler (LocalExecutor), dag-processor, triggerer up in {timings['total']:.1f} s "
+            f"api-server, scheduler ({executor}), dag-processor, triggerer{celery} up in {timings['total']:.1f} s "
             f"(PostgreSQL {timings['postgres']:.1f} s, "
             f"db migrate {timings['migrate']:.1f} s, services healthy {timings['services']:.1f} s); listening: "
             + ", ".join(sorted(f"{address}:{port} ({name})" for name, address, port in sockets))
@@ -110,7 +144,7 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
 def _leftovers(deployment: Deployment, api_key: str) -> list[str]:
     """Processes or ports the deployment left, and log files holding the panel's API key."""
     problems = [f"process left: {describe(process)}" for process in marked_processes(deployment.home)]
-    ports = [deployment.api_port] + ([deployment.postgres.port] if deployment.postgres else [])
+    ports = [deployment.api_port] + [store.port for store in (deployment.postgres, deployment.redis) if store]
     problems += [f"port {port} still listening" for port in ports if port and port_in_use(port)]
     key = api_key.encode()
     for folder in (deployment.logs, deployment.airflow_home / "logs"):
@@ -137,11 +171,18 @@ def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "scenario(number, title): a numbered scenario of issues 11, 15 and 20")
+    config.addinivalue_line("markers", "scenario(number, title): a numbered scenario of issues 11, 15, 20 and 23")
+    config.addinivalue_line("markers", "celery: a scenario of the CeleryExecutor line only (make e2e-celery)")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Scenarios run in their numbers' order, whatever file holds them (1–7 first, as before issue 20)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Scenarios run in their numbers' order, whatever file holds them (1–7 first, as before issue 20);
+    the Celery line's own scenarios are deselected on the LocalExecutor line."""
+    if executor_of(config) != "CeleryExecutor":
+        celery = [item for item in items if item.get_closest_marker("celery") is not None]
+        if celery:
+            config.hook.pytest_deselected(items=celery)
+            items[:] = [item for item in items if item.get_closest_marker("celery") is None]
 
     def number(item: pytest.Item) -> int:
         marker = item.get_closest_marker("scenario")
@@ -158,9 +199,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if LINES:
-        terminalreporter.section("make e2e: a real Airflow deployment")
+        executor = executor_of(config)
+        terminalreporter.section(f"make e2e: a real Airflow deployment ({executor})")
         for line in LINES:
             terminalreporter.write_line(line)
-        (BUILD / "summary.txt").write_text("\n".join(LINES) + "\n")
+        BUILDS[executor].mkdir(exist_ok=True)
+        (BUILDS[executor] / "summary.txt").write_text("\n".join(LINES) + "\n")

@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags_examples"
 #: The scenarios' own DAGs (issue 20's concurrent writers), a second DAG bundle beside the examples.
 E2E_DAGS = ROOT / "tests" / "e2e" / "dags"
+#: On the Celery workers' PYTHONPATH: the hostname callable that tells the two workers of one machine apart.
+WORKER_PATH = ROOT / "tests" / "e2e" / "worker"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
@@ -59,7 +61,6 @@ T = TypeVar("T")
 #: timeouts so failures are detected in seconds, not minutes (what each does: README, "Production
 #: deployment").
 AIRFLOW_SETTINGS = {
-    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__PARALLELISM": "8",
     "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
@@ -328,21 +329,23 @@ def postgres_bindir() -> Path | None:
     return None
 
 
-def install_postgres(log: Path) -> Path:
-    """Install Debian's ``postgresql`` package; stop the cluster its post-install script may start."""
+def apt_install(package: str, log: Path, why: str) -> None:
+    """``apt-get install`` one Debian package (as root; otherwise say what to run)."""
     if os.geteuid() != 0:
-        raise DeploymentError(
-            "no PostgreSQL server is installed and we are not root: "
-            "run `sudo apt-get install postgresql` (any version >= 13) once"
-        )
+        raise DeploymentError(f"{why} and we are not root: run `sudo apt-get install {package}` once")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with log.open("ab") as out:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
             out.write(f"$ {' '.join(command)}\n".encode())
             out.flush()
             result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600)
             if result.returncode != 0:
                 raise DeploymentError(f"`{' '.join(command)}` failed (exit {result.returncode}); see {log}")
+
+
+def install_postgres(log: Path) -> Path:
+    """Install Debian's ``postgresql`` package; stop the cluster its post-install script may start."""
+    apt_install("postgresql", log, "no PostgreSQL server is installed (any version >= 13 will do)")
     # The package creates and may start a "main" cluster on port 5432: not ours, stop it.
     if shutil.which("pg_lsclusters"):
         listing = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True)
@@ -521,6 +524,97 @@ class Postgres:
 
 
 # ---------------------------------------------------------------------------------------------
+# Redis (the Celery broker of the CeleryExecutor line)
+# ---------------------------------------------------------------------------------------------
+
+
+def install_redis(log: Path) -> Path:
+    """Install Debian's ``redis-server`` package; stop the server its post-install script may start."""
+    apt_install("redis-server", log, "no redis-server is installed")
+    # The package may start its own server on 6379 (where an init system runs): not ours, stop it.
+    if shutil.which("systemctl"):
+        subprocess.run(["systemctl", "stop", "redis-server"], capture_output=True)
+    elif shutil.which("service"):
+        subprocess.run(["service", "redis-server", "stop"], capture_output=True)
+    found = shutil.which("redis-server")
+    if found is None:
+        raise DeploymentError(f"redis-server was installed but is not on PATH; see {log}")
+    return Path(found)
+
+
+@dataclass
+class Redis:
+    """A throwaway Redis server on 127.0.0.1 (no persistence), its folder ``base``: the Celery broker."""
+
+    base: Path
+    logs: Path
+    marker_env: dict[str, str]
+    port: int = 0
+    version: str = ""
+    service: Service | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        found = shutil.which("redis-server")
+        binary = Path(found) if found else install_redis(self.logs / "apt-get.log")
+        self.version = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.base.mkdir(parents=True)
+        for attempt in range(3):
+            self.port = free_port()
+            self.service = Service(
+                "redis",
+                [
+                    str(binary),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--dir",
+                    str(self.base),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    "",
+                ],
+                {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}, **self.marker_env},
+                self.logs / "redis.log",
+                cwd=self.base,
+            )
+            self.service.start()
+            try:
+                wait_for(f"Redis on 127.0.0.1:{self.port}", self._ready, timeout, interval=0.2, check=self._check)
+                return
+            except DeploymentError:
+                if attempt == 2 or "Address already in use" not in tail(self.logs / "redis.log"):
+                    raise
+
+    def url(self, database: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{database}"
+
+    def _check(self) -> None:
+        if self.service is not None and not self.service.alive():
+            raise DeploymentError(f"Redis exited:\n{tail(self.service.log)}")
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop(signal.SIGTERM, grace=10)
+
+
+# ---------------------------------------------------------------------------------------------
 # Airflow's REST API
 # ---------------------------------------------------------------------------------------------
 
@@ -666,13 +760,27 @@ class Api:
 # ---------------------------------------------------------------------------------------------
 
 
+#: The Celery line: Airflow's Celery workers, each its own process (tree) with its own Celery hostname.
+CELERY_WORKERS = ("worker1", "worker2")
+#: Task slots of each Celery worker (``--concurrency``): 2 × 2 = 4 tasks at once on a 2-core machine.
+CELERY_CONCURRENCY = 2
+
+
 @dataclass
 class Deployment:
-    """PostgreSQL and Airflow's four services on 127.0.0.1, in ``home`` (the build folder)."""
+    """PostgreSQL and Airflow's four services on 127.0.0.1, in ``home`` (the build folder).
+
+    ``executor="CeleryExecutor"`` adds Redis (the broker) and two Celery workers, ``worker1`` and
+    ``worker2`` (services of those names), with the result backend on the deployment's PostgreSQL.
+    """
 
     home: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    executor: str = "LocalExecutor"
     postgres: Postgres | None = None
+    redis: Redis | None = None
+    #: Services stopped on purpose (a scenario killed a worker): :meth:`check` does not count them dead.
+    down: set[str] = field(default_factory=set)
     services: dict[str, Service] = field(default_factory=dict)
     api: Api | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -710,6 +818,14 @@ class Deployment:
         return {MARKER: str(self.home)}
 
     @property
+    def celery(self) -> bool:
+        return self.executor == "CeleryExecutor"
+
+    def hostname(self, worker: str) -> str:
+        """The Celery hostname of a worker, as task instances report it (``worker1@<host>``)."""
+        return f"{worker}@{socket.gethostname()}"
+
+    @property
     def airflow_version(self) -> str:
         from importlib.metadata import version
 
@@ -727,6 +843,11 @@ class Deployment:
         self.postgres = Postgres(self.home / "postgres", self.logs, self.marker_env)
         self.postgres.start()
         self.timings["postgres"] = time.monotonic() - started
+        if self.celery:
+            mark = time.monotonic()
+            self.redis = Redis(self.home / "redis", self.logs, self.marker_env)
+            self.redis.start()
+            self.timings["redis"] = time.monotonic() - mark
         self.env = self._airflow_env()
         mark = time.monotonic()
         self.airflow("db", "migrate", timeout=600)
@@ -738,8 +859,22 @@ class Deployment:
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],  # no log server on 0.0.0.0:8794
         }
+        for worker in CELERY_WORKERS if self.celery else ():
+            commands[worker] = [
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{worker}@%h",
+                "--concurrency",
+                str(CELERY_CONCURRENCY),
+                "--skip-serve-logs",  # no log server on 0.0.0.0:8793
+                "--pid",  # not the shared $AIRFLOW_HOME/airflow-worker.pid
+                str(self.logs / f"{worker}.pid"),
+                "--without-mingle",
+                "--without-gossip",
+            ]
         self.services = {
-            name: Service(name, [AIRFLOW, *args], self.env, self.logs / f"{name}.log", cwd=self.home)
+            name: Service(name, [AIRFLOW, *args], self._env_of(name), self.logs / f"{name}.log", cwd=self.home)
             for name, args in commands.items()
         }
         for service in self.services.values():
@@ -749,6 +884,8 @@ class Deployment:
             "every Airflow component healthy (/api/v2/monitor/health)", self._healthy, 180, interval=1, check=self.check
         )
         self.api.login(*self._user)
+        for worker in CELERY_WORKERS if self.celery else ():
+            self.wait_worker(worker)
         self.timings["services"] = time.monotonic() - mark
         mark = time.monotonic()
         wait_for("the example DAGs parsed by the dag-processor", self._dags_parsed, 180, interval=1, check=self.check)
@@ -813,8 +950,55 @@ class Deployment:
             "no_proxy": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",
             **AIRFLOW_SETTINGS,
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
+            **(self._celery_env() if self.celery else {}),
             **self.extra_env,
         }
+
+    def _celery_env(self) -> dict[str, str]:
+        """The Celery line: broker on our Redis, results in the metadata DB's PostgreSQL."""
+        assert self.postgres is not None and self.redis is not None
+        return {
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url(),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url("airflow"),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
+            # One message reserved per free slot, none beyond: a worker whose slots are all busy leaves
+            # queued tasks to the other worker (Celery reserves concurrency × multiplier messages).
+            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+            # A killed worker's unacknowledged message is not handed to another worker within the run:
+            # Airflow itself notices the lost task (heartbeat timeout) and schedules its retry.
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+        }
+
+    def _env_of(self, service: str) -> dict[str, str]:
+        """A service's environment: a Celery worker's names it (task instances report it as their hostname)."""
+        if service not in CELERY_WORKERS:
+            return self.env
+        return {
+            **self.env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(WORKER_PATH), self.env.get("PYTHONPATH")])),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mirpanel_e2e_worker.hostname",
+            "MIRPANEL_E2E_WORKER_HOSTNAME": self.hostname(service),
+        }
+
+    def worker_of(self, pid: int) -> str | None:
+        """The Celery worker (service name) whose process tree holds ``pid``, if any."""
+        for worker in CELERY_WORKERS if self.celery else ():
+            if pid in {process.pid for process in self.services[worker].tree()}:
+                return worker
+        return None
+
+    def wait_worker(self, worker: str, timeout: float = 180) -> None:
+        """Until the Celery worker (its latest start) logs that it is ready to take tasks."""
+        service = self.services[worker]
+        starts = f"=== start #{service.starts}:"
+
+        def ready() -> bool:
+            text = service.log.read_text(errors="replace")
+            return " ready." in text[text.rfind(starts) :]
+
+        wait_for(f"Celery {worker} ready", ready, timeout, interval=1, check=self.check)
 
     def _healthy(self) -> dict[str, Any] | None:
         assert self.api is not None
@@ -841,11 +1025,13 @@ class Deployment:
     # -- using it -----------------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise if PostgreSQL or an Airflow service died (a scenario kills and restarts on purpose)."""
+        """Raise if PostgreSQL, Redis or an Airflow service died (a scenario kills and restarts on purpose)."""
         if self.postgres is not None:
             self.postgres._check()
+        if self.redis is not None:
+            self.redis._check()
         for service in self.services.values():
-            if not service.alive():
+            if service.name not in self.down and not service.alive():
                 raise DeploymentError(
                     f"the {service.name} exited (code {service.process and service.process.poll()})"
                     f":\n{tail(service.log)}"
@@ -934,12 +1120,19 @@ class Deployment:
     def restart(self, name: str) -> Service:
         service = self.services[name]
         service.start()
+        self.down.discard(name)
         return service
+
+    def kill9(self, name: str) -> list[int]:
+        """``kill -9`` of a service's whole process tree; it stays down (not an error) until restarted."""
+        self.down.add(name)
+        return self.services[name].kill9()
 
     def listening(self) -> list[tuple[str, str, int]]:
         """(process, address, port) of every listening TCP socket of the deployment and of this process."""
         owners = {os.getpid(): "sandbox"}
-        for service in [*self.services.values(), *([self.postgres.service] if self.postgres else [])]:
+        stores = [self.postgres.service if self.postgres else None, self.redis.service if self.redis else None]
+        for service in [*self.services.values(), *stores]:
             if service is not None:
                 owners.update({process.pid: service.name for process in service.tree()})
         for process in marked_processes(self.home):
@@ -973,18 +1166,20 @@ class Deployment:
         for service in running:
             service.stop(None, grace=0)
         kill_processes(survivors, grace=0)
-        self.sweep(keep_postgres=True)
+        self.sweep(keep_stores=True)
         if self.postgres is not None:
             self.postgres.stop()
+        if self.redis is not None:
+            self.redis.stop()
         self.sweep()
         return killed
 
-    def sweep(self, keep_postgres: bool = False) -> None:
+    def sweep(self, keep_stores: bool = False) -> None:
         """End every process that carries this deployment's marker (also from an earlier, killed run)."""
         processes = [
             process
             for process in marked_processes(self.home)
-            if not (keep_postgres and process.name() in ("postgres", "postmaster"))
+            if not (keep_stores and process.name() in ("postgres", "postmaster", "redis-server"))
         ]
         kill_processes(processes, grace=5)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import requests
-from deployment import ROOT, Deployment, Scenario
+from deployment import Deployment, Scenario
 
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 
@@ -34,8 +34,6 @@ RUN_ID = "e2e_ui_page"
 #: The campaigns of scenarios 1 (run to the end: a status mix) and 2 (orders of unknown outcome).
 SCENARIO_CAMPAIGNS = {"e2e_campaign": "e2e_launch", "e2e_kill": "e2e_kill"}
 CHROMIUM = Path("/usr/bin/chromium")
-#: make e2e's build folder (tests/e2e/conftest.py's BUILD)
-BUILD = ROOT / ".e2e"
 #: As issue 22 asks: headless, no sandbox (root in CI), nothing fetched from the network by the browser itself.
 CHROMIUM_ARGS = [
     "--headless",
@@ -143,7 +141,7 @@ def test_the_mirpanel_page_in_the_ui(deployment: Deployment, sandbox: SandboxPan
     )
 
     user, password = deployment._user
-    shots = BUILD / "screenshots"
+    shots = deployment.home / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     profile = Path(tempfile.mkdtemp(prefix="mirpanel-e2e-chromium-"))
     try:
@@ -190,7 +188,5 @@ def test_the_mirpanel_page_in_the_ui(deployment: Deployment, sandbox: SandboxPan
     assert scripts == 0
     assert "/plugin/mirpanel" in in_ui, in_ui
     assert sandbox.api_key not in body
-    scenario.note(
-        f"browser: logged in as {user}, opened the MirPanel entry; screenshots in {shots.relative_to(BUILD.parent)}"
-    )
+    scenario.note(f"browser: logged in as {user}, opened the MirPanel entry; screenshots in {shots}")
     (shots / "mirpanel-page.json").write_text(json.dumps(data, indent=2))

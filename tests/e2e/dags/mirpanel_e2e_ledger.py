@@ -11,6 +11,10 @@ beside the example DAGs. Each run's conf names the ledger scope (``scope``) and 
   retry, as placing DAGs have (the example campaign has three).
 * ``mirpanel_e2e_place_killable``: no retries and a 20 s lease, for the scenario that kills a
   holder with ``kill -9`` (a retry would take the lease back at once; the waiter must outlive it).
+* ``mirpanel_e2e_place_spread`` (the CeleryExecutor line, issue 23): like the mapped one, but every
+  chunk first waits at the run's **start gate** (before it claims the scope), so the scenario sees
+  as many chunks running at once as the Celery workers have slots — on both workers — before any
+  of them places.
 
 The **gate** (test scaffolding, not the provider): with ``gate`` in the conf (a file path), the
 placement's first ``add`` — from try ``gate_from_try`` on — writes ``<gate>.<run id>.reached`` and
@@ -151,6 +155,47 @@ place_dag(
     retries=0,
     ledger_lease=SHORT_LEASE,
 )
+
+
+class StartGatedPlaceOrderOperator(PlaceOrderOperator):
+    """PlaceOrderOperator that waits for the file ``gate`` before it starts (test scaffolding).
+
+    It writes ``<gate>.<run id>.<map index>.reached`` first. A resumed task (after deferring for the
+    scope) does not pass here again.
+    """
+
+    template_fields = (*PlaceOrderOperator.template_fields, "gate")
+
+    def __init__(self, *, gate: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
+
+    def execute(self, context: Any) -> Any:
+        if self.gate:
+            gate = Path(self.gate)
+            who = f"{context['run_id']}.{context['ti'].map_index}"
+            gate.with_name(f"{gate.name}.{who}.reached").write_text(who)
+            deadline = time.monotonic() + GATE_TIMEOUT
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.log.info("e2e start gate %s: %s", "opened" if gate.exists() else "timed out", gate)
+        return super().execute(context)
+
+
+with DAG(
+    dag_id="mirpanel_e2e_place_spread",
+    description="Mapped placement of chunks into one ledger scope, every chunk started before any places",
+    schedule=None,
+    catchup=False,
+    tags=["mirpanel", "e2e"],
+    params=PARAMS,
+):
+    StartGatedPlaceOrderOperator.partial(
+        task_id="place_orders",
+        ledger_scope="{{ params.scope }}",
+        ledger_wait_poll=POLL,
+        gate="{{ params.gate }}",
+    ).expand(orders=chunks())  # type: ignore[call-arg]
 
 with DAG(
     dag_id="mirpanel_e2e_place_mapped",
