@@ -98,18 +98,7 @@ def run(n: int, latencies: tuple[float, ...], progress: Any, placement: bool = T
         try:
             deployment.start()
             api = deployment.api
-            api.call(
-                "POST",
-                "/connections",
-                expect=(201,),
-                json={
-                    "connection_id": "mirpanel_default",
-                    "conn_type": "mirpanel",
-                    "host": panel.url,
-                    "password": panel.api_key,
-                    "extra": json.dumps(panel.connection()["extra"]),
-                },
-            )
+            api.add_panel_connection(panel)
             api.set_paused(DAG_ID, False)
             print(f"deployment up in {deployment.timings['total']:.0f} s", flush=True)
             bench = Bench(deployment, panel, n, {"service": service, "quantity": quantity})

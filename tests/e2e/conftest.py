@@ -12,7 +12,6 @@ with its numbers in :data:`LINES`, printed at the end of the run.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -89,19 +88,7 @@ def deployment(sandbox: SandboxPanel, request: pytest.FixtureRequest) -> Iterato
         assert api is not None
         # As a user would: the connection through the REST API (stored encrypted in the metadata DB),
         # with the sandbox's extra (no request budgets: scenario 3 places 300 orders at once).
-        api.call(
-            "POST",
-            "/connections",
-            expect=(201,),
-            json={
-                "connection_id": "mirpanel_default",
-                "conn_type": "mirpanel",
-                "host": sandbox.url,
-                "password": sandbox.api_key,
-                "extra": json.dumps(sandbox.connection()["extra"]),
-                "description": "the sandbox panel of make e2e",
-            },
-        )
+        api.add_panel_connection(sandbox, description="the sandbox panel of make e2e")
         api.set_paused("mirpanel_campaign", False)
         # Data-aware: every campaign run whose orders all finish starts a report run (scenario 6).
         api.set_paused("mirpanel_campaign_report", False)

@@ -743,6 +743,25 @@ class Api:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": paused}, params={"update_mask": "is_paused"})
 
+    def add_panel_connection(self, panel: Any, description: str | None = None) -> None:
+        """Store ``mirpanel_default`` for a sandbox panel as a user would: through the REST API (encrypted in the DB).
+
+        ``panel`` is a ``SandboxPanel`` or a ``PanelProcess``: its URL, key and the sandbox's extra (no budgets).
+        """
+        connection = {
+            "connection_id": "mirpanel_default",
+            "conn_type": "mirpanel",
+            "host": panel.url,
+            "password": panel.api_key,
+            "extra": json.dumps(panel.connection()["extra"]),
+        }
+        self.call(
+            "POST",
+            "/connections",
+            expect=(201,),
+            json={**connection, **({"description": description} if description else {})},
+        )
+
     def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any]) -> dict[str, Any]:
         """A manual run, as the UI makes it: no logical date."""
         return dict(
@@ -1246,18 +1265,7 @@ def main() -> int:
         try:
             deployment.start()
             assert deployment.api is not None
-            deployment.api.call(
-                "POST",
-                "/connections",
-                expect=(201,),
-                json={
-                    "connection_id": "mirpanel_default",
-                    "conn_type": "mirpanel",
-                    "host": panel.url,
-                    "password": panel.api_key,
-                    "extra": json.dumps(panel.connection()["extra"]),
-                },
-            )
+            deployment.api.add_panel_connection(panel)
             print(
                 f"Airflow: http://127.0.0.1:{deployment.api_port} (user e2e, password in "
                 f"{deployment.airflow_home}/simple_auth_manager_passwords.json); timings {deployment.timings}",

@@ -16,25 +16,13 @@ from typing import Any
 import pytest
 from support.airflow_cli import AIRFLOW, airflow_home
 from support.airflow_compat import needs_state_stores
+from support.leases import rows
 
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 
 pytestmark = [needs_state_stores, pytest.mark.slow]
 
 DAGS = Path(__file__).parents[1] / "dags"
-
-
-def rows(panel: SandboxPanel, n: int) -> list[dict[str, Any]]:
-    service = next(s for s in panel.catalogue.services if s.get("type") == "Default")
-    return [
-        {
-            "key": f"mapped-{i:02d}",
-            "service": service["service"],
-            "link": f"https://example.com/mapped/{i}",
-            "quantity": service["min"],
-        }
-        for i in range(n)
-    ]
 
 
 def dags_test(env: dict[str, str], conf: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -51,7 +39,7 @@ def test_mapped_chunks_place_every_row_once_and_the_same_campaign_again_buys_not
     panel: SandboxPanel, tmp_path: Path
 ) -> None:
     env = {**airflow_home(tmp_path / "home", DAGS), **panel.env()}
-    campaign = rows(panel, 60)
+    campaign = rows(panel, 60, tag="mapped")
 
     first = dags_test(env, {"rows": campaign, "scope": "mapped-campaign"})
 
