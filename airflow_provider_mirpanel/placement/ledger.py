@@ -251,7 +251,10 @@ class PlacementLedger:
         if self.lease is None:
             return
         snapshot = None
-        if self.lease.held is not None and self._known is not None and (self._pages or 0) > self._snapshot_pages:
+        new_pages = (self._pages or 0) - self._snapshot_pages
+        chunks = -(-len(self._known or ()) // SNAPSHOT_ROWS)
+        # a new snapshot only when reading the pages since the last one would cost more reads than it does
+        if self.lease.held is not None and self._known is not None and new_pages > 0 and new_pages >= chunks:
             try:
                 snapshot = self._write_snapshot(self._known, self._pages or 0)
             except Exception:  # the lease then keeps pointing at the older snapshot: slower, never wrong

@@ -230,3 +230,21 @@ def test_a_snapshot_that_cannot_be_read_whole_is_not_used() -> None:
     entries = holder_of(store, clock, OWNER_B).load()
 
     assert entries["row-1"].order == 1001, "every page read instead"
+
+
+def test_a_holder_that_wrote_fewer_pages_than_a_snapshot_has_chunks_keeps_the_older_snapshot() -> None:
+    store, clock = MemoryStateStore(), ManualClock()
+    first = holder_of(store, clock)
+    first.load()
+    for start in range(0, 800, 100):  # 800 entries: a snapshot of 2 chunks
+        first.append({f"row-{n}": LedgerEntry(LedgerState.PLACED, "d", 1000 + n) for n in range(start, start + 100)})
+    first.release()
+
+    second = holder_of(store, clock, OWNER_B)
+    second.load()
+    second.append({"row-800": LedgerEntry(LedgerState.PLACED, "d", 1800)})  # one page: cheaper to read than 2 chunks
+    second.release()
+
+    lease = Lease.from_json(store.get(KEY))
+    assert lease is not None and lease.snapshot == {"pages": 8, "chunks": 2}
+    assert holder_of(store, clock).load()["row-800"].order == 1800, "the page after the snapshot is read"
