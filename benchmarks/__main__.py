@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--n", type=int, default=3_000, help="orders per placement of --deployment (default 3,000)")
     parser.add_argument(
+        "--latency",
+        type=float,
+        action="append",
+        metavar="MS",
+        help="with --deployment: only the placement rows at this panel latency, in ms (repeatable; no page rows)",
+    )
+    parser.add_argument(
         "--key-budget",
         action="store_true",
         help="only the key-budget case: 4 placements of one key in 4 processes, own vs shared budgets (a few minutes)",
@@ -171,9 +178,10 @@ def deployment(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rows = deployed.run(
         args.n,
-        (0.0, 0.05),
+        tuple(ms / 1000 for ms in args.latency) if args.latency else (0.0, 0.05),
         lambda row: print(f"  {row.verdict:6} {row.case}: {row.note}", flush=True),
         placement=not args.page,
+        page_rows=not args.latency,
     )
     print()
     print(console(rows))

@@ -68,9 +68,11 @@ def floor(panel: PanelProcess, n: int, service: int, quantity: int) -> tuple[flo
     return wall, slots
 
 
-def run(n: int, latencies: tuple[float, ...], progress: Any, placement: bool = True) -> list[Row]:
+def run(
+    n: int, latencies: tuple[float, ...], progress: Any, placement: bool = True, page_rows: bool = True
+) -> list[Row]:
     """Every row of the deployment benchmark (see the module's docstring); the MirPanel page's rows
-    (``benchmarks/page.py``) last, or only those without ``placement``."""
+    (``benchmarks/page.py``) last unless not ``page_rows``, or only those without ``placement``."""
     from benchmarks import page
 
     e2e = _e2e()
@@ -117,7 +119,8 @@ def run(n: int, latencies: tuple[float, ...], progress: Any, placement: bool = T
                         note=f"{n / wall:.0f} orders/s; in this process, no Airflow",
                     )
                 )
-            page.run(deployment, add)
+            if page_rows:
+                page.run(deployment, add)
         finally:
             leftovers = deployment.stop()
             if leftovers:

@@ -17,7 +17,7 @@ last-write-wins register allows):
 
 - *The claim's bound*: a claim's read in step 1 and its write in step 2 land within
   :attr:`LeaseTiming.write_bound` (0.25 s; a state-store trip takes 7–15 ms) of each other, and
-  it waits twice that (0.5 s) in step 3. So every claim that read the lease free before ours
+  it waits longer than that (0.3 s) in step 3. So every claim that read the lease free before ours
   landed has landed before we verify, and the last writer alone sees its own token. Each claim
   measures its own read → write: one above the bound does not trust itself — it leaves its lease
   to expire (not even a later look of the same try takes it back) and tries again; a holder whose
@@ -228,7 +228,7 @@ class LeaseTiming:
     """The lease's numbers, in seconds (see the module's assumptions)."""
 
     ttl: float = 60.0
-    claim_wait: float = 0.5
+    claim_wait: float = 0.3
     write_bound: float = 0.25
     skew: float = 5.0
 

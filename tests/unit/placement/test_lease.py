@@ -29,7 +29,7 @@ def test_a_free_scope_is_claimed_after_the_claims_wait_and_then_keeps_others_out
 
     claim = mine.claim()
 
-    assert claim.held and claim.seconds == LeaseTiming().claim_wait
+    assert claim.held and claim.seconds == pytest.approx(LeaseTiming().claim_wait)
     other = lease_of(store, OWNER_B, clock).claim()
     assert not other.held and other.holder is not None and other.holder.owner == OWNER_A
     assert "DAG 'campaign', run 'run_a', task 'place'" in other.holder.describe()
