@@ -166,9 +166,9 @@ class PlaceOrderOperator(ScopedLedgerOperator):
             )
         if ledger.scope is not None:
             _check_keys(context, rows)
-        self.claim_scope(context, ledger, wait)
+        run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=catalogue)
+        self.claim_scope(context, ledger, wait, meanwhile=run.prepare)  # prepared while the claim waits
         try:
-            run = PlacementRun(self.hook, rows, ledger, options, self.log, catalogue=catalogue)
             records = run.execute()
         finally:
             ledger.release()

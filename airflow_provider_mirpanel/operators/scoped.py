@@ -11,7 +11,7 @@ of a scope") states the mechanism and its assumptions.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -136,14 +136,24 @@ class ScopedLedgerOperator(MirPanelBaseOperator):
             context, self.ledger_scope, self.ledger_asset, timing=LeaseTiming(ttl=self.ledger_lease)
         )
 
-    def claim_scope(self, context: Context, ledger: PlacementLedger, wait: ScopeWait | None) -> None:
-        """Return once this task holds the scope's lease; while another task holds it, defer (or sleep) and retry."""
+    def claim_scope(
+        self,
+        context: Context,
+        ledger: PlacementLedger,
+        wait: ScopeWait | None,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> None:
+        """Return once this task holds the scope's lease; while another task holds it, defer (or sleep) and retry.
+
+        :param meanwhile: work that only reads (the ledger among it), done while each claim waits to
+            verify; the claim that holds has done it last.
+        """
         if ledger.lease is None:
             return
         clock = ledger.lease.clock
         wait = wait or ScopeWait(since=clock.time())
         while True:
-            claim = ledger.claim()
+            claim = ledger.claim(meanwhile)
             if claim.held:
                 self._claimed(context, ledger, wait, claim)
                 return

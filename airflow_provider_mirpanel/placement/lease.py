@@ -10,7 +10,8 @@ last-write-wins register allows):
 
 1. read the lease: held by another owner and not expired → the scope is busy (the caller waits);
 2. write a lease with a fresh token;
-3. wait :attr:`LeaseTiming.claim_wait`, then read it again: still our token → ours; another
+3. wait :attr:`LeaseTiming.claim_wait` (doing meanwhile work that only reads, such as reading the
+   ledger: it counts only if the claim holds), then read it again: still our token → ours; another
    token → that claim came later and won; nothing → the store cannot be read (fail closed).
 
 **Assumptions** (docs/operators.md, "Concurrent writers of a scope"):
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -283,6 +284,8 @@ class ScopeLease:
         self.timing = timing or LeaseTiming()
         self.clock = clock or DEFAULT_CLOCK
         self.held: Lease | None = None
+        #: The lease a claim wrote and has not verified yet (while its ``meanwhile`` runs).
+        self.pending: Lease | None = None
         self._renewed = 0.0  # monotonic time the last claim or renewal began
         self._deadline = 0.0  # monotonic time after which this writer writes nothing
         self._lost: str | None = None  # why this writer stopped trusting its lease, for good
@@ -291,8 +294,14 @@ class ScopeLease:
         """Return the stored lease, or None."""
         return Lease.from_json(self.store.get(self.key))
 
-    def claim(self) -> Claim:
-        """Try once to claim the scope by write-wait-verify (about ``claim_wait`` when it is free)."""
+    def claim(self, meanwhile: Callable[[], object] | None = None) -> Claim:
+        """Try once to claim the scope by write-wait-verify (about ``claim_wait`` when it is free).
+
+        :param meanwhile: work to do while the claim waits to verify, instead of sleeping: it may read
+            the scope's ledger (:attr:`pending` names the lease written), never write it. When it
+            raises, the claim is still verified, and released when it was ours, before the error
+            goes on.
+        """
         start = self.clock.monotonic()
         current = self.read()
         now = self.clock.time()
@@ -308,7 +317,25 @@ class ScopeLease:
                 "store): not trusted, tried again later",
                 seconds=self.clock.monotonic() - start,
             )
-        self.clock.sleep(self.timing.claim_wait)
+        written = self.clock.monotonic()
+        failure: Exception | None = None
+        self.pending = mine
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        except Exception as error:  # a kill (BaseException) goes on at once: the lease is left to expire
+            failure = error
+        finally:
+            self.pending = None
+        self.clock.sleep(max(0.0, self.timing.claim_wait - (self.clock.monotonic() - written)))
+        claim = self._verify(mine, start)
+        if failure is not None:
+            self.release()
+            raise failure
+        return claim
+
+    def _verify(self, mine: Lease, start: float) -> Claim:
+        """Read the lease back, ``claim_wait`` after writing ``mine``: ours when it still holds our token."""
         verified = self.read()
         seconds = self.clock.monotonic() - start
         if verified is None:
@@ -319,6 +346,13 @@ class ScopeLease:
             )
         if verified.token != mine.token:
             return Claim(False, holder=verified, seconds=seconds)
+        if seconds >= self.timing.ttl - self.timing.write_bound:  # it may have expired while the claim waited
+            return Claim(
+                False,
+                note=f"the work done while claiming took over the lease's {self.timing.ttl:g} s: not trusted, "
+                "tried again later",
+                seconds=seconds,
+            )
         self.held = mine
         self._renewed = start
         self._deadline = start + self.timing.ttl - self.timing.write_bound

@@ -230,11 +230,16 @@ class PlacementLedger:
         """How messages name the ledger: ``ledger scope 'black_friday'`` or ``this task's ledger``."""
         return f"ledger scope {self.scope!r}" if self.scope is not None else "this task's ledger"
 
-    def claim(self) -> Claim:
-        """Try once to claim the scope's lease (see :class:`~airflow_provider_mirpanel.placement.lease.ScopeLease`)."""
+    def claim(self, meanwhile: Callable[[], object] | None = None) -> Claim:
+        """Try once to claim the scope's lease (see :class:`~airflow_provider_mirpanel.placement.lease.ScopeLease`).
+
+        :param meanwhile: work that may read this ledger, done while the claim waits to verify.
+        """
         if self.lease is None:
+            if meanwhile is not None:
+                meanwhile()
             return Claim(True)
-        return self.lease.claim()
+        return self.lease.claim(meanwhile)
 
     def keep_alive(self) -> None:
         """Renew the scope's lease when due; raises when this writer can no longer trust it holds it."""
@@ -274,7 +279,7 @@ class PlacementLedger:
 
     def _read_snapshot(self, entries: dict[str, LedgerEntry]) -> int:
         """Read the held lease's snapshot into ``entries``; the first page after it (0 without one)."""
-        held = self.lease.held if self.lease is not None else None
+        held = (self.lease.held or self.lease.pending) if self.lease is not None else None
         if held is None or held.snapshot is None:
             return 0
         pages, chunks = held.snapshot["pages"], held.snapshot["chunks"]
@@ -295,15 +300,16 @@ class PlacementLedger:
         """Every key's latest entry, reading the pages in order (one read per page, plus one).
 
         On a retry of a per-task ledger that has no pages yet, the first release's per-order values
-        of ``keys`` are read too. A scope under a lease must be claimed first.
+        of ``keys`` are read too. A scope under a lease is read by its holder, or by a claim while it waits
+        to verify (what it read counts only if the claim holds: nobody else writes the scope meanwhile).
         """
-        if self.lease is not None and self.lease.held is None:
+        if self.lease is not None and self.lease.held is None and self.lease.pending is None:
             raise RuntimeError("a scope's ledger is read only by the holder of its lease: claim() first")
         entries: dict[str, LedgerEntry] = {}
         page = self._snapshot_pages = self._read_snapshot(entries)
         while (rows := self.store.get(f"{self._prefix}{page}")) is not None:
-            if page % 50 == 49:
-                self.keep_alive()  # a long ledger is read under a lease renewed in time
+            if page % 50 == 49 and (self.lease is None or self.lease.pending is None):
+                self.keep_alive()  # a long ledger is read under a lease renewed in time (a claim's only once verified)
             for row in rows if isinstance(rows, list) else ():
                 self._formatted = self._formatted or row == FORMAT_ROW
                 parsed = LedgerEntry.from_row(row)

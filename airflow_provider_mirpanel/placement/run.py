@@ -145,9 +145,15 @@ class PlacementRun:
         self._stop = threading.Lock()
         self._causes: dict[int, str] = {}  # why each order of unknown outcome is unknown, for the ledger
         self._ended: list[OrderSpec] = []  # orders of finished windows
+        self._to_send: list[OrderSpec] | None = None  # once prepared
 
-    def execute(self) -> list[Record]:
-        """Place what needs placing; the records of every row, in input order."""
+    def prepare(self) -> None:
+        """Everything before sending: settle the orders against the ledger, check the rest, check the balance.
+
+        It only reads (the ledger, the catalogue, the balance), so a scope's claim runs it while it waits to
+        verify; run again, it starts over.
+        """
+        self.records, self.earlier, self.currency, self.balance_note = {}, set(), None, ""
         to_send = self._triage()
         if to_send:
             catalogue = self.catalogue if self.catalogue is not None else self.hook.get_services()
@@ -156,8 +162,14 @@ class PlacementRun:
         to_send = [spec for spec in to_send if spec.error is None]
         if to_send and self.options.check_balance:
             self._check_balance(to_send)
-        if to_send:
-            self._place(to_send)
+        self._to_send = to_send
+
+    def execute(self) -> list[Record]:
+        """Place what needs placing (prepared first, unless :meth:`prepare` ran); the records of every row."""
+        if self._to_send is None:
+            self.prepare()
+        if self._to_send:
+            self._place(self._to_send)
         return [self.records[spec.index] for spec in self.specs]
 
     # -- before sending ----------------------------------------------------------------------------

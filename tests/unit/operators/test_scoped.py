@@ -33,6 +33,7 @@ from airflow_provider_mirpanel.placement.lease import Lease, LeaseOwner, LeaseTi
 from airflow_provider_mirpanel.placement.ledger import PlacementLedger, ledger_asset
 from airflow_provider_mirpanel.sandbox import SandboxPanel
 from airflow_provider_mirpanel.triggers.scope import LedgerScopeTrigger
+from airflow_provider_mirpanel.utils.fallback_stores import InProcessStateStore
 from airflow_provider_mirpanel.utils.state_stores import MemoryStateStore
 from airflow_provider_mirpanel.version_compat import TaskDeferred
 
@@ -220,3 +221,35 @@ def test_resolving_waits_for_a_placement_that_holds_the_scope(panel: SandboxPane
     with pytest.raises(TaskDeferred):
         op.execute(context(assets, TI()))
     assert panel.count() == 0
+
+
+@needs_state_stores
+def test_the_placement_reads_its_ledger_and_the_catalogue_while_the_claim_waits_to_verify(panel: SandboxPanel) -> None:
+    """The claim's wait is not idle: the ledger and the catalogue are read before the verify; marks come after."""
+    orders, assets, events = rows(panel, 3), MemoryAssetStores(), []
+
+    class Recording(InProcessStateStore):
+        def get(self, key: str, default: Any = None) -> Any:
+            events.append(f"get {key.rsplit('.', 1)[-1]}")
+            return super().get(key, default)
+
+        def set(self, key: str, value: Any) -> None:
+            events.append(f"set {key.rsplit('.', 1)[-1]}")
+            super().set(key, value)
+
+    assets.stores[ledger_asset("mirpanel_default").name] = Recording()
+    op = PlaceOrderOperator(task_id="place", orders=orders, ledger_scope="spring")
+    services = op.hook.get_services
+
+    def recorded_services() -> Any:
+        events.append("services")
+        return services()
+
+    op.hook.get_services = recorded_services  # type: ignore[method-assign]
+
+    records = op.execute(context(assets, TI()))
+
+    assert [record["state"] for record in records] == ["placed"] * 3 and panel.count("add") == 3
+    assert events[:6] == ["get lease", "set lease", "get 0", "services", "get lease", "set 0"], (
+        "claim: read, write; meanwhile: the ledger (no page 0 yet) and the catalogue; verify; then the marks"
+    )
