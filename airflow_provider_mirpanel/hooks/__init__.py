@@ -1,1 +1,4 @@
-"""Hooks: the sync ``MirPanelHook`` (``requests``) and the async ``MirPanelAsyncHook`` (``aiohttp``)."""
+"""Hooks: the sync ``MirPanelHook`` (``requests``) and the async ``MirPanelAsyncHook`` (``aiohttp``).
+
+Both stand on ``MirPanelBaseHook`` (:mod:`.base`): the connection they read and its request budgets.
+"""

@@ -19,7 +19,6 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from airflow_provider_mirpanel.assets.lineage import collect_action
 from airflow_provider_mirpanel.client.calls import HEADERS, USER_AGENT, MultiCall, PanelConnection
-from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
 from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.client.shared_budget import RedisBudget, password_of, url_of
 from airflow_provider_mirpanel.exceptions import (
@@ -27,6 +26,7 @@ from airflow_provider_mirpanel.exceptions import (
     MirPanelError,
     MirPanelTransientError,
 )
+from airflow_provider_mirpanel.hooks.base import MirPanelBaseHook
 from airflow_provider_mirpanel.protocol import (
     Action,
     OrderParameter,
@@ -45,7 +45,7 @@ from airflow_provider_mirpanel.protocol import (
     single_form,
 )
 from airflow_provider_mirpanel.utils.airflow_lines import connection_form_widgets, ui_field_behaviour
-from airflow_provider_mirpanel.version_compat import BaseHook, mask_secret
+from airflow_provider_mirpanel.version_compat import mask_secret
 
 __all__ = ["USER_AGENT", "MirPanelHook", "transport_error"]
 
@@ -86,7 +86,7 @@ def _outcome(future: Future[list[Any]]) -> list[Any] | BaseException:
     return future.exception() or future.result()
 
 
-class MirPanelHook(BudgetClock, BaseHook):
+class MirPanelHook(MirPanelBaseHook):
     """Talk to MirPanel, or any panel serving the Perfect Panel API v2.
 
     .. seealso::
@@ -96,23 +96,13 @@ class MirPanelHook(BudgetClock, BaseHook):
     :param mirpanel_conn_id: the Airflow connection to use.
     """
 
-    conn_name_attr = "mirpanel_conn_id"
-    default_conn_name = "mirpanel_default"
-    conn_type = "mirpanel"
     hook_name = "MirPanel"
 
-    def __init__(self, mirpanel_conn_id: str = default_conn_name) -> None:
-        super().__init__()
-        self.mirpanel_conn_id = mirpanel_conn_id
+    def __init__(self, mirpanel_conn_id: str = MirPanelBaseHook.default_conn_name) -> None:
+        super().__init__(mirpanel_conn_id)
         self._lock = threading.Lock()
         self._session: requests.Session | None = None
-        self._panel: PanelConnection | None = None
-        self._clock: Clock = SYSTEM_CLOCK
-        self._limiter = RateLimiter()
         self._lineage_reported: set[Action] = set()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
 
     # -- the connection form on Airflow 3.1 (3.2+ reads provider_info's conn-fields instead) --------
 
@@ -141,9 +131,7 @@ class MirPanelHook(BudgetClock, BaseHook):
                     conn = self.get_connection(self.mirpanel_conn_id)
                     panel = PanelConnection.read(self.mirpanel_conn_id, conn, conn.extra_dejson)
                     mask_secret(panel.key)
-                    self._limiter = RateLimiter(
-                        panel.settings.rate_limits, panel.settings.rate_limit, self._clock, self._shared_budget(panel)
-                    )
+                    self._limiter = self._rate_limiter(panel, self._shared_budget(panel))
                     self._panel = panel
         return self._panel
 

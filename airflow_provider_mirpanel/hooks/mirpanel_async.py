@@ -19,10 +19,10 @@ import aiohttp
 from tenacity import AsyncRetrying
 
 from airflow_provider_mirpanel.client.calls import HEADERS, REDACTED, MultiCall, PanelConnection, most_serious
-from airflow_provider_mirpanel.client.ratelimit import SYSTEM_CLOCK, BudgetClock, Clock, RateLimiter
 from airflow_provider_mirpanel.client.settings import ClientSettings
 from airflow_provider_mirpanel.client.shared_budget import RedisBudget, password_of, url_of
 from airflow_provider_mirpanel.exceptions import MirPanelError, MirPanelInputError, MirPanelTransientError
+from airflow_provider_mirpanel.hooks.base import MirPanelBaseHook
 from airflow_provider_mirpanel.protocol import (
     READ_ONLY_ACTIONS,
     Action,
@@ -61,7 +61,7 @@ def transport_error(error: BaseException, action: Action) -> MirPanelError:
     return MirPanelError(f"request to the panel failed ({name}): {type(error).__name__}: {error}")
 
 
-class MirPanelAsyncHook(BudgetClock, BaseHook):
+class MirPanelAsyncHook(MirPanelBaseHook):
     """Read order and refill statuses and the balance from a panel, asynchronously.
 
     .. seealso::
@@ -70,22 +70,12 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
     :param mirpanel_conn_id: the Airflow connection to use.
     """
 
-    conn_name_attr = "mirpanel_conn_id"
-    default_conn_name = "mirpanel_default"
-    conn_type = "mirpanel"
     hook_name = "MirPanel (async)"
 
-    def __init__(self, mirpanel_conn_id: str = default_conn_name) -> None:
-        super().__init__()
-        self.mirpanel_conn_id = mirpanel_conn_id
-        self._panel: PanelConnection | None = None
-        self._clock: Clock = SYSTEM_CLOCK
-        self._limiter = RateLimiter()
+    def __init__(self, mirpanel_conn_id: str = MirPanelBaseHook.default_conn_name) -> None:
+        super().__init__(mirpanel_conn_id)
         self._session: aiohttp.ClientSession | None = None
         self._reading = asyncio.Lock()  # concurrent first calls read the connection once
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(mirpanel_conn_id={self.mirpanel_conn_id!r})"
 
     async def __aenter__(self) -> MirPanelAsyncHook:
         return self
@@ -104,9 +94,7 @@ class MirPanelAsyncHook(BudgetClock, BaseHook):
                 conn = await BaseHook.aget_connection(self.mirpanel_conn_id)
                 panel = PanelConnection.read(self.mirpanel_conn_id, conn, await aextra_dejson(conn))
                 await amask_secret(panel.key)
-                self._limiter = RateLimiter(
-                    panel.settings.rate_limits, panel.settings.rate_limit, self._clock, await self._shared_budget(panel)
-                )
+                self._limiter = self._rate_limiter(panel, await self._shared_budget(panel))
                 self._panel = panel
         return self._panel
 

@@ -18,7 +18,15 @@ from airflow_provider_mirpanel.protocol.actions import READ_ONLY_ACTIONS, Action
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures are retried: ``retries`` more attempts, exponential backoff with jitter."""
+    """How transient failures are retried: ``retries`` more attempts, exponential backoff with jitter.
+
+    :param retries: attempts after the first.
+    :param backoff: the ceiling of the first pause, in seconds; it doubles with each retry (each pause is
+        between half its ceiling and all of it).
+    :param backoff_max: the highest ceiling of a pause, in seconds.
+    :param retry_after_max: the most seconds of a panel's ``Retry-After`` that are honoured (a longer one
+        is cut to this).
+    """
 
     retries: int = 5
     backoff: float = 0.5

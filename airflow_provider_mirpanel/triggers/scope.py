@@ -12,59 +12,43 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_mirpanel.placement.lease import Lease, LeaseOwner
+from airflow_provider_mirpanel.triggers import classpath_of
 
 
+@dataclass(repr=False, eq=False)  # BaseTrigger's repr (from serialize()) and identity
 class LedgerScopeTrigger(BaseTrigger):
     """Fire when a ledger scope's lease stops keeping ``owner`` out.
 
     :param asset_name: the ledger asset's name (its state store holds the lease).
     :param lease_key: the lease's key in that store.
     :param owner: the waiting task (``LeaseOwner.as_json()``).
-    :param try_number: the waiting task's try.
     :param poll_interval: seconds between reads of the lease.
     :param skew: the clocks' allowance of the lease, in seconds.
     :param give_up_at: when the task stops waiting (epoch seconds): the trigger fires then, so that the
         task fails naming the holder.
+    :param try_number: the waiting task's try.
     """
 
-    def __init__(
-        self,
-        asset_name: str,
-        lease_key: str,
-        owner: dict[str, Any],
-        poll_interval: float,
-        skew: float = 5.0,
-        give_up_at: float | None = None,
-        try_number: int = 1,
-    ):
+    asset_name: str
+    lease_key: str
+    owner: dict[str, Any]
+    poll_interval: float
+    skew: float = 5.0
+    give_up_at: float | None = None
+    try_number: int = 1
+
+    def __post_init__(self) -> None:
         super().__init__()
-        self.asset_name = asset_name
-        self.lease_key = lease_key
-        self.owner = owner
-        self.try_number = try_number
-        self.poll_interval = poll_interval
-        self.skew = skew
-        self.give_up_at = give_up_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Return the class path and the JSON keyword arguments that rebuild this trigger."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "asset_name": self.asset_name,
-                "lease_key": self.lease_key,
-                "owner": self.owner,
-                "poll_interval": self.poll_interval,
-                "skew": self.skew,
-                "give_up_at": self.give_up_at,
-                "try_number": self.try_number,
-            },
-        )
+        """Return the class path and the JSON keyword arguments that rebuild this trigger: its fields."""
+        return classpath_of(self), asdict(self)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Read the lease until it is free for the waiting task, then yield one event."""
