@@ -13,8 +13,9 @@ places its own rows), of which service and quantity, and where the ledger lives 
 
 The task measures the placement itself (claim included; not the waits for a held scope) and pushes
 a small summary as the XCom ``bench`` (the records are not returned, so every variant skips the
-same 3,000-record XCom). With the task's store it then times 20 writes and 20 reads of one small
-value in the real store: the per-trip cost the in-process benchmark models.
+same 3,000-record XCom). With the task's store (and with a scope, the ledger asset's store) it then
+times 20 writes and 20 reads of one small value in the real store: the per-trip cost the in-process
+benchmark models.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class BenchPlaceOrderOperator(PlaceOrderOperator):
         }
         if store == "task" and task_store is not None:
             summary.update(trips(task_store))
+        if store == "scope" and self.ledger_asset is not None and "asset_state_store" in context:
+            summary.update(trips(context["asset_state_store"][self.ledger_asset]))
         context["ti"].xcom_push(key="bench", value=summary)
         return {"placed": summary["placed"], "wall": wall}
 
@@ -80,6 +83,7 @@ def trips(store: Any) -> dict[str, float]:
         started = time.perf_counter()
         store.get("mirpanel.bench.trip")
         gets.append(time.perf_counter() - started)
+    store.delete("mirpanel.bench.trip")
     return {"set_trip": statistics.median(sets), "get_trip": statistics.median(gets)}
 
 
