@@ -3,7 +3,7 @@
 Starts the deployment of ``make e2e`` (``tests/e2e/deployment.py``: PostgreSQL, api-server,
 scheduler with LocalExecutor, dag-processor, triggerer) in ``.e2e/bench`` with ``benchmarks/dags``
 as its DAGs folder, and the sandbox panel in a child process. At each panel latency it has the
-scheduler run ``mirpanel_bench_place`` — after one untimed run (the worker's first imports), three
+scheduler run ``mirpanel_bench_place`` — after one untimed run (the worker's first imports), five
 rounds of: N orders without a state store, the same N with the per-task ledger, then with a ledger
 scope (its lease claimed first); each row is the round of median time — and measures the floor in
 this process: ``MirPanelHook.add_order`` of N orders on the connection's concurrency of threads.
@@ -138,7 +138,7 @@ STORE_NAMES = {
 #: The runs of one latency, in order: the ledgers' ratios are against the first.
 STORES = tuple(STORE_NAMES)
 #: Rounds of the three runs: each row is the run of median wall.
-ROUNDS = 3
+ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,12 @@ class Bench:
             wall=span,
         )
         row.check(all(state == "success" for state in states.values()), f"runs {states}")
-        row.check(stats["requests"] == {"services": 4, "add": 4 * self.n}, f"requests {stats['requests']}")
+        # a writer whose claim another claim outran at the verify had read the catalogue while claiming; it
+        # defers (a poll) and reads it again when it resumes
+        polls = sum(int(claim.get("polls") or 0) for claim in claims)
+        services = stats["requests"].get("services", 0)
+        row.check(4 <= services <= 4 + polls, f"{services} services requests for 4 writers and {polls} polls")
+        row.check(stats["requests"].get("add") == 4 * self.n, f"requests {stats['requests']}")
         row.check(all(claims), f"a writer pushed no ledger_claim XCom: {claims}")
         if one:
             row.ideal = 4 * one + 3 * (poll + claim_bound)
