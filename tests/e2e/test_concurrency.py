@@ -350,7 +350,7 @@ def test_mapped_placement(setting: Setting, sandbox: SandboxPanel, scenario: Sce
         scenario.note(
             f"{sum(1 for value in claims.values() if value['polls'])} of {len(claims)} chunks waited; "
             f"longest {longest['waited']:.1f} s ({longest['polls']} polls); claims took "
-            f"{min(costs):.1f}–{max(costs):.1f} s"
+            f"{min(costs):.2f}–{max(costs):.2f} s"
         )
     check(first, scenario)
     assert run["state"] == "success" and states == {"success": chunks}, states
