@@ -28,7 +28,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict --cache-dir .mypy_cache/strict airflow_provider_mirpanel  # the package, strict
 	$(BIN)/mypy  # the files of [tool.mypy] in pyproject.toml: tests, benchmarks, scripts, example DAGs
 
+# The shared budgets' tests run a real redis-server: Debian's, installed first when missing (as root; otherwise
+# they are skipped, and this says what to run).
 pytest: $(STAMP)
+	$(BIN)/python tests/e2e/debian.py redis-server
 	$(BIN)/pytest -q -m "not e2e"  # everything but the e2e deployment test; a bare `pytest` also skips the slow tests
 
 test: lint typecheck pytest bench-quick
@@ -42,7 +45,7 @@ bench-quick: $(STAMP)
 
 # Placement of 3,000 orders without a store, with the per-task ledger and with a ledger scope (its claim on
 # its own row), then four writers of one scope at once, run by a real scheduler in the deployment of make e2e
-# (in .e2e/bench; 0 and 50 ms panel latency; 6-9 minutes, heavy: not part of make test).
+# (in .e2e/bench; 0 and 50 ms panel latency; about 11 minutes, heavy: not part of make test).
 bench-deployment: $(E2E_STAMP)
 	$(BIN)/python -m benchmarks --deployment
 

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 import psutil
 import requests
+from debian import install_postgres, install_redis, postgres_bindir
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags_examples"
@@ -313,52 +314,6 @@ class Service:
 # ---------------------------------------------------------------------------------------------
 
 
-def _version_key(path: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name)) or (0,)
-
-
-def postgres_bindir() -> Path | None:
-    """The newest installed PostgreSQL server's bin folder (Debian layout, or on PATH)."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
-    for bindir in candidates:
-        if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
-            return bindir
-    initdb = shutil.which("initdb")
-    if initdb and (Path(initdb).resolve().parent / "postgres").is_file():
-        return Path(initdb).resolve().parent
-    return None
-
-
-def apt_install(package: str, log: Path, why: str) -> None:
-    """``apt-get install`` one Debian package (as root; otherwise say what to run)."""
-    if os.geteuid() != 0:
-        raise DeploymentError(f"{why} and we are not root: run `sudo apt-get install {package}` once")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    with log.open("ab") as out:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
-            out.write(f"$ {' '.join(command)}\n".encode())
-            out.flush()
-            result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600)
-            if result.returncode != 0:
-                raise DeploymentError(f"`{' '.join(command)}` failed (exit {result.returncode}); see {log}")
-
-
-def install_postgres(log: Path) -> Path:
-    """Install Debian's ``postgresql`` package; stop the cluster its post-install script may start."""
-    apt_install("postgresql", log, "no PostgreSQL server is installed (any version >= 13 will do)")
-    # The package creates and may start a "main" cluster on port 5432: not ours, stop it.
-    if shutil.which("pg_lsclusters"):
-        listing = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True)
-        for line in listing.stdout.splitlines():
-            fields = line.split()
-            if len(fields) >= 4 and fields[3] == "online":
-                subprocess.run(["pg_ctlcluster", fields[0], fields[1], "stop"], capture_output=True)
-    bindir = postgres_bindir()
-    if bindir is None:
-        raise DeploymentError(f"PostgreSQL was installed but no server binaries were found; see {log}")
-    return bindir
-
-
 def _traversable_by_others(path: Path) -> bool:
     """Whether every folder above ``path`` lets another user through (o+x)."""
     return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in [path, *path.parents] if parent.exists())
@@ -526,20 +481,6 @@ class Postgres:
 # ---------------------------------------------------------------------------------------------
 # Redis (the Celery broker of the CeleryExecutor line)
 # ---------------------------------------------------------------------------------------------
-
-
-def install_redis(log: Path) -> Path:
-    """Install Debian's ``redis-server`` package; stop the server its post-install script may start."""
-    apt_install("redis-server", log, "no redis-server is installed")
-    # The package may start its own server on 6379 (where an init system runs): not ours, stop it.
-    if shutil.which("systemctl"):
-        subprocess.run(["systemctl", "stop", "redis-server"], capture_output=True)
-    elif shutil.which("service"):
-        subprocess.run(["service", "redis-server", "stop"], capture_output=True)
-    found = shutil.which("redis-server")
-    if found is None:
-        raise DeploymentError(f"redis-server was installed but is not on PATH; see {log}")
-    return Path(found)
 
 
 @dataclass
