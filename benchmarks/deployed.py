@@ -19,6 +19,7 @@ page's rows (``benchmarks/page.py``; alone with ``--page``).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -43,14 +44,12 @@ LEDGER_ASSET = "mirpanel_order_ledger__mirpanel_default"
 TARGET = 0.8
 
 
-def _e2e() -> Any:
-    """``tests/e2e/deployment.py`` (not a package: imported from its folder, as its conftest does)."""
+def e2e_module(name: str = "deployment") -> Any:
+    """A module of ``tests/e2e/`` (not a package: imported from its folder, as its conftest does)."""
     folder = str(ROOT / "tests" / "e2e")
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    import deployment
-
-    return deployment
+    return importlib.import_module(name)
 
 
 def floor(panel: PanelProcess, n: int, service: int, quantity: int) -> tuple[float, int]:
@@ -77,7 +76,7 @@ def run(
     (``benchmarks/page.py``) last unless not ``page_rows``, or only those without ``placement``."""
     from benchmarks import page
 
-    e2e = _e2e()
+    e2e = e2e_module()
     rows: list[Row] = []
 
     def add(row: Row) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 from airflow_provider_mirpanel.sandbox import CONN_ENV_VAR
 from airflow_provider_mirpanel.sandbox.redis_server import LocalRedis
+from benchmarks.deployed import e2e_module
 from benchmarks.panel_process import ROOT, PanelProcess
 from benchmarks.placement_worker import MARK
 from benchmarks.table import Row
@@ -52,16 +53,12 @@ def ensure_redis_server() -> str | None:
     """Why Redis cannot run here (None: it can); installs Debian's redis-server when missing and root."""
     if shutil.which("redis-server"):
         return None
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "redis-server"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if shutil.which("redis-server"):
-            return None
-    return "redis-server is not installed (apt-get install redis-server)"
+    debian = e2e_module("debian")
+    try:
+        debian.install_redis(ROOT / ".venv" / "apt-get.log")
+    except (debian.DebianPackageError, OSError) as error:
+        return str(error)
+    return None
 
 
 @contextmanager
